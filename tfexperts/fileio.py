@@ -1,0 +1,48 @@
+"""Atomic file writes through `tf.io.gfile` (local paths and `gs://` alike).
+
+Nothing half-written is ever left under the final name: data goes to a unique temp name beside it,
+which is then renamed over the target.
+"""
+import json
+import os
+import posixpath
+import uuid
+
+import tensorflow as tf
+
+
+def parent_dir(path):
+  """Returns the directory part of a local or URL-style (`gs://...`) path."""
+  return posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+
+
+def temp_path_beside(path):
+  """Returns a fresh, unused temp name in the same directory as `path` (same filesystem)."""
+  return f"{path}.tmp-{uuid.uuid4().hex}"
+
+
+def write_bytes_atomic(path, data):
+  """Writes `data` (bytes) to `path` via a temp file and a rename; returns `path`."""
+  directory = parent_dir(path)
+  if directory:
+    tf.io.gfile.makedirs(directory)
+  tmp = temp_path_beside(path)
+  try:
+    with tf.io.gfile.GFile(tmp, "wb") as f:
+      f.write(data)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+  return path
+
+
+def write_json_atomic(path, obj):
+  """Writes `obj` as indented, key-sorted JSON to `path` atomically; returns `path`."""
+  return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path):
+  """Reads and returns the JSON object stored at `path`."""
+  with tf.io.gfile.GFile(path, "r") as f:
+    return json.load(f)

@@ -1,0 +1,224 @@
+"""BiT ResNet-v2 (Kolesnikov et al., "Big Transfer") as Keras 3 layers.
+
+Weight-standardized convolutions, GroupNorm, pre-activation bottleneck units with the stride on the
+3x3, a root of 7x7/2 conv + zero-padded 3x3/2 max-pool, and a GN-ReLU-average-pool giving the
+pre-logits, then an optional zero-initialised head. Layer names equal the BiT checkpoint scopes:
+`root_block`, `block{b}/unit{NN}/{a,b,c}`, `a/proj`, `group_norm`, `head`.
+
+The model takes images in [0, 1] and maps them to [-1, 1], the range of the raw BiT checkpoints, so
+hub modules built on it keep the [0, 1] contract.
+"""
+import keras
+from keras import ops
+
+from tfexperts.models import layers as bit_layers
+
+# Presets as data: name -> constructor arguments.
+PRESETS = {
+    "r26x1": {"units": (2, 2, 2, 2), "width": 1},
+    "r50x1": {"units": (3, 4, 6, 3), "width": 1},
+    "r50x3": {"units": (3, 4, 6, 3), "width": 3},
+    "r101x1": {"units": (3, 4, 23, 3), "width": 1},
+    "r101x3": {"units": (3, 4, 23, 3), "width": 3},
+    "r152x1": {"units": (3, 8, 36, 3), "width": 1},
+    "r152x4": {"units": (3, 8, 36, 3), "width": 4},
+    # For tests and the CPU demo: one unit per block, a quarter of the width, 4 GroupNorm groups.
+    "tiny": {"units": (1, 1, 1, 1), "width": 0.25, "groups": 4},
+}
+
+ROOT_FILTERS = 64
+BLOCK_FILTERS = (64, 128, 256, 512)
+BLOCK_STRIDES = (1, 2, 2, 2)
+EXPANSION = 4
+
+
+def _scaled(filters, width):
+  return int(round(filters * width))
+
+
+@keras.saving.register_keras_serializable(package="tfexperts")
+class RootBlock(keras.layers.Layer):
+  """BiT root: pad 3, 7x7 stride-2 StandardizedConv2D, pad 1 with zeros, 3x3 stride-2 max-pool."""
+
+  def __init__(self, filters, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = filters
+    self.pad_conv = bit_layers.SymmetricPadding(7, name="pad_conv")
+    self.conv = bit_layers.StandardizedConv2D(filters, 7, strides=2)
+    self.pad_pool = bit_layers.SymmetricPadding(3, name="pad_pool")
+    self.pool = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="max_pool")
+
+  def call(self, x):
+    return self.pool(self.pad_pool(self.conv(self.pad_conv(x))))
+
+  def get_config(self):
+    return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="tfexperts")
+class BottleneckUnit(keras.layers.Layer):
+  """Pre-activation bottleneck: 1x1 (F) -> 3x3 (F, stride) -> 1x1 (4F), each GN-ReLU first.
+
+  The shortcut is a strided 1x1 projection of the first pre-activation when the stride is > 1 or
+  the channel count changes (so its input channel count must be given), else the input itself.
+  """
+
+  def __init__(self, filters, strides, in_channels, groups=32, **kwargs):
+    super().__init__(**kwargs)
+    self.filters, self.strides = filters, strides
+    self.in_channels, self.groups = in_channels, groups
+    out = filters * EXPANSION
+    needs_projection = strides > 1 or in_channels != out
+    self.a = bit_layers.PreActConv(filters, 1, groups=groups,
+                                   projection_filters=out if needs_projection else 0,
+                                   projection_strides=strides, name="a")
+    self.b = bit_layers.PreActConv(filters, 3, strides=strides, groups=groups, name="b")
+    self.c = bit_layers.PreActConv(out, 1, groups=groups, name="c")
+
+  def call(self, x):
+    if self.a.proj is not None:
+      y, shortcut = self.a(x)
+    else:
+      y, shortcut = self.a(x), x
+    return self.c(self.b(y)) + shortcut
+
+  def get_config(self):
+    return {**super().get_config(), "filters": self.filters, "strides": self.strides,
+            "in_channels": self.in_channels, "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="tfexperts")
+class ResNetBlock(keras.layers.Layer):
+  """A stage of `num_units` bottleneck units (`unit01`, `unit02`, ...); the first one strides."""
+
+  def __init__(self, num_units, filters, strides, in_channels, groups=32, **kwargs):
+    super().__init__(**kwargs)
+    self.num_units, self.filters, self.strides = num_units, filters, strides
+    self.in_channels, self.groups = in_channels, groups
+    self.units = []
+    channels = in_channels
+    for i in range(num_units):
+      self.units.append(BottleneckUnit(filters, strides if i == 0 else 1, channels, groups,
+                                       name=f"unit{i + 1:02d}"))
+      channels = filters * EXPANSION
+
+  def call(self, x):
+    for unit in self.units:
+      x = unit(x)
+    return x
+
+  def get_config(self):
+    return {**super().get_config(), "num_units": self.num_units, "filters": self.filters,
+            "strides": self.strides, "in_channels": self.in_channels, "groups": self.groups}
+
+
+def validate_resnet_args(units, width, num_classes, groups):
+  """Checks ResNetV2 constructor arguments; returns `units` as a tuple. Raises ValueError."""
+  if not isinstance(units, (tuple, list)) or len(units) != len(BLOCK_FILTERS) or any(
+      isinstance(u, bool) or not isinstance(u, int) or u <= 0 for u in units):
+    raise ValueError("`units` must be 4 positive integers, one per block, e.g. (3, 4, 6, 3) for "
+                     f"R50. Received: units={units!r}")
+  if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+    raise ValueError(f"`width` must be a positive number. Received: width={width!r}")
+  root = ROOT_FILTERS * width
+  if abs(root - round(root)) > 1e-9 or round(root) < 1:
+    raise ValueError("`width` must make 64 * width a whole number of channels. "
+                     f"Received: width={width!r} (64 * width = {root})")
+  if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
+    raise ValueError(f"`groups` must be a positive integer. Received: groups={groups!r}")
+  if round(root) % groups:
+    raise ValueError(f"`groups` must divide the root width 64 * width = {round(root)}. "
+                     f"Received: groups={groups!r}, width={width!r}")
+  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+    raise ValueError("`num_classes` must be a non-negative integer (0 means no head). "
+                     f"Received: num_classes={num_classes!r}")
+  return tuple(units)
+
+
+@keras.saving.register_keras_serializable(package="tfexperts")
+class ResNetV2(keras.Model):
+  """BiT ResNet-v2. `call(images)` takes `[b, h, w, 3]` floats in [0, 1] and returns a dict.
+
+  The dict holds `"pre_logits"` (`[b, 2048 * width]`, float32) and, when `num_classes > 0`,
+  `"logits"` (`[b, num_classes]`, float32, from a zero-initialised head). The pieces are public so
+  expert models can insert adapters between them: `root(images)`, `blocks`, `outputs_from(x)`.
+
+  Args:
+    units: units per block, 4 positive ints ((3, 4, 6, 3) = R50).
+    width: width multiplier; 64 * width must be a whole number divisible by `groups`.
+    num_classes: size of the head; 0 means no head.
+    groups: GroupNorm groups (32 in BiT; fewer for tiny test widths).
+  """
+
+  def __init__(self, units=(3, 4, 6, 3), width=1, num_classes=0, groups=32, name="resnet",
+               **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.units_per_block = validate_resnet_args(units, width, num_classes, groups)
+    self.width, self.num_classes, self.groups = width, num_classes, groups
+    self.root_block = RootBlock(_scaled(ROOT_FILTERS, width), name="root_block")
+    self.blocks = []
+    channels = _scaled(ROOT_FILTERS, width)
+    for b, (num_units, filters, strides) in enumerate(
+        zip(self.units_per_block, BLOCK_FILTERS, BLOCK_STRIDES)):
+      filters = _scaled(filters, width)
+      self.blocks.append(ResNetBlock(num_units, filters, strides, channels, groups,
+                                     name=f"block{b + 1}"))
+      channels = filters * EXPANSION
+    self.feature_dim = channels
+    self.group_norm = bit_layers.make_group_norm(groups)
+    self.head = None
+    if num_classes:
+      self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
+
+  @property
+  def block_input_channels(self):
+    """Channel counts entering each of the 4 blocks (where adapters go): 64,256,512,1024 x width."""
+    return tuple(block.in_channels for block in self.blocks)
+
+  def root(self, images):
+    """Maps `[b, h, w, 3]` images in [0, 1] to the root block's output (input of block1)."""
+    return self.root_block(images * 2.0 - 1.0)
+
+  def outputs_from(self, x):
+    """Maps block4's output to `{"pre_logits": ..., "logits": ...}` (logits only with a head)."""
+    pre_logits = ops.mean(ops.relu(self.group_norm(x)), axis=(1, 2))
+    outputs = {"pre_logits": ops.cast(pre_logits, "float32")}
+    if self.head is not None:
+      outputs["logits"] = ops.cast(self.head(pre_logits), "float32")
+    return outputs
+
+  def call(self, images, training=False):
+    x = self.root(images)
+    for block in self.blocks:
+      x = block(x)
+    return self.outputs_from(x)
+
+  def build(self, input_shape):
+    """Creates every variable by a symbolic pass over images of `input_shape` (e.g. [None]*3+[3])."""
+    if not self.built:
+      self.call(keras.KerasTensor(tuple(input_shape)))
+    super().build(input_shape)
+
+  def get_config(self):
+    return {"name": self.name, "trainable": self.trainable,
+            "units": list(self.units_per_block), "width": self.width,
+            "num_classes": self.num_classes, "groups": self.groups}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["units"] = tuple(config["units"])
+    return cls(**config)
+
+
+def create_model(preset="r50x1", **overrides):
+  """Builds a `ResNetV2` from a preset name (see `PRESETS`) with keyword overrides.
+
+  Returns the model, built for `[None, None, None, 3]` images. Raises ValueError naming the preset
+  and the known presets when the name is unknown.
+  """
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown model preset {preset!r}. Known presets: {sorted(PRESETS)}")
+  model = ResNetV2(**{**PRESETS[preset], **overrides})
+  model.build((None, None, None, 3))
+  return model
