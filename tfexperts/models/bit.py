@@ -63,56 +63,59 @@ class BottleneckUnit(keras.layers.Layer):
   the channel count changes (so its input channel count must be given), else the input itself.
   """
 
-  def __init__(self, filters, strides, in_channels, groups=32, **kwargs):
+  def __init__(self, filters, strides, in_channels, groups=32, patch_experts=0, **kwargs):
     super().__init__(**kwargs)
     self.filters, self.strides = filters, strides
-    self.in_channels, self.groups = in_channels, groups
+    self.in_channels, self.groups, self.patch_experts = in_channels, groups, patch_experts
     out = filters * EXPANSION
     needs_projection = strides > 1 or in_channels != out
-    self.a = bit_layers.PreActConv(filters, 1, groups=groups,
-                                   projection_filters=out if needs_projection else 0,
-                                   projection_strides=strides, name="a")
-    self.b = bit_layers.PreActConv(filters, 3, strides=strides, groups=groups, name="b")
-    self.c = bit_layers.PreActConv(out, 1, groups=groups, name="c")
+    common = {"groups": groups, "patch_experts": patch_experts}
+    self.a = bit_layers.PreActConv(filters, 1, projection_filters=out if needs_projection else 0,
+                                   projection_strides=strides, name="a", **common)
+    self.b = bit_layers.PreActConv(filters, 3, strides=strides, name="b", **common)
+    self.c = bit_layers.PreActConv(out, 1, name="c", **common)
 
-  def call(self, x):
+  def call(self, x, expert_ids=None):
     if self.a.proj is not None:
-      y, shortcut = self.a(x)
+      y, shortcut = self.a(x, expert_ids)
     else:
-      y, shortcut = self.a(x), x
-    return self.c(self.b(y)) + shortcut
+      y, shortcut = self.a(x, expert_ids), x
+    return self.c(self.b(y, expert_ids), expert_ids) + shortcut
 
   def get_config(self):
     return {**super().get_config(), "filters": self.filters, "strides": self.strides,
-            "in_channels": self.in_channels, "groups": self.groups}
+            "in_channels": self.in_channels, "groups": self.groups,
+            "patch_experts": self.patch_experts}
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")
 class ResNetBlock(keras.layers.Layer):
   """A stage of `num_units` bottleneck units (`unit01`, `unit02`, ...); the first one strides."""
 
-  def __init__(self, num_units, filters, strides, in_channels, groups=32, **kwargs):
+  def __init__(self, num_units, filters, strides, in_channels, groups=32, patch_experts=0,
+               **kwargs):
     super().__init__(**kwargs)
     self.num_units, self.filters, self.strides = num_units, filters, strides
-    self.in_channels, self.groups = in_channels, groups
+    self.in_channels, self.groups, self.patch_experts = in_channels, groups, patch_experts
     self.units = []
     channels = in_channels
     for i in range(num_units):
       self.units.append(BottleneckUnit(filters, strides if i == 0 else 1, channels, groups,
-                                       name=f"unit{i + 1:02d}"))
+                                       patch_experts, name=f"unit{i + 1:02d}"))
       channels = filters * EXPANSION
 
-  def call(self, x):
+  def call(self, x, expert_ids=None):
     for unit in self.units:
-      x = unit(x)
+      x = unit(x, expert_ids)
     return x
 
   def get_config(self):
     return {**super().get_config(), "num_units": self.num_units, "filters": self.filters,
-            "strides": self.strides, "in_channels": self.in_channels, "groups": self.groups}
+            "strides": self.strides, "in_channels": self.in_channels, "groups": self.groups,
+            "patch_experts": self.patch_experts}
 
 
-def validate_resnet_args(units, width, num_classes, groups):
+def validate_resnet_args(units, width, num_classes, groups, patch_experts=0):
   """Checks ResNetV2 constructor arguments; returns `units` as a tuple. Raises ValueError."""
   if not isinstance(units, (tuple, list)) or len(units) != len(BLOCK_FILTERS) or any(
       isinstance(u, bool) or not isinstance(u, int) or u <= 0 for u in units):
@@ -132,6 +135,9 @@ def validate_resnet_args(units, width, num_classes, groups):
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
     raise ValueError("`num_classes` must be a non-negative integer (0 means no head). "
                      f"Received: num_classes={num_classes!r}")
+  if isinstance(patch_experts, bool) or not isinstance(patch_experts, int) or patch_experts < 0:
+    raise ValueError("`patch_experts` must be a non-negative integer (0 means a plain model). "
+                     f"Received: patch_experts={patch_experts!r}")
   return tuple(units)
 
 
@@ -148,24 +154,27 @@ class ResNetV2(keras.Model):
     width: width multiplier; 64 * width must be a whole number divisible by `groups`.
     num_classes: size of the head; 0 means no head.
     groups: GroupNorm groups (32 in BiT; fewer for tiny test widths).
+    patch_experts: 0 for a plain model; n > 0 makes every GroupNorm a `GroupNormBank` of n
+      model patches (per-expert scale and bias), and `call` then needs `expert_ids`.
   """
 
-  def __init__(self, units=(3, 4, 6, 3), width=1, num_classes=0, groups=32, name="resnet",
-               **kwargs):
+  def __init__(self, units=(3, 4, 6, 3), width=1, num_classes=0, groups=32, patch_experts=0,
+               name="resnet", **kwargs):
     super().__init__(name=name, **kwargs)
-    self.units_per_block = validate_resnet_args(units, width, num_classes, groups)
+    self.units_per_block = validate_resnet_args(units, width, num_classes, groups, patch_experts)
     self.width, self.num_classes, self.groups = width, num_classes, groups
+    self.patch_experts = patch_experts
     self.root_block = RootBlock(_scaled(ROOT_FILTERS, width), name="root_block")
     self.blocks = []
     channels = _scaled(ROOT_FILTERS, width)
     for b, (num_units, filters, strides) in enumerate(
         zip(self.units_per_block, BLOCK_FILTERS, BLOCK_STRIDES)):
       filters = _scaled(filters, width)
-      self.blocks.append(ResNetBlock(num_units, filters, strides, channels, groups,
+      self.blocks.append(ResNetBlock(num_units, filters, strides, channels, groups, patch_experts,
                                      name=f"block{b + 1}"))
       channels = filters * EXPANSION
     self.feature_dim = channels
-    self.group_norm = bit_layers.make_group_norm(groups)
+    self.group_norm = bit_layers.make_group_norm(groups, patch_experts)
     self.head = None
     if num_classes:
       self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
@@ -179,30 +188,36 @@ class ResNetV2(keras.Model):
     """Maps `[b, h, w, 3]` images in [0, 1] to the root block's output (input of block1)."""
     return self.root_block(images * 2.0 - 1.0)
 
-  def outputs_from(self, x):
+  def outputs_from(self, x, expert_ids=None):
     """Maps block4's output to `{"pre_logits": ..., "logits": ...}` (logits only with a head)."""
-    pre_logits = ops.mean(ops.relu(self.group_norm(x)), axis=(1, 2))
+    pre_logits = ops.mean(ops.relu(bit_layers.call_norm(self.group_norm, x, expert_ids)),
+                          axis=(1, 2))
     outputs = {"pre_logits": ops.cast(pre_logits, "float32")}
     if self.head is not None:
       outputs["logits"] = ops.cast(self.head(pre_logits), "float32")
     return outputs
 
-  def call(self, images, training=False):
+  def call(self, images, expert_ids=None, training=False):
+    if self.patch_experts and expert_ids is None:
+      raise ValueError(f"Model {self.name!r} holds {self.patch_experts} model patches; "
+                       "call it with expert_ids ([batch] ints). Received: expert_ids=None")
     x = self.root(images)
     for block in self.blocks:
-      x = block(x)
-    return self.outputs_from(x)
+      x = block(x, expert_ids)
+    return self.outputs_from(x, expert_ids)
 
   def build(self, input_shape):
     """Creates every variable by a symbolic pass over images of `input_shape` (e.g. [None]*3+[3])."""
     if not self.built:
-      self.call(keras.KerasTensor(tuple(input_shape)))
+      ids = keras.KerasTensor((input_shape[0],), dtype="int32") if self.patch_experts else None
+      self.call(keras.KerasTensor(tuple(input_shape)), ids)
     super().build(input_shape)
 
   def get_config(self):
     return {"name": self.name, "trainable": self.trainable,
             "units": list(self.units_per_block), "width": self.width,
-            "num_classes": self.num_classes, "groups": self.groups}
+            "num_classes": self.num_classes, "groups": self.groups,
+            "patch_experts": self.patch_experts}
 
   @classmethod
   def from_config(cls, config):

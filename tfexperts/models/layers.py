@@ -66,22 +66,86 @@ class SymmetricPadding(keras.layers.Layer):
     return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
-def make_group_norm(groups, name="group_norm"):
-  """Returns BiT's GroupNorm (eps 1e-5) with `groups` groups, named as in the checkpoints."""
+def make_group_norm(groups, num_experts=0, name="group_norm"):
+  """Returns BiT's GroupNorm (eps 1e-5, `groups` groups), named as in the checkpoints.
+
+  With `num_experts > 0` returns a `GroupNormBank` holding one scale and bias per expert (a
+  model-patch bank); its call then takes `expert_ids`.
+  """
+  if num_experts:
+    return GroupNormBank(num_experts, groups=groups, name=name)
   return keras.layers.GroupNormalization(groups=groups, epsilon=GN_EPSILON, name=name)
+
+
+def call_norm(norm, x, expert_ids):
+  """Applies a plain GroupNorm, or a `GroupNormBank` routed by `expert_ids` ([b] ints)."""
+  if isinstance(norm, GroupNormBank):
+    return norm(x, expert_ids)
+  return norm(x)
+
+
+def gather_rows(table, expert_ids, dtype):
+  """Per-example rows of an expert-stacked variable: `table[expert_ids]` cast to `dtype`."""
+  return ops.cast(ops.take(table, ops.cast(expert_ids, "int32"), axis=0), dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfexperts")
+class GroupNormBank(keras.layers.Layer):
+  """GroupNorm whose scale and bias are chosen per example from `num_experts` stacked rows.
+
+  Variables `gamma` and `beta` have shape `[num_experts, channels]`; row e is expert e's patch.
+  `call(x, expert_ids)` normalizes `x` like GroupNorm and applies row `expert_ids[i]` to example i.
+  """
+
+  def __init__(self, num_experts, groups=32, epsilon=GN_EPSILON, **kwargs):
+    super().__init__(**kwargs)
+    _check_positive_int("num_experts", num_experts)
+    _check_positive_int("groups", groups)
+    self.num_experts, self.groups, self.epsilon = num_experts, groups, epsilon
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    if channels % self.groups:
+      raise ValueError(f"GroupNorm groups={self.groups} must divide the channel count. "
+                       f"Received: channels={channels}")
+    self.gamma = self.add_weight(name="gamma", shape=(self.num_experts, channels),
+                                 initializer="ones")
+    self.beta = self.add_weight(name="beta", shape=(self.num_experts, channels),
+                                initializer="zeros")
+
+  def call(self, x, expert_ids):
+    # Same arithmetic, in the same order, as keras.layers.GroupNormalization, so a bank whose rows
+    # all equal a GroupNorm's parameters reproduces it bit for bit.
+    in_dtype = x.dtype
+    shape = ops.shape(x)
+    channels = x.shape[-1]
+    grouped = ops.cast(ops.reshape(x, (shape[0], shape[1], shape[2], self.groups,
+                                       channels // self.groups)), "float32")
+    mean, variance = ops.moments(grouped, axes=(1, 2, 4), keepdims=True)
+    row_shape = (-1, 1, 1, self.groups, channels // self.groups)
+    gamma = ops.reshape(gather_rows(self.gamma, expert_ids, "float32"), row_shape)
+    beta = ops.reshape(gather_rows(self.beta, expert_ids, "float32"), row_shape)
+    inv = ops.rsqrt(variance + self.epsilon) * gamma
+    y = grouped * inv + (-mean * inv + beta)
+    return ops.cast(ops.reshape(ops.cast(y, in_dtype), shape), self.compute_dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "num_experts": self.num_experts, "groups": self.groups,
+            "epsilon": self.epsilon}
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")
 class PreActConv(keras.layers.Layer):
   """GroupNorm -> ReLU -> (symmetric pad) -> StandardizedConv2D, one of a unit's `a`, `b`, `c`.
 
+  With `patch_experts > 0` its GroupNorm is a `GroupNormBank` and `call` takes `expert_ids`.
   With `projection_filters > 0` (unit `a` of a unit that changes shape) it also owns `proj`, a
   strided 1x1 conv of the pre-activation, and `call` returns `(output, shortcut)` where shortcut is
   `proj(relu(gn(x)))`, else `x`. Without projection, `call` returns the output only.
   """
 
   def __init__(self, filters, kernel_size=1, strides=1, groups=32, projection_filters=0,
-               projection_strides=1, **kwargs):
+               projection_strides=1, patch_experts=0, **kwargs):
     super().__init__(**kwargs)
     for arg, value in (("filters", filters), ("kernel_size", kernel_size), ("strides", strides),
                        ("groups", groups), ("projection_strides", projection_strides)):
@@ -91,17 +155,17 @@ class PreActConv(keras.layers.Layer):
       raise ValueError("`projection_filters` must be a non-negative integer. "
                        f"Received: projection_filters={projection_filters!r}")
     self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
-    self.groups = groups
+    self.groups, self.patch_experts = groups, patch_experts
     self.projection_filters, self.projection_strides = projection_filters, projection_strides
-    self.group_norm = make_group_norm(groups)
+    self.group_norm = make_group_norm(groups, patch_experts)
     self.pad = SymmetricPadding(kernel_size, name="pad") if kernel_size > 1 else None
     self.conv = StandardizedConv2D(filters, kernel_size, strides=strides)
     self.proj = None
     if projection_filters:
       self.proj = _Projection(projection_filters, projection_strides, name="proj")
 
-  def call(self, x):
-    preact = ops.relu(self.group_norm(x))
+  def call(self, x, expert_ids=None):
+    preact = ops.relu(call_norm(self.group_norm, x, expert_ids))
     y = self.conv(self.pad(preact) if self.pad is not None else preact)
     if self.proj is None:
       return y
@@ -111,7 +175,7 @@ class PreActConv(keras.layers.Layer):
     return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
             "strides": self.strides, "groups": self.groups,
             "projection_filters": self.projection_filters,
-            "projection_strides": self.projection_strides}
+            "projection_strides": self.projection_strides, "patch_experts": self.patch_experts}
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")
