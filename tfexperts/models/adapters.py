@@ -146,12 +146,18 @@ class AdapterExpertModel(keras.Model):
     if not self.built:
       self.call(keras.KerasTensor(tuple(input_shape)),
                 keras.KerasTensor((input_shape[0],), dtype="int32"))
+    if self.freeze_backbone:  # variables created after `trainable = False` do not inherit it
+      self.backbone.trainable = False
     super().build(input_shape)
 
   def get_config(self):
     return {"name": self.name, "trainable": self.trainable, "num_experts": self.num_experts,
             "freeze_backbone": self.freeze_backbone,
             "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+  @classmethod
+  def from_config(cls, config):
+    return bit.set_trainable_after_init(cls, config)
 
   def expert_variables(self, expert):
     """Returns `{variable path: row}` views of one expert's adapter parameters (for inspection)."""

@@ -223,7 +223,21 @@ class ResNetV2(keras.Model):
   def from_config(cls, config):
     config = dict(config)
     config["units"] = tuple(config["units"])
-    return cls(**config)
+    return set_trainable_after_init(cls, config)
+
+
+def set_trainable_after_init(cls, config):
+  """`cls(**config)` with `trainable` applied after construction.
+
+  Keras 3 models constructed with `trainable=False` stop propagating later `trainable` changes to
+  their sublayers (seen with keras 3.15), so the flag is set once the sublayers exist.
+  """
+  config = dict(config)
+  trainable = config.pop("trainable", True)
+  model = cls(**config)
+  if not trainable:
+    model.trainable = False
+  return model
 
 
 def create_model(preset="r50x1", **overrides):

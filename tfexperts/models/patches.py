@@ -43,11 +43,12 @@ def create_patch_bank(baseline, num_experts):
     if _is_patch_variable(name):
       value = np.broadcast_to(value, variable.shape)
     variable.assign(value)
-  _freeze_all_but_patches(bank)
+  freeze_all_but_patches(bank)
   return bank
 
 
-def _freeze_all_but_patches(bank):
+def freeze_all_but_patches(bank):
+  """Marks every convolution and the head of a patch bank non-trainable; returns `bank`."""
   bank.root_block.trainable = False
   if bank.head is not None:
     bank.head.trainable = False
@@ -57,6 +58,7 @@ def _freeze_all_but_patches(bank):
         part.conv.trainable = False
         if part.proj is not None:
           part.proj.trainable = False
+  return bank
 
 
 def extract_patch_expert(bank, expert):
