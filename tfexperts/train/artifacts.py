@@ -15,6 +15,9 @@ import keras
 import tensorflow as tf
 
 from tfexperts import fileio
+# Imported for their Keras registrations, so any finished model deserializes.
+from tfexperts.models import adapters  # pylint: disable=unused-import
+from tfexperts.models import bit  # pylint: disable=unused-import
 
 ARTIFACT_KINDS = ("baseline", "full", "adapter_bank", "patch_bank", "epn")
 MODEL_CONFIG = "model.json"

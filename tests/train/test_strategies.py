@@ -1,0 +1,63 @@
+"""MirroredStrategy and MultiWorkerMirroredStrategy against one device, in separate processes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WORKER = os.path.join(REPO, "tests", "train", "strategy_worker.py")
+
+
+def _env(**extra):
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, **extra}
+  env.pop("TF_CONFIG", None) if "TF_CONFIG" not in extra else None
+  return env
+
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
+  out = tmp_path / "losses.json"
+  subprocess.run([sys.executable, WORKER, "compare_mirrored", str(out)], env=_env(), check=True,
+                 timeout=600, capture_output=True)
+  results = json.loads(out.read_text())
+  assert results["mirrored"]["replicas"] == 2 and results["one_device"]["replicas"] == 1
+  one, two = results["one_device"]["loss"], results["mirrored"]["loss"]
+  assert len(one) == len(two) == 8
+  np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-5)
+  assert one[-1] < one[0]
+
+
+def test_multi_worker_two_processes_agree_on_weights(tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = []
+  for index in range(2):
+    (tmp_path / f"w{index}").mkdir()
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    procs.append(subprocess.Popen(
+        [sys.executable, WORKER, "multi_worker", str(tmp_path / f"w{index}" / "weights.npz")],
+        env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  logs = []
+  for proc in procs:
+    logs.append(proc.communicate(timeout=600)[0].decode(errors="replace"))
+  assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+  first = np.load(tmp_path / "w0" / "weights.npz")
+  second = np.load(tmp_path / "w1" / "weights.npz")
+  assert int(first["replicas"]) == 2
+  assert len(first["losses"]) == 4
+  for key in first.files:
+    np.testing.assert_array_equal(first[key], second[key])
+  assert os.listdir(tmp_path / "w0" / "ckpt")  # the chief (worker 0) kept the checkpoint
+  assert not (tmp_path / "w1" / "ckpt").exists()

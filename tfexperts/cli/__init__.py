@@ -1,0 +1,1 @@
+"""Command-line programs; `bin/` holds thin wrappers that run them."""

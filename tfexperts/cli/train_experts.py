@@ -1,0 +1,202 @@
+"""bin/train_experts: baseline and expert training on TPUStrategy, MirroredStrategy or multi-worker.
+
+Stages (run in the order given; each resumes from its checkpoints and skips finished models):
+  baseline  stage 1, the BiT baseline on the whole upstream dataset
+  full      each expert = the baseline fine-tuned on its slice
+  adapter   frozen baseline + one residual adapter per expert, each trained on its slice
+  patch     frozen baseline + one GroupNorm patch per expert
+  epn       expert prediction network (multi-label over the expert domains)
+
+Example (offline data, CPU):
+  bin/train_experts --workdir=/tmp/run --stage=baseline,adapter --model=tiny --batch_size=32 \
+      --baseline_steps=200 --expert_steps=100
+On a TPU:  bin/train_experts --tpu=NAME --workdir=gs://bucket/run --data_dir=gs://bucket/tfds ...
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+MIXED_PRECISION = ("none", "auto", "bfloat16", "float16")
+SLICES = ("semantic", "random")
+
+flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and finished models go.")
+flags.DEFINE_list("stage", ["baseline"], "Stages to run, in order: baseline, full, adapter, patch, "
+                  "epn.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (`local` on a TPU VM).")
+flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
+                  "Distribution strategy without --tpu (auto: MirroredStrategy over GPUs, else one "
+                  "device; multi_worker reads TF_CONFIG).")
+flags.DEFINE_string("dataset", "tfexperts_shapes/demo", "tfds name[/config][:version] of the "
+                    "upstream dataset.")
+flags.DEFINE_string("data_dir", None, "tfds data dir (default: tfds's own).")
+flags.DEFINE_string("split", "train", "Upstream split.")
+flags.DEFINE_string("hierarchy", None, "Label hierarchy file (JSON or TSV); default: the offline "
+                    "dataset's shipped hierarchy.")
+flags.DEFINE_string("image_key", "image", "Image feature key.")
+flags.DEFINE_string("label_key", "label", "Label feature key (ClassLabel, Sequence(ClassLabel) or "
+                    "multi-hot).")
+flags.DEFINE_bool("prepare_offline", True, "Build the offline tfexperts_* dataset into --data_dir "
+                  "when it is missing.")
+flags.DEFINE_list("experts", [], "Explicit expert domains (hierarchy node names); default: the "
+                  "--num_experts largest nodes.")
+flags.DEFINE_integer("num_experts", 5, "How many domains to choose automatically (top by count).")
+flags.DEFINE_integer("min_count", 1, "Minimum images for a node to become an expert domain.")
+flags.DEFINE_enum("slices", "semantic", SLICES, "Expert data: the domains' images, or random "
+                  "subsets of the same sizes (control).")
+flags.DEFINE_string("model", "r50x1", "Model preset (bit.PRESETS).")
+flags.DEFINE_float("width", None, "Override the preset's width multiplier.")
+flags.DEFINE_integer("groups", None, "Override the GroupNorm group count.")
+flags.DEFINE_integer("resolution", 64, "Training resolution (images are resized to it).")
+flags.DEFINE_string("preprocess", "resize({res})|flip_lr|value_range(0, 1)", "Training "
+                    "preprocessing after decode; {res} is replaced by --resolution.")
+flags.DEFINE_integer("batch_size", 512, "Global batch size (split across replicas).")
+flags.DEFINE_integer("baseline_steps", 1000, "Steps of stage 1.")
+flags.DEFINE_integer("expert_steps", 500, "Steps of every expert (and of the EPN), whatever its "
+                     "slice size.")
+flags.DEFINE_float("base_lr", 0.003, "Learning rate at batch 512 (scaled linearly with batch).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_integer("warmup_steps", 50, "Linear warm-up steps.")
+flags.DEFINE_enum("decay", "step", ["step", "cosine"], "Decay after warm-up (step: x0.1 at 30%, "
+                  "60%, 90%).")
+flags.DEFINE_float("weight_decay", 0.0, "L2 weight decay on kernels.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing (single-label data).")
+flags.DEFINE_float("mixup_alpha", 0.0, "Mixup Beta(alpha, alpha); 0 turns it off.")
+flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Compute dtype: auto = bfloat16 on "
+                  "TPU, float16 on GPU, float32 on CPU.")
+flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
+flags.DEFINE_integer("log_every", 10, "Steps between progress lines.")
+flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call (raise on TPU).")
+flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and initialisation.")
+flags.DEFINE_bool("deterministic", False, "Deterministic ops (bit-identical reruns; slower).")
+
+
+def _policy(mixed_precision, tpu):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if mixed_precision == "auto":
+    if tpu:
+      return "mixed_bfloat16"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else None
+  return {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[mixed_precision]
+
+
+def _save_run_config(workdir, is_chief):
+  """Writes this binary's flags as config.json and as flags.txt (usable as --flagfile)."""
+  from tfexperts import fileio  # pylint: disable=g-import-not-at-top
+  if not is_chief:
+    return
+  own = [f for f in FLAGS.flags_by_module_dict()[__name__] if f.value is not None]
+  fileio.write_json_atomic(os.path.join(workdir, "config.json"), {f.name: f.value for f in own})
+  fileio.write_bytes_atomic(os.path.join(workdir, "flags.txt"),
+                            ("\n".join(f.serialize() for f in own) + "\n").encode())
+
+
+def _upstream(data_dir):
+  from tfexperts.data import builders  # pylint: disable=g-import-not-at-top,unused-import
+  from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
+  from tfexperts.data import upstream as upstream_lib  # pylint: disable=g-import-not-at-top
+  offline_name = FLAGS.dataset.split("/")[0].split(":")[0] in builders.NAMES
+  if offline_name and FLAGS.prepare_offline:
+    offline.prepare_offline_datasets(data_dir, configs=(FLAGS.dataset.split(":")[0],))
+  hierarchy = FLAGS.hierarchy
+  if hierarchy is None:
+    if not offline_name:
+      raise app.UsageError(f"--hierarchy is required for dataset {FLAGS.dataset!r} (only the "
+                           "offline tfexperts_* datasets ship one).")
+    hierarchy = offline.upstream_hierarchy_path()
+  return upstream_lib.Upstream(FLAGS.dataset, hierarchy, split=FLAGS.split, data_dir=data_dir,
+                               image_key=FLAGS.image_key, label_key=FLAGS.label_key)
+
+
+def _domains(upstream, workdir):
+  from tfexperts.data import upstream as upstream_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "domains.json")
+  counts = upstream.count_nodes()
+  if FLAGS.experts:
+    unknown = [e for e in FLAGS.experts if e not in counts]
+    if unknown:
+      raise app.UsageError(f"--experts names unknown hierarchy nodes {unknown}. Known nodes: "
+                           f"{sorted(counts)[:50]}")
+    domains = [upstream_lib.Domain(i, name, counts[name]) for i, name in enumerate(FLAGS.experts)]
+    print("Expert domains (explicit):\n" + upstream_lib.format_domains(domains,
+                                                                       upstream.num_images))
+    upstream_lib.save_domains(path, domains, dataset=upstream.name, split=upstream.split,
+                              num_images=upstream.num_images, explicit=True)
+    return domains
+  return upstream_lib.select_expert_domains(upstream, top_k=FLAGS.num_experts,
+                                            min_count=FLAGS.min_count, output_path=path)
+
+
+def main(argv):
+  """Runs the stages named by --stage with the flags' settings."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required.")
+  unknown = [s for s in FLAGS.stage if s not in ("baseline", "full", "adapter", "patch", "epn")]
+  if unknown:
+    raise app.UsageError(f"Unknown --stage {unknown}. Choose from baseline, full, adapter, "
+                         "patch, epn.")
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import loop  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import stages  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+
+  if FLAGS.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  try:
+    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy)
+  except RuntimeError as e:
+    raise app.UsageError(str(e)) from None
+  policy = _policy(FLAGS.mixed_precision, FLAGS.tpu)
+  if policy:
+    keras.mixed_precision.set_global_policy(policy)
+  tf.io.gfile.makedirs(FLAGS.workdir)
+  _save_run_config(FLAGS.workdir, strategy_lib.is_chief(strategy))
+  upstream = _upstream(FLAGS.data_dir)
+  domains = _domains(upstream, FLAGS.workdir)
+  overrides = {k: v for k, v in (("width", FLAGS.width), ("groups", FLAGS.groups))
+               if v is not None}
+  common = dict(global_batch_size=FLAGS.batch_size, base_lr=FLAGS.base_lr,
+                momentum=FLAGS.momentum, warmup_steps=FLAGS.warmup_steps, decay=FLAGS.decay,
+                weight_decay=FLAGS.weight_decay, label_smoothing=FLAGS.label_smoothing,
+                mixup_alpha=FLAGS.mixup_alpha, multi_label=upstream.spec.kind != "single",
+                checkpoint_every=FLAGS.checkpoint_every, log_every=FLAGS.log_every,
+                steps_per_loop=FLAGS.steps_per_loop, seed=FLAGS.seed,
+                loss_scaling=policy == "mixed_float16")
+  sc = stages.StageContext(
+      workdir=FLAGS.workdir, strategy=strategy, upstream=upstream, domains=domains,
+      preset=FLAGS.model, model_overrides=overrides,
+      preprocess=FLAGS.preprocess.format(res=FLAGS.resolution), resolution=FLAGS.resolution,
+      baseline_config=loop.LoopConfig(total_steps=FLAGS.baseline_steps, **common),
+      expert_config=loop.LoopConfig(total_steps=FLAGS.expert_steps, **common),
+      slices=FLAGS.slices, seed=FLAGS.seed)
+  priors = None
+  for stage in FLAGS.stage:
+    if stage in ("full", "adapter", "patch") and priors is None:
+      priors = stages.label_priors(upstream, domains)
+    if stage == "baseline":
+      stages.run_baseline(sc)
+    elif stage == "full":
+      stages.run_full(sc, priors)
+    elif stage == "adapter":
+      stages.run_adapter(sc, priors)
+    elif stage == "patch":
+      stages.run_patch(sc, priors)
+    else:
+      stages.run_epn(sc)
+  print(f"\nDone: stages {FLAGS.stage} in {FLAGS.workdir}", flush=True)
+  print(json.dumps({"workdir": FLAGS.workdir, "stages": FLAGS.stage,
+                    "experts": [d.name for d in domains]}), flush=True)
+
+
+def run():
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

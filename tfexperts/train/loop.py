@@ -1,0 +1,251 @@
+"""A resumable custom training loop under any `tf.distribute` strategy.
+
+One run trains one model for `total_steps` steps of `global_batch_size` examples with SGD +
+momentum, BiT's warm-up and decay schedule, optional weight decay, label smoothing and mixup.
+Checkpoints (model, optimizer, step) are written every `checkpoint_every` steps and at the end; the
+data position is the step itself: the input function is asked for the stream that starts at the
+restored step, so a killed run restarted with the same settings continues exactly where its last
+checkpoint was. A run whose checkpoint already holds `total_steps` is not retrained.
+"""
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Callable, Optional
+
+import keras
+import tensorflow as tf
+
+from tfexperts.train import schedules
+from tfexperts.train import strategy as strategy_lib
+
+
+@dataclasses.dataclass
+class LoopConfig:
+  """Hyperparameters of one training run (BiT defaults: lr 0.003 at batch 512, momentum 0.9)."""
+  total_steps: int
+  global_batch_size: int
+  base_lr: float = schedules.BIT_BASE_LR
+  base_batch: int = schedules.BIT_BASE_BATCH
+  momentum: float = 0.9
+  warmup_steps: int = 0
+  decay: str = "step"
+  weight_decay: float = 0.0
+  label_smoothing: float = 0.0
+  mixup_alpha: float = 0.0
+  multi_label: bool = False
+  checkpoint_every: int = 100
+  log_every: int = 10
+  steps_per_loop: int = 1
+  seed: int = 0
+  loss_scaling: bool = False  # float16 mixed precision needs dynamic loss scaling
+
+  def __post_init__(self):
+    for name in ("total_steps", "global_batch_size", "checkpoint_every", "log_every",
+                 "steps_per_loop"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    if not 0.0 <= self.label_smoothing < 1.0:
+      raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing!r}")
+    if self.mixup_alpha < 0 or self.weight_decay < 0:
+      raise ValueError("`mixup_alpha` and `weight_decay` must be >= 0. Received: "
+                       f"mixup_alpha={self.mixup_alpha!r}, weight_decay={self.weight_decay!r}")
+
+
+@dataclasses.dataclass
+class TrainTask:
+  """What one run trains.
+
+  Attributes:
+    name: shown in progress lines and summaries.
+    num_classes: width of the logits (and of multi-hot labels when multi-label).
+    make_model: called under the strategy's scope; returns a built Keras model.
+    make_dataset: `(input_context, per_replica_batch_size, start_step) -> tf.data.Dataset` of
+      batches `{"image": [b,h,w,3] float32 in [0,1], "label": [b] int or [b,C] multi-hot, ...}`,
+      infinite, deterministic, beginning at batch number `start_step` of this replica's stream.
+    forward: `(model, batch) -> [b, num_classes] float32 logits`.
+    decayed_tensors: `model -> list of tensors` that weight decay applies to (default: every
+      trainable kernel). Banks return only the rows of the expert being trained.
+  """
+  name: str
+  num_classes: int
+  make_model: Callable[[], keras.Model]
+  make_dataset: Callable[[Optional[tf.distribute.InputContext], int, int], tf.data.Dataset]
+  forward: Callable[[keras.Model, dict], tf.Tensor]
+  decayed_tensors: Optional[Callable[[keras.Model], list]] = None
+
+
+def _default_decayed_tensors(model):
+  return [v for v in model.trainable_variables if v.path.endswith("kernel")]
+
+
+def _beta_sample(alpha, seed):
+  """Beta(alpha, alpha) from two stateless Gamma draws (TF has no stateless Beta)."""
+  g = tf.random.stateless_gamma([2], seed=seed, alpha=alpha)
+  return g[0] / (g[0] + g[1])
+
+
+def _format_eta(seconds):
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _Progress:
+  """Console progress line and TensorBoard scalars (loss, accuracy, lr, images/s)."""
+
+  def __init__(self, name, total_steps, global_batch, summary_dir, start_step):
+    self.name, self.total, self.batch = name, total_steps, global_batch
+    self.writer = tf.summary.create_file_writer(summary_dir) if summary_dir else None
+    self.last_time, self.last_step = time.perf_counter(), start_step
+    self.run_start, self.run_start_step = self.last_time, start_step
+
+  def log(self, step, loss, accuracy, lr):
+    now = time.perf_counter()
+    images_per_s = (step - self.last_step) * self.batch / max(now - self.last_time, 1e-9)
+    steps_per_s = (step - self.run_start_step) / max(now - self.run_start, 1e-9)
+    eta = (self.total - step) / max(steps_per_s, 1e-9)
+    acc = "" if accuracy is None else f" acc {accuracy:.3f}"
+    print(f"[{self.name}] step {step}/{self.total} loss {loss:.4f}{acc} lr {lr:.2e} "
+          f"{images_per_s:.1f} img/s ETA {_format_eta(eta)}", flush=True)
+    if self.writer:
+      with self.writer.as_default(step=step):
+        tf.summary.scalar("train/loss", loss)
+        tf.summary.scalar("train/lr", lr)
+        tf.summary.scalar("train/images_per_second", images_per_s)
+        if accuracy is not None:
+          tf.summary.scalar("train/accuracy", accuracy)
+      self.writer.flush()
+    self.last_time, self.last_step = now, step
+
+
+def _checkpoint_dir(strategy, directory):
+  # Every multi-worker replica must save (the save runs collectives); only the chief keeps it.
+  if strategy_lib.is_chief(strategy):
+    return directory
+  return os.path.join(tempfile.gettempdir(), f"tfexperts-worker{strategy_lib.worker_id(strategy)}",
+                      os.path.basename(directory.rstrip("/")))
+
+
+def checkpointed_step(directory):
+  """The step stored in the latest checkpoint under `directory` (0 when there is none)."""
+  latest = tf.train.latest_checkpoint(directory)
+  if not latest:
+    return 0
+  reader = tf.train.load_checkpoint(latest)
+  return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def train(strategy, task, config, checkpoint_dir, summary_dir=None):
+  """Runs (or resumes) one training run; returns `(model, history)`.
+
+  Args:
+    strategy: a `tf.distribute.Strategy` (see `strategy.make_strategy`).
+    task: a `TrainTask`.
+    config: a `LoopConfig`.
+    checkpoint_dir: where checkpoints live; the latest one is restored first.
+    summary_dir: TensorBoard directory (chief only), or None.
+
+  Returns:
+    The trained model and a dict with `start_step`, `final_step` and `log`, a list of
+    `{"step", "loss", "accuracy", "lr"}` for every logged step of this invocation.
+  """
+  with strategy.scope():
+    model = task.make_model()
+    peak_lr = schedules.scaled_learning_rate(config.base_lr, config.global_batch_size,
+                                             config.base_batch)
+    schedule = schedules.WarmupDecay(peak_lr, config.total_steps, config.warmup_steps,
+                                     config.decay)
+    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+    if config.loss_scaling:
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, checkpoint_dir),
+                                       max_to_keep=2)
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+  start_step = int(step.numpy())
+  history = {"start_step": start_step, "final_step": start_step, "log": []}
+  if start_step >= config.total_steps:
+    print(f"[{task.name}] already trained ({start_step}/{config.total_steps} steps); skipping.",
+          flush=True)
+    return model, history
+  if latest:
+    print(f"[{task.name}] resuming from step {start_step} ({latest})", flush=True)
+
+  dataset = strategy.distribute_datasets_from_function(
+      lambda ctx: task.make_dataset(ctx, ctx.get_per_replica_batch_size(config.global_batch_size),
+                                    start_step))
+  iterator = iter(dataset)
+  decayed = task.decayed_tensors or _default_decayed_tensors
+  global_batch = config.global_batch_size
+
+  def step_fn(batch, step_value):
+    labels = batch["label"]
+    if config.multi_label:
+      targets = tf.cast(labels, tf.float32)
+    else:
+      targets = tf.one_hot(labels, task.num_classes)
+    if config.label_smoothing:
+      targets = targets * (1 - config.label_smoothing) + config.label_smoothing / task.num_classes
+    batch = dict(batch)
+    if config.mixup_alpha:
+      seed = tf.stack([tf.cast(config.seed, tf.int64), step_value])
+      mix = _beta_sample(config.mixup_alpha, seed)
+      batch["image"] = mix * batch["image"] + (1 - mix) * tf.reverse(batch["image"], [0])
+      targets = mix * targets + (1 - mix) * tf.reverse(targets, [0])
+    with tf.GradientTape() as tape:
+      logits = tf.cast(task.forward(model, batch), tf.float32)
+      if config.multi_label:
+        per_example = tf.reduce_sum(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=-1)
+      else:
+        per_example = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+      if config.weight_decay:
+        penalty = 0.5 * config.weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(t)) for t in decayed(model)])
+        loss += tf.nn.scale_regularization_loss(penalty)
+      scaled = optimizer.scale_loss(loss) if config.loss_scaling else loss
+    variables = model.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+    if config.multi_label:
+      correct = tf.constant(0.0)
+    else:
+      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=labels.dtype),
+                                               labels), tf.float32))
+    return loss, correct
+
+  @tf.function
+  def train_steps(iterator, num_steps):
+    loss = correct = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      per_replica_loss, per_replica_correct = strategy.run(step_fn, args=(next(iterator), step))
+      loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+      correct = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_correct, axis=None)
+      step.assign_add(1)
+    return loss, correct / global_batch
+
+  progress = _Progress(task.name, config.total_steps, global_batch,
+                       summary_dir if strategy_lib.is_chief(strategy) else None, start_step)
+  current = start_step
+  while current < config.total_steps:
+    next_checkpoint = (current // config.checkpoint_every + 1) * config.checkpoint_every
+    next_log = (current // config.log_every + 1) * config.log_every
+    num_steps = min(config.steps_per_loop, next_checkpoint - current, next_log - current,
+                    config.total_steps - current)
+    loss, accuracy = train_steps(iterator, tf.constant(num_steps))
+    current = int(step.numpy())
+    if current % config.log_every == 0 or current == config.total_steps:
+      lr = float(schedule(current - 1))
+      entry = {"step": current, "loss": float(loss), "lr": lr,
+               "accuracy": None if config.multi_label else float(accuracy)}
+      history["log"].append(entry)
+      progress.log(current, entry["loss"], entry["accuracy"], lr)
+    if current % config.checkpoint_every == 0 or current == config.total_steps:
+      manager.save(checkpoint_number=current)
+  history["final_step"] = current
+  return model, history

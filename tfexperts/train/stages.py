@@ -1,0 +1,303 @@
+"""The training stages of bin/train_experts, each a resumable run of `loop.train`.
+
+Workdir layout (all stages share it):
+  config.json, flags.txt            the flags of the first run (flags.txt works as --flagfile)
+  domains.json                      chosen expert domains with their image counts
+  baseline/{ckpt,tb,final}          stage 1: the baseline B on all upstream data
+  full/<expert>/{ckpt,tb,final}     a full expert: B fine-tuned on its slice
+  adapter/expert_NN/{ckpt,tb}       adapter bank, expert NN trained on its slice (in turn)
+  adapter/final                     the whole adapter bank
+  patch/...                         the same for model-patch experts
+  epn/{ckpt,tb,final}               expert prediction network (multi-label over domains)
+`final` directories are `artifacts` finished models; their metadata carries each expert's node,
+image count and empirical prior over upstream labels (for label-matching selection).
+
+Every expert trains for the same number of steps whatever its slice size. Experts of a bank train
+one after the other, each with a fresh optimizer, so the momentum and weight decay of one expert
+never move another expert's rows.
+"""
+import dataclasses
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfexperts.data import upstream as upstream_lib
+from tfexperts.models import adapters
+from tfexperts.models import bit
+from tfexperts.models import patches
+from tfexperts.train import artifacts
+from tfexperts.train import loop
+from tfexperts.train import strategy as strategy_lib
+
+STAGES = ("baseline", "full", "adapter", "patch", "epn")
+
+
+@dataclasses.dataclass
+class StageContext:
+  """Everything the stages share: data, model, strategy and run settings.
+
+  Attributes:
+    workdir: root of the run's outputs.
+    strategy: the tf.distribute strategy.
+    upstream: a `tfexperts.data.upstream.Upstream`.
+    domains: the chosen expert domains (list of `upstream.Domain`).
+    preset, model_overrides: `bit.create_model` arguments.
+    preprocess: training preprocessing spec (after decode), e.g. "resize(64)|flip_lr|...".
+    resolution: input size, recorded in metadata.
+    baseline_config, expert_config: `loop.LoopConfig` of stage 1 and of every expert / the EPN.
+    slices: "semantic" (the domains' images) or "random" (random subsets of the same sizes).
+    seed: data and initialisation seed.
+  """
+  workdir: str
+  strategy: tf.distribute.Strategy
+  upstream: upstream_lib.Upstream
+  domains: list
+  preset: str
+  model_overrides: dict
+  preprocess: str
+  resolution: int
+  baseline_config: loop.LoopConfig
+  expert_config: loop.LoopConfig
+  slices: str = "semantic"
+  seed: int = 0
+
+  @property
+  def multi_label(self):
+    return self.upstream.spec.kind != "single"
+
+
+def expert_dirname(domain):
+  """A directory name for an expert: its id and node name with unsafe characters replaced."""
+  return f"{domain.expert_id:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', domain.name)}"
+
+
+def _skip_batches(ctx, start_step):
+  # Each global step consumes one per-replica batch per replica of this input pipeline.
+  if ctx is None:
+    return start_step
+  return start_step * (ctx.num_replicas_in_sync // ctx.num_input_pipelines)
+
+
+def _shard(dataset, ctx):
+  if ctx is None or ctx.num_input_pipelines == 1:
+    return dataset
+  return dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+
+
+def _to_loop_batch(multi_label, extra=None):
+  def fn(batch):
+    out = {"image": batch["image"], "label": batch["labels"] if multi_label else batch["label"]}
+    if "expert_id" in batch:
+      out["expert_id"] = batch["expert_id"]
+    if extra:
+      out.update(extra(batch))
+    return out
+  return fn
+
+
+def _make_dataset_fn(sc, source, extra=None):
+  """`(ctx, per_replica_batch, start_step) -> dataset` over `source(batch_size=..., ...)`."""
+  def make(ctx, per_replica_batch, start_step):
+    ds = source(preprocess=sc.preprocess, shuffle_buffer=2048, repeat=True,
+                batch_size=per_replica_batch, drop_remainder=True, seed=sc.seed)
+    ds = _shard(ds, ctx).map(_to_loop_batch(sc.multi_label, extra))
+    return ds.skip(_skip_batches(ctx, start_step))
+  return make
+
+
+def _expert_source(sc, expert_id):
+  if sc.slices == "random":
+    return lambda **kw: random_slice_dataset(sc, expert_id, **kw)
+  return lambda **kw: sc.upstream.expert_dataset(sc.domains, expert_id, **kw)
+
+
+def random_slice_dataset(sc, expert_id, **pipeline_kwargs):
+  """Control for semantic slices: a seeded random subset of the upstream data of the same size as
+  expert `expert_id`'s slice, with that expert id attached. Returns a `tf.data.Dataset`."""
+  rng = np.random.default_rng(sc.seed * 1000 + expert_id)
+  chosen = np.zeros(sc.upstream.num_images, bool)
+  chosen[rng.choice(sc.upstream.num_images, sc.domains[expert_id].count, replace=False)] = True
+  return sc.upstream.subset_dataset(chosen, expert_id=expert_id, **pipeline_kwargs)
+
+
+def label_priors(upstream, domains):
+  """Each domain's empirical distribution over upstream labels (from the images it trains on).
+
+  Returns a float64 array `[len(domains), num_classes]`, rows summing to 1 (all labels of every
+  image inside the domain counted once each).
+  """
+  membership = upstream.membership(domains).astype(np.float64)  # [classes, domains]
+  totals = np.zeros((len(domains), upstream.num_classes))
+  labels = upstream.raw_dataset().map(
+      lambda ex: upstream_lib.multi_hot(ex["label"], upstream.spec))
+  for batch in labels.batch(4096).as_numpy_iterator():
+    hot = batch.astype(np.float64)  # [b, classes]
+    inside = (hot @ membership) > 0  # [b, domains]
+    totals += inside.T.astype(np.float64) @ hot
+  return totals / np.maximum(totals.sum(axis=1, keepdims=True), 1.0)
+
+
+def _expert_metadata(sc, priors):
+  return [{"expert_id": d.expert_id, "name": d.name, "node": d.name, "num_images": d.count,
+           "label_prior": priors[d.expert_id].tolist(), "slices": sc.slices}
+          for d in sc.domains]
+
+
+def _common_metadata(sc, kind, steps):
+  return {"kind": kind, "upstream_dataset": sc.upstream.name, "upstream_split": sc.upstream.split,
+          "num_upstream_images": sc.upstream.num_images,
+          "num_upstream_classes": sc.upstream.num_classes,
+          "upstream_class_names": list(sc.upstream.class_names), "preset": sc.preset,
+          "model_overrides": sc.model_overrides, "resolution": sc.resolution,
+          "input_range": [0.0, 1.0], "steps": steps, "multi_label": sc.multi_label}
+
+
+def _save_final(sc, model, directory, metadata):
+  # Every worker trains; only the chief writes (the others would race on the same directory).
+  if strategy_lib.is_chief(sc.strategy):
+    artifacts.save_final(model, directory, metadata)
+
+
+def _logits(model, batch):
+  return model(batch["image"])["logits"]
+
+
+def _routed_logits(model, batch):
+  return model(batch["image"], batch["expert_id"])["logits"]
+
+
+def _run(sc, task, config, directory):
+  print(f"\n== {task.name}: {config.total_steps} steps at global batch "
+        f"{config.global_batch_size}", flush=True)
+  return loop.train(sc.strategy, task, config, os.path.join(directory, "ckpt"),
+                    os.path.join(directory, "tb"))
+
+
+def _finished(directory):
+  final = os.path.join(directory, "final")
+  if artifacts.is_final(final):
+    print(f"\n== {directory}: finished model present; not retrained.", flush=True)
+    return True
+  return False
+
+
+def _load_baseline(sc):
+  final = os.path.join(sc.workdir, "baseline", "final")
+  if not artifacts.is_final(final):
+    raise FileNotFoundError(f"Stage needs the baseline at {final!r}; run --stage=baseline first.")
+  model, _ = artifacts.load_final(final)
+  return model
+
+
+def run_baseline(sc):
+  """Stage 1: trains the baseline on all upstream data; returns its final directory."""
+  directory = os.path.join(sc.workdir, "baseline")
+  if not _finished(directory):
+    def make_model():
+      keras.utils.set_random_seed(sc.seed)
+      return bit.create_model(sc.preset, num_classes=sc.upstream.num_classes,
+                              **sc.model_overrides)
+    task = loop.TrainTask("baseline", sc.upstream.num_classes, make_model,
+                          _make_dataset_fn(sc, sc.upstream.baseline_dataset), _logits)
+    model, _ = _run(sc, task, sc.baseline_config, directory)
+    _save_final(sc, model, os.path.join(directory, "final"),
+                {**_common_metadata(sc, "baseline", sc.baseline_config.total_steps),
+                 "name": "baseline"})
+  return os.path.join(directory, "final")
+
+
+def run_full(sc, priors):
+  """Stage 2 (full): fine-tunes a copy of the baseline on each expert's slice."""
+  outputs = []
+  for domain in sc.domains:
+    directory = os.path.join(sc.workdir, "full", expert_dirname(domain))
+    if not _finished(directory):
+      task = loop.TrainTask(f"full/{domain.name}", sc.upstream.num_classes,
+                            lambda: _load_baseline(sc),
+                            _make_dataset_fn(sc, _expert_source(sc, domain.expert_id)), _logits)
+      model, _ = _run(sc, task, sc.expert_config, directory)
+      metadata = {**_common_metadata(sc, "full", sc.expert_config.total_steps),
+                  "name": domain.name, "experts": [_expert_metadata(sc, priors)[domain.expert_id]]}
+      _save_final(sc, model, os.path.join(directory, "final"), metadata)
+    outputs.append(os.path.join(directory, "final"))
+  return outputs
+
+
+def _bank_rows_decayed(expert_id):
+  def tensors(model):
+    return [v[expert_id] for v in model.trainable_variables if v.path.endswith("kernel")]
+  return tensors
+
+
+def _run_bank(sc, kind, create_bank, priors):
+  """Trains a bank's experts in turn (each from where the previous one left the bank)."""
+  directory = os.path.join(sc.workdir, kind)
+  if _finished(directory):
+    return os.path.join(directory, "final")
+  bank = None
+  previous_ckpt = None
+  for domain in sc.domains:
+    expert_dir = os.path.join(directory, f"expert_{domain.expert_id:02d}")
+
+    def make_model(previous_ckpt=previous_ckpt):
+      model = create_bank(_load_baseline(sc), len(sc.domains))
+      if previous_ckpt:
+        tf.train.Checkpoint(model=model).restore(previous_ckpt).expect_partial()
+      return model
+
+    task = loop.TrainTask(f"{kind}/{domain.name}", sc.upstream.num_classes, make_model,
+                          _make_dataset_fn(sc, _expert_source(sc, domain.expert_id)),
+                          _routed_logits, _bank_rows_decayed(domain.expert_id))
+    bank, _ = _run(sc, task, sc.expert_config, expert_dir)
+    previous_ckpt = tf.train.latest_checkpoint(os.path.join(expert_dir, "ckpt"))
+  metadata = {**_common_metadata(sc, f"{kind}_bank", sc.expert_config.total_steps),
+              "name": f"{kind}_bank", "experts": _expert_metadata(sc, priors)}
+  _save_final(sc, bank, os.path.join(directory, "final"), metadata)
+  return os.path.join(directory, "final")
+
+
+def run_adapter(sc, priors):
+  """Stage 2 (adapter): trains one residual adapter per expert on a frozen baseline."""
+  return _run_bank(sc, "adapter", adapters.create_adapter_experts, priors)
+
+
+def run_patch(sc, priors):
+  """Stage 2 (patch): trains one GroupNorm patch per expert on a frozen baseline."""
+  return _run_bank(sc, "patch", patches.create_patch_bank, priors)
+
+
+def run_epn(sc):
+  """Trains the expert prediction network: multi-label over domains, from the baseline's weights."""
+  directory = os.path.join(sc.workdir, "epn")
+  if _finished(directory):
+    return os.path.join(directory, "final")
+  membership = tf.constant(sc.upstream.membership(sc.domains).astype(np.float32))
+  num_domains = len(sc.domains)
+
+  def domain_targets(batch):
+    return {"label": tf.cast(tf.matmul(batch["labels"], membership) > 0, tf.float32)}
+
+  def make_model():
+    keras.utils.set_random_seed(sc.seed)
+    baseline = _load_baseline(sc)
+    model = bit.ResNetV2.from_config({**baseline.get_config(), "num_classes": num_domains})
+    model.build((None, None, None, 3))
+    for target, source in zip(model.weights, baseline.weights):
+      if target.path == source.path and target.shape == source.shape and "head" not in target.path:
+        target.assign(source)
+    return model
+
+  config = dataclasses.replace(sc.expert_config, multi_label=True, label_smoothing=0.0,
+                               mixup_alpha=0.0)
+  task = loop.TrainTask("epn", num_domains, make_model,
+                        _make_dataset_fn(sc, sc.upstream.baseline_dataset, domain_targets),
+                        _logits)
+  model, _ = _run(sc, task, config, directory)
+  metadata = {**_common_metadata(sc, "epn", config.total_steps), "name": "epn",
+              "domains": [{"expert_id": d.expert_id, "name": d.name, "num_images": d.count}
+                          for d in sc.domains]}
+  _save_final(sc, model, os.path.join(directory, "final"), metadata)
+  return os.path.join(directory, "final")

@@ -1,0 +1,84 @@
+"""Distribution strategies: `--tpu=NAME_OR_ADDRESS`, else `--strategy=auto|mirrored|multi_worker|one_device`."""
+import json
+import os
+import socket
+
+import tensorflow as tf
+
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+
+
+def _no_tpu_error(tpu, reason):
+  return RuntimeError(f"No TPU was found at --tpu={tpu!r} ({reason}). Give the TPU's name or "
+                      "grpc://address, run on a TPU VM with --tpu=local, or drop --tpu to use "
+                      "--strategy=auto.")
+
+
+def _check_grpc_address_answers(tpu, timeout_seconds=10.0):
+  # TF waits indefinitely for a grpc:// address that nobody serves; a TCP probe fails at once.
+  host, _, port = tpu[len("grpc://"):].rpartition(":")
+  try:
+    with socket.create_connection((host, int(port)), timeout=timeout_seconds):
+      pass
+  except (OSError, ValueError) as e:
+    raise _no_tpu_error(tpu, f"cannot connect: {e}") from None
+
+
+def _tpu_strategy(tpu):
+  if tpu.startswith("grpc://"):
+    _check_grpc_address_answers(tpu)
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except Exception as e:  # pylint: disable=broad-except
+    # The resolver fails in many ways (NotFoundError, ValueError, URLError from the GCE metadata
+    # server, RPC errors); each means the same thing to the user: no TPU answers there.
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise _no_tpu_error(tpu, first_line) from None
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def make_strategy(tpu=None, strategy="auto"):
+  """Returns the `tf.distribute.Strategy` the flags ask for.
+
+  Args:
+    tpu: TPU name or address (`local` on a TPU VM); when set, TPUStrategy is used.
+    strategy: one of STRATEGIES. `auto` = MirroredStrategy over the visible GPUs when there are
+      any, else OneDeviceStrategy on the CPU. `multi_worker` reads the cluster from TF_CONFIG.
+
+  Raises:
+    RuntimeError with a clear message when no TPU answers at `tpu`, or when `multi_worker` is asked
+    without TF_CONFIG; ValueError for an unknown `strategy`.
+  """
+  if tpu:
+    return _tpu_strategy(tpu)
+  if strategy not in STRATEGIES:
+    raise ValueError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}.")
+  if strategy == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise RuntimeError("--strategy=multi_worker needs the cluster in the TF_CONFIG environment "
+                         "variable (see tf.distribute.MultiWorkerMirroredStrategy).")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_logical_devices("GPU")
+  if strategy == "mirrored" or (strategy == "auto" and gpus):
+    return tf.distribute.MirroredStrategy()
+  return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+
+
+def is_chief(strategy):
+  """True on the worker that writes checkpoints, summaries and results (task 0 / single host)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+  if task_type in (None, "chief"):
+    return True
+  return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def worker_id(strategy):
+  """This worker's task id in a multi-worker cluster; 0 elsewhere."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  return int(resolver.task_id or 0) if resolver is not None and resolver.task_id is not None else 0
