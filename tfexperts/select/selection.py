@@ -1,0 +1,199 @@
+"""Scores a pool of experts on a task with one feature pass, for any set of proxies.
+
+Features of the task's training images (train800 by default) are embedded once per expert and
+cached on disk; the baseline's upstream logits (label matching, LEEP) and the expert prediction
+network's logits (domain prediction) are cached the same way under the handle plus `#logits`.
+"""
+import dataclasses
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfexperts.data import tasks as tasks_lib
+from tfexperts.hub import load as hub_load
+from tfexperts.select import feature_cache
+from tfexperts.select import features as features_lib
+from tfexperts.select import proxies as proxies_lib
+
+SELECTION_PROXIES = ("knn", "label_matching", "domain", "random")
+
+
+@dataclasses.dataclass
+class Candidates:
+  """The experts to choose from, plus the modules some proxies need.
+
+  Attributes:
+    experts: list of `hub.load.Expert` (baseline, full, adapter, patch).
+    baseline: the expert with the upstream head (label matching, LEEP), or None.
+    epn: the expert prediction network (domain prediction), or None.
+  """
+  experts: list
+  baseline: object = None
+  epn: object = None
+
+  def names(self):
+    return [expert_key(e) for e in self.experts]
+
+
+def expert_key(expert):
+  """A name unique within a collection: the module's directory name, else the expert's name."""
+  return expert.metadata.get("module") or expert.name
+
+
+def load_candidates(specs):
+  """Loads experts from collection directories and/or single handles (a str or a list).
+
+  Returns `Candidates`; a collection also supplies its baseline and EPN. Modules load lazily.
+  """
+  if isinstance(specs, str):
+    specs = [s for s in specs.split(",") if s]
+  experts, baseline, epn = [], None, None
+  for spec in specs:
+    local = hub_load._local_path(spec)  # pylint: disable=protected-access
+    if not hub_load._REMOTE.match(spec) and hub_load.index_lib.is_collection(local):  # pylint: disable=protected-access
+      collection = hub_load.load_collection(spec)
+      experts += collection.experts
+      baseline = baseline or collection.baseline
+      epn = epn or collection.epn
+    else:
+      expert = hub_load.load_expert(spec, lazy=True)
+      experts.append(expert)
+      if expert.kind == "baseline":
+        baseline = baseline or expert
+  keys = [expert_key(e) for e in experts]
+  duplicates = sorted({k for k in keys if keys.count(k) > 1})
+  if duplicates:
+    raise ValueError(f"Expert names must be unique; {duplicates} appear more than once in "
+                     f"{specs!r}.")
+  if not experts:
+    raise ValueError(f"No experts found in {specs!r}.")
+  return Candidates(experts, baseline, epn)
+
+
+@dataclasses.dataclass
+class FeatureSource:
+  """Where task images come from: task, split, data dir, resolution, batch size, cache."""
+  task: tasks_lib.Task
+  split: str = "train800"
+  data_dir: str = None
+  resolution: int = 64
+  batch_size: int = 64
+  cache_dir: str = None
+  strategy: tf.distribute.Strategy = None
+
+  def __post_init__(self):
+    self.cache = feature_cache.FeatureCache(self.cache_dir) if self.cache_dir else None
+    self.stats = features_lib.EmbedStats()
+
+  def _key(self, handle):
+    return feature_cache.CacheKey(handle=handle, task=self.task.name, split=self.split,
+                                  resolution=self.resolution,
+                                  preprocessing=tasks_lib.eval_preprocess(self.resolution))
+
+  def _dataset(self):
+    return self.task.load(self.split, self.data_dir, image_size=self.resolution,
+                          batch_size=self.batch_size)
+
+  def features(self, expert):
+    """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
+    return features_lib.cached_features(self.cache, self._key(expert.handle), lambda: expert.embed,
+                                        self._dataset, strategy=self.strategy, stats=self.stats)
+
+  def logits(self, module):
+    """`Features` whose features are `module`'s upstream-head logits on the split."""
+    return features_lib.cached_features(self.cache, self._key(module.handle + "#logits"),
+                                        lambda: module.logits, self._dataset,
+                                        strategy=self.strategy, stats=self.stats)
+
+
+def _softmax(logits):
+  z = logits - logits.max(axis=1, keepdims=True)
+  e = np.exp(z)
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(logits):
+  return 1.0 / (1.0 + np.exp(-logits))
+
+
+def score(candidates, source, proxies=("knn",), seed=0):
+  """Scores every candidate with every proxy that has what it needs.
+
+  Args:
+    candidates: `Candidates`.
+    source: `FeatureSource` (task images, cache).
+    proxies: proxy names (see `proxies.PROXIES`).
+    seed: seed of the `random` proxy.
+
+  Returns:
+    `(scores, seconds)`: `scores[proxy][expert_key]` floats (higher is better; experts a proxy
+    cannot score, e.g. the baseline for domain prediction, are absent), and the seconds spent per
+    proxy plus `"features"` for the feature pass.
+  """
+  unknown = [p for p in proxies if p not in proxies_lib.PROXIES]
+  if unknown:
+    raise ValueError(f"Unknown proxies {unknown}. Known proxies: {sorted(proxies_lib.PROXIES)}")
+  seconds = {}
+  start = time.perf_counter()
+  needs_features = any(set(proxies_lib.get(p).requires) & {"features", "labels"} for p in proxies)
+  feats = {expert_key(e): source.features(e) for e in candidates.experts} if needs_features else {}
+  labels = next(iter(feats.values())).labels if feats else None
+  upstream_probs = domain_probs = domain_names = None
+  if {"label_matching", "leep"} & set(proxies) and candidates.baseline is not None:
+    base_logits = source.logits(candidates.baseline)
+    labels = base_logits.labels if labels is None else labels
+    upstream_probs = (_sigmoid if candidates.baseline.metadata.get("multi_label") else _softmax)(
+        base_logits.features.astype(np.float64))
+    upstream_probs = upstream_probs / upstream_probs.sum(axis=1, keepdims=True)
+  if "domain" in proxies and candidates.epn is not None:
+    # The EPN is multi-label (domains overlap); its per-domain sigmoids, normalised over domains,
+    # give the p(expert | image) that domain prediction averages in log space.
+    domain_probs = _sigmoid(source.logits(candidates.epn).features.astype(np.float64))
+    domain_probs = domain_probs / domain_probs.sum(axis=1, keepdims=True)
+    domain_names = candidates.epn.metadata.get("logit_names") or []
+  seconds["features"] = time.perf_counter() - start
+
+  scores = {}
+  for proxy in proxies:
+    start = time.perf_counter()
+    scores[proxy] = {}
+    for expert in candidates.experts:
+      key = expert_key(expert)
+      inputs = _inputs(proxy, expert, feats.get(key), labels, upstream_probs, domain_probs,
+                       domain_names, candidates)
+      if inputs is not None:
+        scores[proxy][key] = proxies_lib.score(proxy, inputs, **({"seed": seed}
+                                                                  if proxy == "random" else {}))
+    seconds[proxy] = time.perf_counter() - start
+  return scores, seconds
+
+
+def _inputs(proxy, expert, feats, labels, upstream_probs, domain_probs, domain_names, candidates):
+  """The `ProxyInputs` of one expert for one proxy, or None when the proxy cannot score it."""
+  key = expert_key(expert)
+  if proxy == "label_matching":
+    prior = expert.metadata.get("label_prior")
+    if upstream_probs is None or prior is None:
+      return None
+    return proxies_lib.ProxyInputs(upstream_probs=upstream_probs, prior=np.asarray(prior),
+                                   expert=key)
+  if proxy == "domain":
+    node = expert.metadata.get("node")
+    if domain_probs is None or node not in (domain_names or []):
+      return None
+    return proxies_lib.ProxyInputs(domain_probs=domain_probs,
+                                   expert_index=domain_names.index(node), expert=key)
+  if proxy == "leep":
+    if expert is not candidates.baseline or upstream_probs is None:
+      return None
+    return proxies_lib.ProxyInputs(upstream_probs=upstream_probs, labels=labels, expert=key)
+  if proxy == "random":
+    return proxies_lib.ProxyInputs(expert=key)
+  return proxies_lib.ProxyInputs(features=feats.features, labels=feats.labels, expert=key)
+
+
+def best(scores):
+  """The top expert of one proxy's `{expert: score}` (ties to the first name); None if empty."""
+  ranking = proxies_lib.rank(scores)
+  return ranking[0][0] if ranking else None

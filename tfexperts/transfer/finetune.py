@@ -1,0 +1,135 @@
+"""Fine-tuning a hub expert on a task: a new zero-initialised head, every weight trained.
+
+The expert is wrapped with `keras.layers.TFSMLayer`, which trains the SavedModel's variables from
+Keras 3 (our modules' `serve`/`train` endpoints; modules without them, such as the published BiT
+experts, through `__call__`: BiT has no batch norm or dropout, so one endpoint serves both).
+Each run goes through `loop.train` (checkpoints, resume, progress) and stores its evaluation in
+`result.json`, so a finished run is neither retrained nor re-evaluated.
+"""
+import dataclasses
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfexperts import fileio
+from tfexperts.hub import load as hub_load
+from tfexperts.train import loop
+
+RESULT = "result.json"
+
+
+def expert_layer(handle):
+  """A trainable Keras 3 layer computing the module's `[b, d]` pre-logits from [0, 1] images."""
+  path = hub_load.resolve(handle)
+  try:
+    return keras.layers.TFSMLayer(path, call_endpoint="serve", call_training_endpoint="train",
+                                  trainable=True, name="expert")
+  except ValueError:  # no serve/train endpoints: a generic reusable SavedModel
+    return keras.layers.TFSMLayer(path, call_endpoint="__call__", trainable=True, name="expert")
+
+
+class TransferModel(keras.Model):
+  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits."""
+
+  def __init__(self, handle, num_classes, **kwargs):
+    super().__init__(**kwargs)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
+      raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
+    self.handle, self.num_classes = handle, num_classes
+    self.expert = expert_layer(handle)
+    self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
+
+  def call(self, images, training=False):
+    features = self.expert(images, training=training)
+    if isinstance(features, dict):
+      features = features["pre_logits"]
+    return self.head(tf.cast(features, tf.float32))
+
+
+@dataclasses.dataclass
+class RunSpec:
+  """One fine-tuning run: data splits, hyperparameters and where it lives."""
+  handle: str
+  task: object  # tfexperts.data.tasks.Task
+  train_split: str
+  eval_split: str
+  learning_rate: float
+  steps: int
+  batch_size: int
+  resolution: int
+  seed: int
+  directory: str
+  data_dir: str = None
+  decay: str = "step"
+  mixup_alpha: float = 0.0
+  warmup_fraction: float = 0.1
+  eval_batch_size: int = 128
+
+
+def _dataset_fn(spec):
+  def make(ctx, per_replica_batch, start_step):
+    ds = spec.task.load(spec.train_split, spec.data_dir, image_size=spec.resolution, augment=True,
+                        shuffle_buffer=1000, repeat=True, batch_size=per_replica_batch,
+                        drop_remainder=True, seed=spec.seed)
+    if ctx is not None and ctx.num_input_pipelines > 1:
+      ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+    ds = ds.map(lambda images, labels: {"image": images, "label": labels})
+    replicas = 1 if ctx is None else ctx.num_replicas_in_sync // ctx.num_input_pipelines
+    return ds.skip(start_step * replicas)
+  return make
+
+
+def evaluate(model, task, split, data_dir, resolution, batch_size=128):
+  """Top-1 accuracy of `model` (images -> logits) on a task split; returns (accuracy, count)."""
+  correct = total = 0
+  predict = tf.function(lambda images: tf.argmax(model(images, training=False), axis=-1),
+                        reduce_retracing=True)
+  for images, labels in task.load(split, data_dir, image_size=resolution,
+                                  batch_size=batch_size):
+    correct += int(tf.reduce_sum(tf.cast(tf.equal(predict(images), tf.cast(labels, tf.int64)),
+                                         tf.int32)))
+    total += int(labels.shape[0])
+  if total == 0:
+    raise ValueError(f"Split {split!r} of task {task.name!r} is empty.")
+  return correct / total, total
+
+
+def run(spec, strategy):
+  """Fine-tunes `spec.handle` on `spec.train_split` and evaluates on `spec.eval_split`.
+
+  Returns the run's result dict (accuracy, examples, seconds, hyperparameters); a run whose
+  `result.json` exists returns it without training.
+  """
+  result_path = os.path.join(spec.directory, RESULT)
+  if tf.io.gfile.exists(result_path):
+    return fileio.read_json(result_path)
+  start = time.perf_counter()
+  config = loop.LoopConfig(total_steps=spec.steps, global_batch_size=spec.batch_size,
+                           base_lr=spec.learning_rate, base_batch=spec.batch_size,
+                           warmup_steps=int(spec.steps * spec.warmup_fraction),
+                           decay=spec.decay, mixup_alpha=spec.mixup_alpha,
+                           checkpoint_every=max(spec.steps // 4, 1),
+                           log_every=max(spec.steps // 5, 1), seed=spec.seed)
+
+  def make_model():
+    keras.utils.set_random_seed(spec.seed)
+    model = TransferModel(spec.handle, spec.task.num_classes)
+    model(np.zeros((1, spec.resolution, spec.resolution, 3), np.float32))
+    return model
+
+  task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(spec.directory)}",
+                        spec.task.num_classes, make_model, _dataset_fn(spec),
+                        lambda model, batch: model(batch["image"], training=True))
+  model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
+  accuracy, count = evaluate(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
+                             spec.eval_batch_size)
+  result = {"handle": spec.handle, "task": spec.task.name, "train_split": spec.train_split,
+            "eval_split": spec.eval_split, "learning_rate": spec.learning_rate,
+            "steps": spec.steps, "batch_size": spec.batch_size, "seed": spec.seed,
+            "resolution": spec.resolution, "accuracy": accuracy, "num_eval_examples": count,
+            "seconds": time.perf_counter() - start}
+  fileio.write_json_atomic(result_path, result)
+  return result

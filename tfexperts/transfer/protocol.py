@@ -1,0 +1,99 @@
+"""The VTAB-1k protocol: sweep on train800 -> val200, retrain the best on train800val200 -> test.
+
+Learning rates are given at batch 512, as in VTAB, and scaled linearly for other batch sizes.
+Each sweep point and each final retrain may be repeated with different seeds; the reported test
+accuracy is the median of the final repeats (the paper: 3 retrains).
+"""
+import dataclasses
+import os
+import statistics
+
+from tfexperts.transfer import finetune
+
+VTAB_BATCH = 512
+
+
+@dataclasses.dataclass
+class ProtocolConfig:
+  """Sweep and retrain settings (defaults: VTAB's {0.01, 0.001} x {2500, 10000} at batch 512)."""
+  learning_rates: tuple = (0.01, 0.001)
+  steps: tuple = (2500, 10000)
+  batch_size: int = 512
+  resolution: int = 224
+  sweep_repeats: int = 1
+  final_repeats: int = 3
+  decay: str = "step"
+  mixup_alpha: float = 0.0
+  seed: int = 0
+
+  def __post_init__(self):
+    if not self.learning_rates or not self.steps:
+      raise ValueError("The sweep needs at least one learning rate and one step count. Received: "
+                       f"learning_rates={self.learning_rates!r}, steps={self.steps!r}")
+    for name in ("batch_size", "resolution", "sweep_repeats", "final_repeats"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+  @classmethod
+  def quick(cls, **overrides):
+    """A CPU-sized preset: small batch and few steps, one sweep repeat, one final run."""
+    return cls(**{"learning_rates": (0.1, 0.03), "steps": (150,), "batch_size": 32,
+                  "resolution": 64, "sweep_repeats": 1, "final_repeats": 1, "decay": "cosine",
+                  **overrides})
+
+
+def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
+  train, evaluate = ("train800", "val200") if phase == "sweep" else ("train800val200", "test")
+  seed = config.seed + repeat
+  return finetune.RunSpec(
+      handle=handle, task=task, train_split=train, eval_split=evaluate,
+      learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
+      batch_size=config.batch_size, resolution=config.resolution, seed=seed,
+      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}"),
+      data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha)
+
+
+def run_protocol(handle, task, config, directory, strategy, data_dir=None):
+  """Runs the sweep and the final retrains of one expert on one task.
+
+  Args:
+    handle: hub handle of the expert.
+    task: a `tfexperts.data.tasks.Task`.
+    config: a `ProtocolConfig`.
+    directory: where this expert's runs for this task live (resumable).
+    strategy: a tf.distribute strategy.
+    data_dir: tfds data dir.
+
+  Returns:
+    A dict: `sweep` (one row per run: lr at batch 512, steps, seed, val accuracy), `best`
+    ({learning_rate, steps, val_accuracy}), `final` (rows with test accuracy), `test_accuracy`
+    (median of the final runs) and `seconds` (sum over runs).
+  """
+  sweep = []
+  for lr in config.learning_rates:
+    for steps in config.steps:
+      accuracies = []
+      for repeat in range(config.sweep_repeats):
+        result = finetune.run(_spec(config, handle, task, "sweep", lr, steps, repeat, directory,
+                                    data_dir), strategy)
+        accuracies.append(result["accuracy"])
+        sweep.append({"learning_rate": lr, "steps": steps, "seed": result["seed"],
+                      "val_accuracy": result["accuracy"], "seconds": result["seconds"]})
+  points = {}
+  for row in sweep:
+    points.setdefault((row["learning_rate"], row["steps"]), []).append(row["val_accuracy"])
+  (best_lr, best_steps), best_accs = max(points.items(),
+                                         key=lambda item: statistics.mean(item[1]))
+  final = []
+  for repeat in range(config.final_repeats):
+    result = finetune.run(_spec(config, handle, task, "final", best_lr, best_steps, repeat,
+                                directory, data_dir), strategy)
+    final.append({"seed": result["seed"], "test_accuracy": result["accuracy"],
+                  "seconds": result["seconds"]})
+  return {"sweep": sweep,
+          "best": {"learning_rate": best_lr, "steps": best_steps,
+                   "val_accuracy": statistics.mean(best_accs)},
+          "final": final,
+          "test_accuracy": statistics.median(r["test_accuracy"] for r in final),
+          "seconds": sum(r["seconds"] for r in sweep + final)}
