@@ -1,0 +1,165 @@
+"""Benchmark: our exact leave-one-out 1-NN beside scikit-learn and a full NumPy distance matrix.
+
+For each N (default 1k, 10k, 50k) at d = 2048, the same seeded float32 data (100 Gaussian classes
+around a common offset, like post-ReLU features) is given to three methods, each in a fresh
+subprocess run one after the other:
+  ours     tfexperts.select.knn.loo_neighbors (blocked float32 GEMM + exact float64 re-ranking)
+  sklearn  NearestNeighbors(n_neighbors=2).fit(X).kneighbors(X), self dropped by index (if self
+           is not among the 2, both are exact duplicates of it and the first is taken)
+  numpy    float64 |a|^2 + |b|^2 - 2ab as one N x N matrix, diagonal set to inf, argmin (skipped
+           when the matrix plus a float64 copy of X would exceed --matrix_cap_gb)
+Per method it reports wall seconds (data generation and imports excluded), and two memory numbers:
+  rss+     peak resident set size of the subprocess (ru_maxrss) minus its resident size just
+           before the method started (after imports and data generation, which is done in place
+           so it leaves no higher earlier peak): extra memory the method needed, counting every
+           allocation (BLAS buffers, scikit-learn's C++/OpenMP buffers, ...);
+  traced   tracemalloc's peak during the method: allocations made through Python's allocator,
+           which includes NumPy arrays but not scikit-learn's C++/OpenMP buffers.
+Then the ratios to ours and whether the three agree on every point's neighbour and the accuracy.
+
+Usage: python bench/knn.py [--sizes 1000,10000,50000] [--dim 2048] [--matrix_cap_gb 8]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = ("ours", "sklearn", "numpy")
+
+
+def make_data(n, dim, classes, seed):
+  """Seeded float32 features `[n, dim]` (generated in float32, no float64 temporary) and labels."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, classes, n)  # drawn first, so they do not depend on dim
+  centres = rng.standard_normal((classes, dim), dtype=np.float32)
+  features = rng.standard_normal((n, dim), dtype=np.float32)
+  for s in range(0, n, 1024):  # in place, so no temporary raises the pre-method RSS peak
+    features[s:s + 1024] += np.float32(0.2) * centres[labels[s:s + 1024]] + np.float32(3.0)
+  return features, labels
+
+
+def current_rss_mb():
+  """Resident set size now (VmRSS of /proc/self/status), in MiB."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def run_ours(features):
+  from tfexperts.select import knn
+  return knn.loo_neighbors(features)[0][:, 0]
+
+
+def run_sklearn(features):
+  from sklearn import neighbors
+  _, index = neighbors.NearestNeighbors(n_neighbors=2).fit(features).kneighbors(features)
+  rows = np.arange(len(features))
+  # Drop self by index; when self is not among the two, both are duplicates at distance 0.
+  return np.where(index[:, 0] == rows, index[:, 1], index[:, 0])
+
+
+def run_numpy(features):
+  x = features.astype(np.float64)
+  sq = np.sum(x * x, axis=1)
+  dist = x @ x.T
+  dist *= -2.0
+  dist += sq[:, None]
+  dist += sq[None, :]
+  np.fill_diagonal(dist, np.inf)
+  return np.argmin(dist, axis=1)
+
+
+def worker(args):
+  """Runs one method in this process; writes neighbours (.npy) and measurements (.json)."""
+  features, _ = make_data(args.n, args.dim, args.classes, args.seed)
+  if args.method == "sklearn":
+    import sklearn.neighbors  # noqa: F401  (imports are not part of the measurement)
+  else:
+    import tfexperts.select.knn  # noqa: F401
+  rss_before = current_rss_mb()
+  tracemalloc.start()
+  start = time.perf_counter()
+  neighbours = {"ours": run_ours, "sklearn": run_sklearn, "numpy": run_numpy}[args.method](
+      features)
+  seconds = time.perf_counter() - start
+  _, traced_peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+  np.save(args.out + ".npy", np.asarray(neighbours, np.int64))
+  with open(args.out + ".json", "w") as f:
+    json.dump({"seconds": seconds, "rss_extra_mb": rss_peak - rss_before,
+               "traced_peak_mb": traced_peak / 2**20, "rss_before_mb": rss_before}, f)
+
+
+def measure(method, n, args, workdir):
+  out = os.path.join(workdir, f"{method}-{n}")
+  command = [sys.executable, os.path.abspath(__file__), "--worker", "--method", method,
+             "--n", str(n), "--dim", str(args.dim), "--classes", str(args.classes),
+             "--seed", str(args.seed), "--out", out]
+  env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  subprocess.run(command, check=True, env=env)
+  with open(out + ".json") as f:
+    result = json.load(f)
+  result["neighbours"] = np.load(out + ".npy")
+  return result
+
+
+def main(args):
+  sys.stdout.reconfigure(line_buffering=True)  # progress visible when redirected to a file
+  sizes = [int(s) for s in args.sizes.split(",")]
+  print(f"d={args.dim}, {args.classes} classes, float32 input, {os.cpu_count()} CPUs; rss+ = "
+        "peak RSS growth during the method, traced = tracemalloc peak (NumPy/Python only)")
+  with tempfile.TemporaryDirectory() as workdir:
+    for n in sizes:
+      _, labels = make_data(n, 1, args.classes, args.seed)  # same labels as the workers' data
+      matrix_gb = (n * n * 8 + n * args.dim * 8) / 2**30
+      results = {}
+      for method in METHODS:
+        if method == "numpy" and matrix_gb > args.matrix_cap_gb:
+          print(f"N={n:>6} numpy    skipped: the {n}x{n} float64 matrix needs {matrix_gb:.1f} GiB "
+                f"> --matrix_cap_gb={args.matrix_cap_gb}")
+          continue
+        results[method] = measure(method, n, args, workdir)
+      ours = results["ours"]
+      for method, r in results.items():
+        accuracy = float(np.mean(labels[r["neighbours"]] == labels))
+        ratio = "" if method == "ours" else (
+            f"  time x{r['seconds'] / ours['seconds']:.2f}, rss+ x"
+            f"{r['rss_extra_mb'] / max(ours['rss_extra_mb'], 1e-9):.2f} vs ours")
+        print(f"N={n:>6} {method:<8} {r['seconds']:8.2f} s  rss+ {r['rss_extra_mb']:8.1f} MB  "
+              f"traced {r['traced_peak_mb']:8.1f} MB  acc {accuracy:.4f}{ratio}")
+      for method, r in results.items():
+        if method != "ours":
+          differ = int(np.sum(r["neighbours"] != ours["neighbours"]))
+          print(f"N={n:>6} {method} vs ours: {'agree' if differ == 0 else 'DISAGREE'} "
+                f"({differ} of {n} neighbours differ)")
+
+
+def parse(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", default="1000,10000,50000", help="comma-separated N values")
+  parser.add_argument("--dim", type=int, default=2048)
+  parser.add_argument("--classes", type=int, default=100)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--matrix_cap_gb", type=float, default=8.0,
+                      help="skip the full-matrix NumPy method above this many GiB")
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
+  parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+  parser.add_argument("--out", help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+  parsed = parse()
+  worker(parsed) if parsed.worker else main(parsed)

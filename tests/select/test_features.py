@@ -1,0 +1,176 @@
+"""Embedding with progress, strategies, and the feature cache (warm runs embed nothing)."""
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfexperts.select import atomic, feature_cache, features
+
+NUM_IMAGES = 10
+
+
+class CountingModel(tf.Module):
+  """Features = per-channel mean and max of the image; counts the images it really embeds."""
+
+  def __init__(self):
+    super().__init__()
+    self.images_seen = tf.Variable(0, dtype=tf.int64)
+
+  def __call__(self, images):
+    self.images_seen.assign_add(tf.cast(tf.shape(images)[0], tf.int64))
+    return tf.concat([tf.reduce_mean(images, [1, 2]), tf.reduce_max(images, [1, 2])], axis=1)
+
+
+def make_dataset(batch_size=4):
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(NUM_IMAGES, 8, 8, 3)).astype(np.float32)
+  labels = np.arange(NUM_IMAGES) % 3
+  return tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size), images, labels
+
+
+def expected_features(images):
+  return np.concatenate([images.mean(axis=(1, 2)), images.max(axis=(1, 2))], axis=1)
+
+
+def test_embed_returns_features_in_order_and_logs_progress(caplog):
+  dataset, images, labels = make_dataset()
+  model, stats = CountingModel(), features.EmbedStats()
+  with caplog.at_level(logging.INFO):
+    got, got_labels = features.embed(model, dataset, num_images=NUM_IMAGES, stats=stats,
+                                     log_every_seconds=0.0)
+  np.testing.assert_allclose(got, expected_features(images), rtol=1e-6)
+  np.testing.assert_array_equal(got_labels, labels)
+  assert got.dtype == np.float32 and stats.images_embedded == NUM_IMAGES
+  assert int(model.images_seen.numpy()) == NUM_IMAGES
+  assert any("images/s" in r.getMessage() and "/10" in r.getMessage() for r in caplog.records)
+
+
+def test_embed_under_a_strategy_matches():
+  dataset, images, _ = make_dataset(batch_size=3)
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+  with strategy.scope():
+    model = CountingModel()
+  got, _ = features.embed(model, dataset, strategy=strategy)
+  np.testing.assert_allclose(got, expected_features(images), rtol=1e-6)
+
+
+def test_embed_takes_pre_logits_from_a_dict_model():
+  dataset, images, _ = make_dataset()
+  model = lambda x: {"pre_logits": tf.reduce_mean(x, [1, 2]), "logits": x[:, 0, 0, :1]}  # noqa
+  got, _ = features.embed(model, dataset)
+  np.testing.assert_allclose(got, images.mean(axis=(1, 2)), rtol=1e-6)
+  with pytest.raises(ValueError, match="'pre_logits'"):
+    features.embed(lambda x: {"logits": x}, dataset)
+
+
+def cached(cache, key, model, calls):
+  def make_model():
+    calls.append("model")
+    return model
+
+  def make_data():
+    calls.append("dataset")
+    return make_dataset()[0]
+  return features.cached_features(cache, key, make_model, make_data)
+
+
+def make_key(**overrides):
+  fields = dict(handle="export/experts/animals/1", task="dtd", split="train800val200",
+                resolution=224, preprocessing="resize_bilinear")
+  return feature_cache.CacheKey(**{**fields, **overrides})
+
+
+def test_warm_cache_embeds_nothing(tmp_path):
+  cache, key, model = feature_cache.FeatureCache(str(tmp_path)), make_key(), CountingModel()
+  calls, stats = [], features.EmbedStats()
+  cold = cached(cache, key, model, calls)
+  assert cold.images_embedded == NUM_IMAGES and int(model.images_seen.numpy()) == NUM_IMAGES
+  warm = cached(cache, key, model, calls)
+  assert warm.images_embedded == 0 and int(model.images_seen.numpy()) == NUM_IMAGES
+  assert calls == ["model", "dataset"]  # the warm run built neither the model nor the data
+  features.cached_features(cache, key, None, None, stats=stats)
+  assert (stats.cache_hits, stats.cache_misses, stats.images_embedded) == (1, 0, 0)
+  np.testing.assert_array_equal(warm.features, cold.features)
+  np.testing.assert_array_equal(warm.labels, cold.labels)
+  # Any change of the key is a different entry.
+  other = cached(cache, make_key(resolution=128), model, calls)
+  assert other.images_embedded == NUM_IMAGES
+  assert sorted(os.listdir(tmp_path)) == sorted(
+      os.path.basename(cache.path(k)) for k in (key, make_key(resolution=128)))
+
+
+def test_half_written_cache_file_is_not_complete(tmp_path):
+  cache, key, model = feature_cache.FeatureCache(str(tmp_path)), make_key(), CountingModel()
+  cached(cache, key, model, [])
+  path = cache.path(key)
+  data = open(path, "rb").read()
+  with open(path, "wb") as f:  # e.g. a copy cut short: truncated under the final name
+    f.write(data[:len(data) // 2])
+  assert cache.load(key) is None
+  assert cached(cache, key, model, []).images_embedded == NUM_IMAGES
+  assert cache.load(key) is not None  # rewritten complete
+  # A writer that died mid-way leaves only a temporary name, which is never read.
+  os.remove(path)
+  with open(path + atomic.TEMP_MARKER + "dead", "wb") as f:
+    f.write(data[:len(data) // 2])
+  assert cache.load(key) is None
+
+
+def test_cache_rejects_a_file_holding_another_key(tmp_path):
+  cache = feature_cache.FeatureCache(str(tmp_path))
+  key, other = make_key(), make_key(task="eurosat")
+  cache.save(other, np.zeros((2, 3)), np.array([0, 1]))
+  os.rename(cache.path(other), cache.path(key))
+  assert cache.load(key) is None
+
+
+def test_cache_key_is_stable_and_checked():
+  key = make_key()
+  assert key.digest() == make_key().digest() != make_key(split="test").digest()
+  assert key.to_json() == ('{"handle":"export/experts/animals/1","preprocessing":'
+                           '"resize_bilinear","resolution":224,"split":"train800val200",'
+                           '"task":"dtd"}')
+  with pytest.raises(ValueError, match="resolution.*'224'"):
+    make_key(resolution="224")
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+  path = str(tmp_path / "x.bin")
+
+  def broken_rename(*args, **kwargs):
+    raise OSError("disk full")
+  monkeypatch.setattr(tf.io.gfile, "rename", broken_rename)
+  with pytest.raises(OSError):
+    atomic.write_bytes(path, b"abc")
+  assert os.listdir(tmp_path) == []
+
+
+TWO_REPLICA_SCRIPT = """
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tests.select import test_features as t
+from tfexperts.select import features
+dataset, images, labels = t.make_dataset(batch_size=4)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+assert strategy.num_replicas_in_sync == 2
+with strategy.scope():
+  model = t.CountingModel()
+got, got_labels = features.embed(model, dataset, strategy=strategy)
+np.testing.assert_allclose(got, t.expected_features(images), rtol=1e-6)
+np.testing.assert_array_equal(got_labels, labels)
+print("OK")
+"""
+
+
+def test_embed_under_two_replicas_keeps_dataset_order():
+  # Logical devices must be configured before TF starts, hence a fresh process.
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root}
+  result = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

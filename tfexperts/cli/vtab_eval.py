@@ -1,0 +1,172 @@
+"""bin/vtab_eval: select an expert for a task, fine-tune it with the VTAB-1k protocol, report.
+
+  bin/vtab_eval --task=shapes_fine,digits --experts=export/demo --selection=knn [--quick]
+  bin/vtab_eval --task=vtab --experts=DIR --selection=all_experts --tpu=NAME
+  bin/vtab_eval --summary --results_dir=results        # the paper-style table of a results dir
+
+--selection: knn | label_matching | domain | random (a proxy picks one expert), all_experts (every
+expert is fine-tuned: the oracle, with each proxy's accuracy, regret and Kendall's tau),
+all_proxies (only the baseline and the experts some --report_proxies picks: every strategy's row of
+the table at a fraction of the oracle's cost), or the name of one expert (e.g. baseline). Each task writes a JSON record and a row of results.csv.
+"""
+import json
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+SELECTIONS = ("knn", "label_matching", "domain", "random", "all_experts", "all_proxies")
+FINE_TUNE_SEVERAL = ("all_experts", "all_proxies")
+
+flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), or `vtab` for all 19.")
+flags.DEFINE_list("experts", [], "Collection directories and/or hub handles.")
+flags.DEFINE_string("selection", "knn", f"One of {SELECTIONS} or an expert's name.")
+flags.DEFINE_list("report_proxies", ["knn", "label_matching", "domain", "random"],
+                  "Proxies scored (and recorded) for every task.")
+flags.DEFINE_string("data_dir", None, "tfds data dir.")
+flags.DEFINE_string("results_dir", "results", "Records, results.csv, summary.md/png.")
+flags.DEFINE_string("workdir", None, "Fine-tuning checkpoints (default: RESULTS_DIR/runs).")
+flags.DEFINE_string("cache_dir", None, "Feature cache (default: RESULTS_DIR/features).")
+flags.DEFINE_bool("quick", False, "CPU preset: batch 32, 150 steps, lr {0.1, 0.03}, one retrain.")
+flags.DEFINE_list("learning_rates", None, "Sweep learning rates at batch 512 (default 0.01,0.001).")
+flags.DEFINE_list("steps", None, "Sweep step counts (default 2500,10000).")
+flags.DEFINE_integer("batch_size", None, "Fine-tuning batch size (default 512).")
+flags.DEFINE_integer("resolution", None, "Input resolution (default 224; --quick: 64).")
+flags.DEFINE_integer("sweep_repeats", None, "Seeds per sweep point (default 1).")
+flags.DEFINE_integer("final_repeats", None, "Retrains on train800val200; median reported (3).")
+flags.DEFINE_enum("decay", None, ["step", "cosine"], "Learning-rate decay.")
+flags.DEFINE_float("mixup_alpha", None, "Mixup alpha (0: off).")
+flags.DEFINE_integer("seed", 0, "Base seed (fine-tuning runs use seed + repeat).")
+flags.DEFINE_string("tpu", None, "TPU name or address.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
+                  "Distribution strategy without --tpu.")
+flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.md/png.")
+
+
+def _protocol_config():
+  from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
+  overrides = {}
+  if FLAGS.learning_rates:
+    overrides["learning_rates"] = tuple(float(v) for v in FLAGS.learning_rates)
+  if FLAGS.steps:
+    overrides["steps"] = tuple(int(v) for v in FLAGS.steps)
+  for name in ("batch_size", "resolution", "sweep_repeats", "final_repeats", "decay",
+               "mixup_alpha"):
+    if getattr(FLAGS, name) is not None:
+      overrides[name] = getattr(FLAGS, name)
+  overrides["seed"] = FLAGS.seed
+  return protocol.ProtocolConfig.quick(**overrides) if FLAGS.quick else (
+      protocol.ProtocolConfig(**overrides))
+
+
+def _versions():
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  return {"tfexperts": metadata.version("tfexperts"), "tensorflow": tf.__version__,
+          "keras": keras.__version__, "tensorflow_datasets": tfds.__version__,
+          "tensorflow_hub": hub.__version__, "python": platform.python_version()}
+
+
+def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
+  """Selects, fine-tunes and reports one task; returns the record (also written to disk)."""
+  from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
+  by_name = {selection.expert_key(e): e for e in candidates.experts}
+  start = time.perf_counter()
+  source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution,
+                                   cache_dir=dirs["cache"], strategy=None)
+  scores, proxy_seconds = selection.score(candidates, source, FLAGS.report_proxies,
+                                          seed=FLAGS.seed)
+  picks = {proxy: selection.best(values) for proxy, values in scores.items()}
+  selection_seconds = time.perf_counter() - start
+  baseline = next((n for n, e in by_name.items() if e.kind == "baseline"), None)
+  if selection_name == "all_experts":
+    chosen = list(by_name)
+  elif selection_name == "all_proxies":
+    chosen = [n for n in by_name if n == baseline or n in picks.values()]
+  elif selection_name in SELECTIONS:
+    if picks.get(selection_name) is None:
+      raise app.UsageError(f"--selection={selection_name} could not score any expert on "
+                           f"{task.name} (does the collection have what it needs?).")
+    chosen = [picks[selection_name]]
+  else:
+    chosen = [selection_name]
+  print(f"\n== {task.name}: selection={selection_name} -> fine-tuning {chosen} "
+        f"(selection took {selection_seconds:.1f}s)", flush=True)
+  per_expert = {}
+  for name in chosen:
+    per_expert[name] = protocol.run_protocol(
+        by_name[name].handle, task, config, os.path.join(dirs["work"], task.name, name),
+        strategy, FLAGS.data_dir)
+    print(f"   {name}: test accuracy {per_expert[name]['test_accuracy']:.4f} "
+          f"(best {per_expert[name]['best']})", flush=True)
+  accuracies = {name: r["test_accuracy"] for name, r in per_expert.items()}
+  record = {"task": task.name, "group": task.group, "selection": selection_name,
+            "chosen": chosen, "proxy_scores": scores, "picks": picks,
+            "proxy_seconds": proxy_seconds, "per_expert": per_expert,
+            "test_accuracy": max(accuracies.values()) if selection_name in FINE_TUNE_SEVERAL
+            else accuracies[chosen[0]],
+            "config": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in config.__dict__.items()},
+            "times": {"selection_seconds": selection_seconds,
+                      "finetune_seconds": sum(r["seconds"] for r in per_expert.values())},
+            "images_embedded": source.stats.images_embedded, "versions": _versions()}
+  record["num_experts"] = len(by_name)
+  if selection_name in FINE_TUNE_SEVERAL:
+    strategy_accuracy = {p: accuracies.get(picks[p]) for p in picks}
+    if baseline in accuracies:
+      strategy_accuracy["baseline"] = accuracies[baseline]
+    if selection_name == "all_experts":
+      strategy_accuracy["oracle"] = max(accuracies.values())
+      record["regret"] = {p: strategy_accuracy["oracle"] - a
+                          for p, a in strategy_accuracy.items() if a is not None}
+      record["kendall_tau"] = {p: report.kendall_tau(scores[p], accuracies) for p in scores}
+    record["strategy_accuracy"] = strategy_accuracy
+  report.write_record(dirs["results"], record)
+  return record
+
+
+def main(argv):
+  """Runs vtab_eval for every --task (or only the summary)."""
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
+  if FLAGS.summary:
+    print(report.summarize(FLAGS.results_dir))
+    return
+  if not FLAGS.task or not FLAGS.experts:
+    raise app.UsageError("--task and --experts are required (or --summary).")
+  from tfexperts.data import builders  # pylint: disable=g-import-not-at-top,unused-import
+  from tfexperts.data import tasks  # pylint: disable=g-import-not-at-top
+  from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  names = list(tasks.VTAB_TASKS) if FLAGS.task == ["vtab"] else FLAGS.task
+  try:
+    task_list = [tasks.get_task(n) for n in names]
+    candidates = selection.load_candidates(FLAGS.experts)
+    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy)
+    config = _protocol_config()
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    raise app.UsageError(str(e)) from None
+  if FLAGS.selection not in SELECTIONS and FLAGS.selection not in candidates.names():
+    raise app.UsageError(f"--selection={FLAGS.selection!r} is neither one of {SELECTIONS} nor an "
+                         f"expert of the pool {candidates.names()}.")
+  dirs = {"results": FLAGS.results_dir,
+          "work": FLAGS.workdir or os.path.join(FLAGS.results_dir, "runs"),
+          "cache": FLAGS.cache_dir or os.path.join(FLAGS.results_dir, "features")}
+  for task in task_list:
+    record = evaluate_task(task, candidates, FLAGS.selection, config, strategy, dirs)
+    print(json.dumps({"task": task.name, "selection": FLAGS.selection, "chosen": record["chosen"],
+                      "test_accuracy": record["test_accuracy"]}), flush=True)
+  print(report.summarize(FLAGS.results_dir))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,100 @@
+"""On-disk cache of embedded datasets: one .npz per (handle, task, split, resolution, preprocess).
+
+The file name is a stable hash of the key; the file holds `features` (float32 `[n, d]`), `labels`
+(`[n]`) and `key` (the key as canonical JSON, checked on load so a hash collision or a renamed file
+is never mistaken for a hit). Files are written atomically, and a file that does not load
+completely (e.g. truncated) is treated as missing, so a re-run recomputes it.
+"""
+import dataclasses
+import hashlib
+import io
+import json
+import posixpath
+import zipfile
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfexperts.select import atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheKey:
+  """Identifies one embedded dataset. All fields are used verbatim (e.g. no path normalisation).
+
+  Attributes:
+    handle: the expert's hub handle (path or URL).
+    task: task registry name. split: split name (e.g. "train800val200").
+    resolution: input resolution in pixels. preprocessing: a string naming the preprocessing.
+  """
+  handle: str
+  task: str
+  split: str
+  resolution: int
+  preprocessing: str
+
+  def __post_init__(self):
+    for name in ("handle", "task", "split", "preprocessing"):
+      if not isinstance(getattr(self, name), str):
+        raise ValueError(f"CacheKey.{name} must be a string. Received: {getattr(self, name)!r}")
+    if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or (
+        self.resolution <= 0):
+      raise ValueError(f"CacheKey.resolution must be a positive integer. "
+                       f"Received: {self.resolution!r}")
+
+  def to_json(self):
+    """Canonical JSON of the key (sorted keys, no whitespace)."""
+    return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+
+  def digest(self):
+    """SHA-256 hex digest of `to_json()`; stable across runs, machines and Python versions."""
+    return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+
+class FeatureCache:
+  """Feature cache under directory `root` (local or gs://)."""
+
+  def __init__(self, root):
+    if not isinstance(root, str) or not root:
+      raise ValueError(f"`root` must be a non-empty directory path. Received: {root!r}")
+    self.root = root
+
+  def path(self, key):
+    """The .npz path for `key`: `<root>/<first 32 hex digits of key.digest()>.npz`."""
+    return posixpath.join(self.root, key.digest()[:32] + ".npz")
+
+  def load(self, key):
+    """Returns `(features, labels)` for `key`, or None when missing, incomplete or mismatched."""
+    path = self.path(key)
+    if not tf.io.gfile.exists(path):
+      return None
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+      with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        stored_key = str(npz["key"])
+        features, labels = npz["features"], npz["labels"]
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as e:
+      logging.warning("Ignoring unreadable feature cache file %s (%s); recomputing.", path, e)
+      return None
+    if stored_key != key.to_json():
+      logging.warning("Feature cache file %s holds key %s, not %s; recomputing.", path,
+                      stored_key, key.to_json())
+      return None
+    if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
+      logging.warning("Feature cache file %s has inconsistent shapes %s and %s; recomputing.",
+                      path, features.shape, labels.shape)
+      return None
+    return features, labels
+
+  def save(self, key, features, labels):
+    """Atomically writes `features` `[n, d]` (as float32) and `labels` `[n]`; returns the path."""
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels)
+    if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
+      raise ValueError("`features` must be [n, d] and `labels` [n] with the same n. "
+                       f"Received: features.shape={features.shape}, labels.shape={labels.shape}")
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features, labels=labels, key=np.array(key.to_json()))
+    return atomic.write_bytes(self.path(key), buffer.getvalue())

@@ -1,0 +1,308 @@
+"""Exact leave-one-out k-nearest-neighbour accuracy, the paper's expert-selection proxy.
+
+Semantics (DESIGN.md, "kNN proxy semantics"): each point's neighbours are the *other* points (self
+is excluded by index, not by distance, so exact duplicates count as neighbours), ordered by exact
+float64 distance with ties going to the lower index. With k = 1 the prediction is the nearest other
+point's label; with k > 1 it is the majority label among the k nearest others, and a tie between
+classes goes to the class whose closest member among those k is nearer (earlier in that order).
+
+Computation is blocked: one block of points against another at a time, so memory is O(block_size^2)
+besides one float32 copy of the features. Distances are first computed in float32 as
+|a|^2 + |b|^2 - 2ab on mean-centred features (one GEMM per pair of blocks); every point whose
+float32 distance could, within a rigorous rounding-error bound, be among the k nearest is
+recomputed exactly in float64 from the original features as sum((a - b)^2), and the final order
+uses only those float64 distances. So float32 never flips a neighbour, not even under a large
+common offset (centring removes it) or with many equal distances.
+"""
+import math
+
+import numpy as np
+
+METRICS = ("euclidean", "cosine")
+DEFAULT_MAX_BLOCK_BYTES = 256 * 2**20
+# Bytes per entry of a tile: float32 distances and scratch, a mask, and a float32 partition copy
+# when k > 1. Candidate pairs are handled in groups of bounded size, so ties cannot blow this up.
+_BYTES_PER_BLOCK_ENTRY = 16
+# Float64 rows materialised at once when recomputing candidate distances exactly.
+_EXACT_CHUNK_BYTES = 32 * 2**20
+_F32_EPS = 2.0**-24  # unit roundoff of float32
+
+
+def _check_features(features, min_points=2):
+  features = np.asarray(features)
+  if features.ndim != 2 or not np.issubdtype(features.dtype, np.number) or (
+      np.issubdtype(features.dtype, np.complexfloating)):
+    raise ValueError("`features` must be a real 2-D array [num_points, dim]. "
+                     f"Received: shape={features.shape}, dtype={features.dtype}")
+  if features.shape[0] < min_points or features.shape[1] < 1:
+    raise ValueError(f"`features` needs at least {min_points} points (leave-one-out needs another "
+                     f"point) and 1 dimension. Received: shape={features.shape}")
+  if not np.all(np.isfinite(features)):
+    raise ValueError("`features` must be finite; found NaN or inf in rows "
+                     f"{np.flatnonzero(~np.isfinite(features).all(axis=1))[:10].tolist()}")
+  return features
+
+
+def _check_positive_int(name, value, allow_none=False):
+  if allow_none and value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+    raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}. "
+                     f"Received: {name}={value!r}")
+
+
+class _Exact:
+  """Exact float64 squared distances between rows of the original features (optionally normalised).
+
+  Computed as sum((a - b)^2) over the last axis of C-contiguous float64 rows, the same arithmetic a
+  brute-force float64 reference uses, so exact ties (e.g. integer data) stay exact ties.
+  """
+
+  def __init__(self, features, metric):
+    self.features = features
+    self.inv_norms = None
+    if metric == "cosine":
+      norms = np.sqrt(np.sum(np.square(features, dtype=np.float64), axis=1))
+      # Zero rows stay zero: cosine similarity 0 (squared distance 1) to every unit vector.
+      self.inv_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+
+  def rows(self, index):
+    rows = self.features[index].astype(np.float64)
+    if self.inv_norms is not None:
+      rows *= self.inv_norms[index][:, None]
+    return rows
+
+  def pairs(self, a, b):
+    """Squared distances between rows a[t] and b[t] for each t (float64 [len(a)])."""
+    out = np.empty(len(a), np.float64)
+    step = max(1, _EXACT_CHUNK_BYTES // (16 * self.features.shape[1]))
+    for s in range(0, len(a), step):
+      diff = self.rows(a[s:s + step])
+      diff -= self.rows(b[s:s + step])
+      out[s:s + step] = np.sum(diff * diff, axis=1)
+    return out
+
+
+def _centred_float32(exact, chunk):
+  """Mean-centred float32 copy of the (normalised) features, scaled by a power of two, and norms.
+
+  Centring removes any common offset, which otherwise dominates |a|^2 + |b|^2 - 2ab in float32.
+  Scaling the float64 rows by a power of two (exact) so the largest norm is in [0.5, 1) before the
+  cast keeps float32 far from overflow and underflow. Returns `(rows [n, d], squared norms [n])`.
+  """
+  n, d = exact.features.shape
+  mean = np.zeros(d, np.float64)
+  norms = np.empty(n, np.float64)
+  for s in range(0, n, chunk):
+    mean += exact.rows(np.arange(s, min(n, s + chunk))).sum(axis=0)
+  mean /= n
+  for s in range(0, n, chunk):
+    norms[s:s + chunk] = np.linalg.norm(exact.rows(np.arange(s, min(n, s + chunk))) - mean, axis=1)
+  scale = 2.0**-math.frexp(norms.max())[1] if norms.max() > 0 else 1.0
+  centred = np.empty((n, d), np.float32)
+  sq_norms = np.empty(n, np.float32)
+  for s in range(0, n, chunk):
+    centred[s:s + chunk] = (exact.rows(np.arange(s, min(n, s + chunk))) - mean) * scale
+    sq_norms[s:s + chunk] = np.sum(np.square(centred[s:s + chunk], dtype=np.float64), axis=1)
+  return centred, sq_norms
+
+
+def _error_factor(dim):
+  """c such that float32 candidate tests stay safe when bounding distances by c * (|a|^2 + |b|^2).
+
+  For centred float32 rows a, b (u = 2^-24): the dot product of dim terms in any summation order
+  errs by <= gamma_dim |a||b|, so -2ab by <= gamma_dim (|a|^2 + |b|^2) with gamma_dim =
+  dim u / (1 - dim u); rounding the squared norms to float32 and the two additions add <= 5u; the
+  rounding of the centred rows to float32 moves the squared distance by <= 4u; the float32 bound
+  arithmetic of the candidate test (`loo_neighbors`) by <= 9u on both sides combined. All is below
+  (dim + 32) units, and 1% slack on top. It assumes IEEE float32 GEMM (not TF32 or bfloat16).
+  """
+  return np.float32((dim + 32) * _F32_EPS / (1.0 - dim * _F32_EPS) * 1.01)
+
+
+def _k_smallest(x, k, axis):
+  """The k smallest values along `axis` of 2-D x (unordered) as `[x.shape[1 - axis], k]`; all of
+  them when there are at most k."""
+  if x.shape[axis] > k:
+    x = x.min(axis=axis, keepdims=True) if k == 1 else np.partition(x, k - 1, axis=axis)
+    x = x[:, :k] if axis == 1 else x[:k]
+  return x if axis == 1 else x.T
+
+
+def _row_groups(mask, max_pairs):
+  """Yields (rows, cols) of the True entries of `mask`, whole rows at a time, ~max_pairs a group."""
+  if np.count_nonzero(mask) <= max_pairs:  # the usual case: a few candidates per row
+    yield np.nonzero(mask)
+    return
+  ends = np.cumsum(np.count_nonzero(mask, axis=1))
+  start = 0
+  while start < len(ends):
+    base = ends[start - 1] if start else 0
+    stop = max(start + 1, int(np.searchsorted(ends, base + max_pairs, side="right")))
+    rows, cols = np.nonzero(mask[start:stop])
+    yield rows + start, cols
+    start = stop
+
+
+class _Search:
+  """State of the search for every point: float32 upper bounds and the exact k best so far.
+
+  `scan` takes one tile of float32 distances between two blocks of points, for the queries along
+  one of its axes. Per query it keeps the k smallest upper bounds seen (the query's own error term
+  left out): no point whose lower bound exceeds the k-th of them can be among the k nearest, since
+  k points are at least that close. Every other point of the tile is recomputed exactly and merged
+  into the query's k best (exact distance, index) pairs, so the result is exact whatever the order
+  of tiles.
+  """
+
+  def __init__(self, exact, bounds, k, max_pairs):
+    n = len(bounds)
+    self.exact, self.bounds, self.k, self.max_pairs = exact, bounds, k, max_pairs
+    self.upper = np.full((n, k), np.inf, np.float32)
+    self.dist = np.full((n, k), np.inf)
+    self.index = np.full((n, k), np.iinfo(np.int64).max, np.int64)
+
+  def scan(self, approx, i0, j0, scratch, mask, query_axis):
+    """Scans tile `approx` (float32 distances of points i0.. (rows) to j0.. (columns)) for the
+    queries along `query_axis` (0: the rows, 1: the columns); `scratch` and `mask` are work space
+    of the tile's shape. On the diagonal tile (i0 == j0) self pairs must be inf in `approx`."""
+    rows, cols = approx.shape
+    if query_axis == 0:
+      q0, num_q, reduce_axis = i0, rows, 1
+      bounds_c = self.bounds[j0:j0 + cols][None, :]
+    else:
+      q0, num_q, reduce_axis = j0, cols, 0
+      bounds_c = self.bounds[i0:i0 + rows][:, None]
+    np.add(approx, bounds_c, out=scratch)
+    upper = self.upper[q0:q0 + num_q]
+    upper = _k_smallest(np.concatenate([upper, _k_smallest(scratch, self.k, reduce_axis)], 1),
+                        self.k, 1)
+    self.upper[q0:q0 + num_q] = upper
+    # lower_qc = approx_qc - b_q - b_c <= k-th(approx_qc' + b_c') + b_q.
+    threshold = upper.max(axis=1) + np.float32(2.0) * self.bounds[q0:q0 + num_q]
+    np.subtract(approx, bounds_c, out=scratch)
+    np.less_equal(scratch, threshold[:, None] if query_axis == 0 else threshold[None, :],
+                  out=mask)
+    if i0 == j0:  # self is never a candidate, even while its threshold is still inf
+      np.fill_diagonal(mask, False)
+    for r, c in _row_groups(mask, self.max_pairs):
+      queries, others = (r + i0, c + j0) if query_axis == 0 else (c + j0, r + i0)
+      self._merge(queries, others, self.exact.pairs(queries, others))
+
+  def _merge(self, row, col, dist):
+    """Merges candidates (row[t], col[t]) at exact squared distance dist[t] into the k best."""
+    if not len(row):
+      return
+    k = self.k
+    rows, group = np.unique(row, return_inverse=True)
+    group = np.concatenate([np.repeat(np.arange(len(rows)), k), group.reshape(-1)])
+    col = np.concatenate([self.index[rows].ravel(), col])
+    dist = np.concatenate([self.dist[rows].ravel(), dist])
+    order = np.lexsort((col, dist, group))
+    group, col, dist = group[order], col[order], dist[order]
+    rank = np.arange(len(group)) - np.searchsorted(group, group)  # position within the group
+    keep = rank < k
+    self.dist[rows[group[keep]], rank[keep]] = dist[keep]
+    self.index[rows[group[keep]], rank[keep]] = col[keep]
+
+
+def loo_neighbors(features, k=1, metric="euclidean", block_size=None,
+                  max_block_bytes=DEFAULT_MAX_BLOCK_BYTES):
+  """The k nearest *other* points of every point, exactly (see the module docstring for the order).
+
+  Points are split into blocks of `block_size`; each pair of blocks (I, J >= I) is one float32 GEMM
+  whose tile serves the queries of I against the columns of J and, transposed, those of J against
+  I, so every distance is computed once.
+
+  Args:
+    features: `[n, d]` real array (any float or int dtype), n >= k + 1, finite.
+    k: number of neighbours, 1 <= k <= n - 1.
+    metric: "euclidean", or "cosine" (Euclidean distance between L2-normalised rows, the same order
+      as cosine distance; all-zero rows stay zero).
+    block_size: points per block (tiles are block_size x block_size); default the largest size
+      whose scratch fits `max_block_bytes`.
+    max_block_bytes: memory budget for one tile's scratch (16 bytes per tile entry).
+
+  Returns:
+    `(indices, sq_distances)`: int64 `[n, k]` neighbour indices and their float64 `[n, k]` squared
+    distances (between normalised rows for cosine), nearest first, exact float64 values.
+  Raises ValueError on bad arguments (message shows the received value).
+  """
+  features = _check_features(features)
+  n, d = features.shape
+  _check_positive_int("k", k)
+  if k > n - 1:
+    raise ValueError(f"`k` must be at most num_points - 1 = {n - 1} (leave-one-out). "
+                     f"Received: k={k}")
+  if metric not in METRICS:
+    raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
+  _check_positive_int("block_size", block_size, allow_none=True)
+  _check_positive_int("max_block_bytes", max_block_bytes)
+  if block_size is None:
+    block_size = max(1, math.isqrt(max_block_bytes // _BYTES_PER_BLOCK_ENTRY))
+  block_size = min(block_size, n)
+
+  exact = _Exact(features, metric)
+  centred, sq_norms = _centred_float32(exact, max(1, _EXACT_CHUNK_BYTES // (16 * d)))
+  # The float32 error of distance (i, j) is at most bounds[i] + bounds[j].
+  search = _Search(exact, sq_norms * _error_factor(d), k,
+                   max_pairs=max(block_size * k, max_block_bytes // 64))
+  scratch = np.empty(block_size * block_size, np.float32)
+  mask = np.empty(block_size * block_size, bool)
+  for i0 in range(0, n, block_size):
+    i1 = min(n, i0 + block_size)
+    queries = centred[i0:i1] * np.float32(-2.0)  # exact; folds the -2 of -2ab into the GEMM
+    for j0 in range(i0, n, block_size):
+      j1 = min(n, j0 + block_size)
+      approx = queries @ centred[j0:j1].T
+      approx += sq_norms[i0:i1, None]
+      approx += sq_norms[None, j0:j1]
+      if i0 == j0:
+        np.fill_diagonal(approx, np.inf)  # self is never a neighbour, whatever its distance
+      tile_scratch = scratch[:approx.size].reshape(approx.shape)
+      tile_mask = mask[:approx.size].reshape(approx.shape)
+      search.scan(approx, i0, j0, tile_scratch, tile_mask, query_axis=0)
+      if j0 != i0:  # the same tile serves the queries of block J against block I
+        search.scan(approx, i0, j0, tile_scratch, tile_mask, query_axis=1)
+  return search.index, search.dist
+
+
+def majority_vote(neighbor_labels):
+  """Majority label per row of `[n, k]` neighbour labels ordered nearest first.
+
+  A tie between classes goes to the class whose first occurrence is earlier (the nearer
+  neighbour). Returns an `[n]` array of labels.
+  """
+  neighbor_labels = np.asarray(neighbor_labels)
+  if neighbor_labels.ndim != 2 or neighbor_labels.shape[1] < 1:
+    raise ValueError("`neighbor_labels` must be a 2-D array [n, k] with k >= 1. "
+                     f"Received: shape={neighbor_labels.shape}")
+  if neighbor_labels.shape[1] == 1:
+    return neighbor_labels[:, 0]
+  votes = (neighbor_labels[:, :, None] == neighbor_labels[:, None, :]).sum(axis=2)
+  first_best = np.argmax(votes == votes.max(axis=1, keepdims=True), axis=1)
+  return neighbor_labels[np.arange(len(neighbor_labels)), first_best]
+
+
+def loo_predictions(features, labels, k=1, metric="euclidean", **block_kwargs):
+  """Leave-one-out kNN predicted label of every point; returns `(predictions [n], indices [n, k])`.
+
+  Takes the arguments of `loo_neighbors` plus `labels` (`[n]`, any comparable values).
+  """
+  labels = np.asarray(labels)
+  features = np.asarray(features)
+  if labels.ndim != 1 or features.ndim < 1 or labels.shape[0] != features.shape[0]:
+    raise ValueError("`labels` must be a 1-D array with one label per row of `features`. "
+                     f"Received: labels.shape={labels.shape}, features.shape={features.shape}")
+  indices, _ = loo_neighbors(features, k=k, metric=metric, **block_kwargs)
+  return majority_vote(labels[indices]), indices
+
+
+def loo_accuracy(features, labels, k=1, metric="euclidean", **block_kwargs):
+  """Leave-one-out kNN accuracy (fraction of points whose prediction equals their label).
+
+  The paper's proxy with the defaults (k = 1, Euclidean). Takes the arguments of `loo_neighbors`
+  plus `labels` (`[n]`); returns a float in [0, 1].
+  """
+  predictions, _ = loo_predictions(features, labels, k=k, metric=metric, **block_kwargs)
+  return float(np.mean(predictions == np.asarray(labels)))
