@@ -189,3 +189,14 @@ def test_choose_domains_argument_checks():
     upstream.choose_domains(["a"], [1], min_count=-1)
   assert upstream.choose_domains(["b", "a", "c"], [5, 5, 9], top_k=2) == [
       upstream.Domain(0, "c", 9), upstream.Domain(1, "a", 5)]
+
+
+def test_subset_pipeline_yields_exactly_the_masked_examples(multilabel_data_dir, ml_hierarchy):
+  up = _upstream("sequence", multilabel_data_dir, ml_hierarchy)
+  order = [_index_of(ex["image"]) for ex in up.baseline_dataset().as_numpy_iterator()]
+  mask = np.random.default_rng(5).random(ML_NUM_EXAMPLES) < 0.3
+  examples = list(up.subset_dataset(mask, expert_id=3).as_numpy_iterator())
+  assert [_index_of(ex["image"]) for ex in examples] == [order[p] for p in np.flatnonzero(mask)]
+  assert all(ex["expert_id"] == 3 for ex in examples)
+  with pytest.raises(ValueError, match=r"shape=\(3,\)"):
+    up.subset_dataset(np.ones(3, bool))

@@ -119,3 +119,20 @@ def test_unknown_stage_and_expert_are_rejected(tmp_path, data_dir):
   proc = _run([f"--workdir={tmp_path}", f"--data_dir={data_dir}", "--experts=polygon,dragon",
                *TINY], timeout=300, check=False)
   assert proc.returncode != 0 and "dragon" in proc.stderr
+
+
+def test_random_control_slices_match_semantic_sizes_but_not_contents(data_dir):
+  import types  # pylint: disable=g-import-not-at-top
+  from tfexperts.data import upstream as upstream_lib  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import stages  # pylint: disable=g-import-not-at-top
+  up = upstream_lib.Upstream("tfexperts_shapes/tiny", offline.upstream_hierarchy_path(),
+                             data_dir=data_dir)
+  domains = up.choose_domains(top_k=2)
+  sc = types.SimpleNamespace(seed=0, upstream=up, domains=domains)
+  for domain in domains:
+    semantic = list(up.expert_dataset(domains, domain.expert_id).as_numpy_iterator())
+    control = list(stages.random_slice_dataset(sc, domain.expert_id).as_numpy_iterator())
+    assert len(control) == len(semantic) == domain.count
+    assert all(ex["expert_id"] == domain.expert_id for ex in control)
+    inside = up.membership(domains)[:, domain.expert_id]
+    assert not all(inside[ex["label"]] for ex in control)  # not the domain's images

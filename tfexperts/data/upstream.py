@@ -314,6 +314,22 @@ class Upstream:
     ds = self._expert_slice(domains, expert_id)
     return pipeline.finish(ds, self._preprocess_fn(preprocess), **pipeline_kwargs)
 
+  def subset_dataset(self, mask, expert_id=None, preprocess=None, **pipeline_kwargs):
+    """The examples whose position in the split has `mask[position]` True, e.g. a random control
+    slice of the same size as an expert's. Takes a `[num_images]` bool mask, an optional expert
+    id to attach, and the options of `baseline_dataset`; returns a `tf.data.Dataset`.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (self.num_images,):
+      raise ValueError(f"`mask` must be a bool array of shape ({self.num_images},). Received: "
+                       f"dtype={mask.dtype}, shape={mask.shape}")
+    table = tf.constant(mask)
+    ds = self.raw_dataset().enumerate().filter(lambda i, ex: tf.gather(table, i))
+    ds = ds.map(lambda i, ex: self._targets(ex))
+    if expert_id is not None:
+      ds = ds.map(lambda ex: {**ex, "expert_id": tf.constant(expert_id, tf.int32)})
+    return pipeline.finish(ds, self._preprocess_fn(preprocess), **pipeline_kwargs)
+
   def experts_dataset(self, domains, preprocess=None, shuffle_buffer=1024, seed=0,
                       **pipeline_kwargs):
     """An endless mixture of all expert slices, drawn uniformly, for training an adapter bank.
