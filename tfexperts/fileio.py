@@ -16,20 +16,29 @@ def parent_dir(path):
   return posixpath.dirname(path) if "://" in path else os.path.dirname(path)
 
 
+TEMP_MARKER = ".tmp-"
+
+
 def temp_path_beside(path):
   """Returns a fresh, unused temp name in the same directory as `path` (same filesystem)."""
-  return f"{path}.tmp-{uuid.uuid4().hex}"
+  return f"{path}{TEMP_MARKER}{uuid.uuid4().hex}"
 
 
 def write_bytes_atomic(path, data):
-  """Writes `data` (bytes) to `path` via a temp file and a rename; returns `path`."""
+  """Writes `data` (bytes) to `path` via a temp file and a rename; returns `path`.
+
+  Readers see either no file or the complete file (on GCS, where rename is copy + delete, the
+  object appears only once the copy is complete). Creates the parent directory if needed.
+  """
+  if not isinstance(data, (bytes, bytearray)):
+    raise ValueError(f"`data` must be bytes. Received: {type(data).__name__}")
   directory = parent_dir(path)
   if directory:
     tf.io.gfile.makedirs(directory)
   tmp = temp_path_beside(path)
   try:
     with tf.io.gfile.GFile(tmp, "wb") as f:
-      f.write(data)
+      f.write(bytes(data))
     tf.io.gfile.rename(tmp, path, overwrite=True)
   finally:
     if tf.io.gfile.exists(tmp):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfexperts.select import atomic, feature_cache, features
+from tfexperts import fileio
+from tfexperts.select import feature_cache, features
 
 NUM_IMAGES = 10
 
@@ -115,7 +116,7 @@ def test_half_written_cache_file_is_not_complete(tmp_path):
   assert cache.load(key) is not None  # rewritten complete
   # A writer that died mid-way leaves only a temporary name, which is never read.
   os.remove(path)
-  with open(path + atomic.TEMP_MARKER + "dead", "wb") as f:
+  with open(path + fileio.TEMP_MARKER + "dead", "wb") as f:
     f.write(data[:len(data) // 2])
   assert cache.load(key) is None
 
@@ -145,7 +146,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     raise OSError("disk full")
   monkeypatch.setattr(tf.io.gfile, "rename", broken_rename)
   with pytest.raises(OSError):
-    atomic.write_bytes(path, b"abc")
+    fileio.write_bytes_atomic(path, b"abc")
   assert os.listdir(tmp_path) == []
 
 

@@ -4,5 +4,5 @@ Modules: `features` (embedding with progress, optional tf.distribute) and `featu
 .npz cache); `knn` (exact leave-one-out kNN, the paper's proxy); `proxies` (the registry:
 `ProxyInputs`, `score`, `score_experts`, `rank`) over `matching` (label matching, domain
 prediction), `logme`, `leep`, `hscore` and `linear_probe`; `plots` (PNG score bars, heat maps);
-`atomic` (atomic gfile writes).
+`selection` (scores a pool of experts on a task with one feature pass).
 """

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tfexperts.select import atomic
+from tfexperts import fileio
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,4 +97,4 @@ class FeatureCache:
                        f"Received: features.shape={features.shape}, labels.shape={labels.shape}")
     buffer = io.BytesIO()
     np.savez(buffer, features=features, labels=labels, key=np.array(key.to_json()))
-    return atomic.write_bytes(self.path(key), buffer.getvalue())
+    return fileio.write_bytes_atomic(self.path(key), buffer.getvalue())

@@ -10,14 +10,14 @@ import numpy as np
 from matplotlib.backends import backend_agg
 from matplotlib import figure as mpl_figure
 
-from tfexperts.select import atomic
+from tfexperts import fileio
 
 
 def _save(fig, path, dpi):
   backend_agg.FigureCanvasAgg(fig)
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-  return atomic.write_bytes(path, buffer.getvalue())
+  return fileio.write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_scores(scores, path, title="", ylabel="score", dpi=100):
