@@ -1,0 +1,107 @@
+"""Exports are atomic: a crash or a failed check leaves nothing the loader accepts."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfexperts.hub import collection
+from tfexperts.hub import copies
+from tfexperts.hub import export
+from tfexperts.hub import load
+from tfexperts.hub import metadata
+from tfexperts.hub import verify
+
+
+def _crashing_save(obj, export_dir, signatures=None, options=None):
+  """Writes part of a SavedModel, as a process dying mid-write would, then fails."""
+  del obj, signatures, options
+  os.makedirs(os.path.join(export_dir, "variables"))
+  with open(os.path.join(export_dir, "saved_model.pb"), "wb") as f:
+    f.write(b"\x08\x01\x12")  # the first bytes of a SavedModel proto, then nothing
+  raise OSError("No space left on device (simulated)")
+
+
+def test_crash_mid_write_leaves_no_module_and_no_index(tmp_path, monkeypatch, workdir):
+  monkeypatch.setattr(tf.saved_model, "save", _crashing_save)
+  export_dir = str(tmp_path / "export")
+  with pytest.raises(OSError, match="simulated"):
+    collection.export_workdir(os.path.dirname(workdir.baseline), export_dir, collection="c")
+  module_dir = os.path.join(export_dir, "c", "baseline")
+  assert os.listdir(module_dir) == []  # neither "1" nor a temp directory
+  with pytest.raises(FileNotFoundError, match="baseline/1"):
+    load.load_expert(os.path.join(module_dir, "1"))
+  with pytest.raises(FileNotFoundError, match="is not a hub module collection"):
+    load.load_collection(os.path.join(export_dir, "c"))
+
+
+def test_module_left_under_a_temp_name_is_refused(tmp_path, exported):
+  # A process killed between writing and renaming leaves its temp directory behind.
+  source = os.path.join(exported.collection_dir, "baseline", "1")
+  orphan = str(tmp_path / ("1.tmp-" + "0123456789abcdef" * 2))
+  shutil.copytree(source, orphan)
+  with pytest.raises(ValueError, match="unfinished export"):
+    load.load_expert(orphan)
+
+
+def test_module_that_differs_from_the_keras_model_is_not_written(tmp_path, monkeypatch, models):
+  model = models.baseline
+  real_copy = copies.export_copy
+
+  def corrupted_copy(model, keep_head=False):
+    copy = real_copy(model, keep_head)
+    kernel = copy.weights[0]  # the root convolution; noise, as scaling is standardized away
+    noise = np.random.default_rng(0).normal(0, 0.5, kernel.shape).astype("float32")
+    kernel.assign(kernel.numpy() + noise)
+    return copy
+
+  monkeypatch.setattr(copies, "export_copy", corrupted_copy)
+  path = str(tmp_path / "m" / "1")
+  with pytest.raises(verify.VerificationError, match="differs from the Keras model"):
+    export.export_expert(model, path, metadata.build("full", "m", model, resolution=32))
+  assert os.listdir(tmp_path / "m") == []
+
+
+def _write_marker(text):
+  def write(directory):
+    os.makedirs(directory)
+    with open(os.path.join(directory, "marker"), "w") as f:
+      f.write(text)
+  return write
+
+
+def test_existing_module_is_replaced_only_with_overwrite(tmp_path):
+  path = str(tmp_path / "m" / "1")
+  export.write_atomically(path, _write_marker("old"))
+  with pytest.raises(FileExistsError, match="overwrite"):
+    export.write_atomically(path, _write_marker("new"))
+  assert open(os.path.join(path, "marker")).read() == "old"
+  export.write_atomically(path, _write_marker("new"), overwrite=True)
+  assert open(os.path.join(path, "marker")).read() == "new"
+  assert os.listdir(tmp_path / "m") == ["1"]
+
+
+def test_failed_overwrite_keeps_the_old_module(tmp_path):
+  path = str(tmp_path / "m" / "1")
+  export.write_atomically(path, _write_marker("old"))
+
+  def failing(directory):
+    _write_marker("half")(directory)
+    raise RuntimeError("check failed")
+
+  with pytest.raises(RuntimeError, match="check failed"):
+    export.write_atomically(path, failing, overwrite=True)
+  assert open(os.path.join(path, "marker")).read() == "old"
+  assert os.listdir(tmp_path / "m") == ["1"]
+
+
+def test_bank_and_single_expert_exports_refuse_each_other(tmp_path, models):
+  meta = metadata.build("adapter_bank", "b", models.adapter_bank, resolution=32)
+  with pytest.raises(ValueError, match="export_bank"):
+    export.export_expert(models.adapter_bank, str(tmp_path / "x"), meta)
+  with pytest.raises(ValueError, match="export_bank"):
+    export.export_expert(models.patch_bank, str(tmp_path / "x"), meta)
+  with pytest.raises(ValueError, match="plain model"):
+    export.export_bank(models.baseline, str(tmp_path / "y"), meta)
+  assert not os.listdir(tmp_path)

@@ -1,0 +1,264 @@
+"""Exporting a training workdir's finished models as a collection of hub modules.
+
+Finished models (`tfexperts.train.artifacts`) anywhere below the workdir become modules under
+`<export_dir>/<collection>/<module>/<version>/`:
+
+  artifact kind   modules: kind (module directory name)
+  baseline        the baseline, upstream head as `logits`: baseline  (its name, else "baseline")
+  full            the expert: full                                   (the expert's name)
+  adapter_bank    each expert, extracted: adapter                    ("adapter_<expert name>")
+                  the whole bank, taking expert ids: adapter_bank    (its name, else "adapter_bank")
+  patch_bank      each expert, extracted: patch                      ("patch_<expert name>")
+                  the whole bank: patch_bank                         (its name, else "patch_bank")
+  epn             the expert prediction network, head as `logits`    (its name, else "epn")
+Names are made filesystem-safe ("thing/red" -> "thing_red").
+
+Every planned module is checked (unique names, nothing overwritten unless asked) before the first
+one is written, and the collection index is updated after each module.
+"""
+import dataclasses
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfexperts import fileio
+from tfexperts.hub import copies
+from tfexperts.hub import export
+from tfexperts.hub import index as index_lib
+from tfexperts.hub import metadata as metadata_lib
+from tfexperts.hub import verify
+from tfexperts.models import patches
+from tfexperts.train import artifacts
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TEMP_MARK = ".tmp-"
+
+
+def safe_name(name):
+  """`name` with every run of characters outside [A-Za-z0-9._-] replaced by "_" (for dirs)."""
+  cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_")
+  return cleaned if _NAME_OK.match(cleaned) else f"m_{cleaned}"
+
+
+def check_collection_name(collection):
+  """Returns `collection` if it is a valid directory name, else raises ValueError."""
+  if not isinstance(collection, str) or not _NAME_OK.match(collection):
+    raise ValueError("The collection name must be letters, digits, '.', '_' or '-' (not "
+                     f"starting with '.', '_' or '-'). Received: {collection!r}")
+  return collection
+
+
+def check_version(version):
+  """Returns `version` if it is a positive int (hub versions are), else raises ValueError."""
+  if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
+    raise ValueError(f"`version` must be a positive integer. Received: version={version!r}")
+  return version
+
+
+def find_finished_models(workdir):
+  """Finished-model directories below `workdir`, sorted, as `[(directory, kind), ...]`.
+
+  Walks with tf.io.gfile (so `gs://` works), skips temp directories of interrupted writes and does
+  not descend into finished models. Raises FileNotFoundError when `workdir` does not exist and
+  ValueError naming the file when a metadata.json has an unknown kind.
+  """
+  if not tf.io.gfile.isdir(workdir):
+    raise FileNotFoundError(f"Workdir {workdir!r} does not exist or is not a directory.")
+  found = []
+  pending = [workdir.rstrip("/")]
+  while pending:
+    directory = pending.pop()
+    if artifacts.is_final(directory):
+      path = os.path.join(directory, artifacts.METADATA)
+      kind = fileio.read_json(path).get("kind")
+      if kind not in artifacts.ARTIFACT_KINDS:
+        raise ValueError(f"{path!r} has kind {kind!r}; expected one of "
+                         f"{artifacts.ARTIFACT_KINDS}.")
+      found.append((directory, kind))
+      continue
+    for child in tf.io.gfile.listdir(directory):
+      child = child.rstrip("/")
+      path = os.path.join(directory, child)
+      if _TEMP_MARK not in child and tf.io.gfile.isdir(path):
+        pending.append(path)
+  return sorted(found)
+
+
+@dataclasses.dataclass
+class PlannedModule:
+  """One module to write: its directory name and kind, source artifact, bank expert index."""
+  module: str
+  kind: str
+  artifact: str
+  expert_index: int = None
+
+
+def _bank_experts(meta, artifact):
+  experts = meta.get("experts")
+  if not isinstance(experts, list) or not experts or not all(isinstance(e, dict)
+                                                             for e in experts):
+    raise ValueError(f"{artifact!r}: a bank's metadata needs 'experts', a list of dicts "
+                     f"({{name, node, num_images, label_prior}}, one per expert index). "
+                     f"Received: {str(experts)[:200]}")
+  return experts
+
+
+def _plan_artifact(directory, kind):
+  meta = fileio.read_json(os.path.join(directory, artifacts.METADATA))
+  if kind in ("baseline", "epn"):
+    return [PlannedModule(safe_name(meta.get("name") or kind), kind, directory)]
+  if kind == "full":
+    experts = meta.get("experts") or [{}]
+    return [PlannedModule(safe_name(experts[0].get("name") or meta.get("name") or "full"), kind,
+                          directory)]
+  prefix = kind[:-len("_bank")]
+  experts = _bank_experts(meta, directory)
+  planned = [PlannedModule(f"{prefix}_{safe_name(e.get('name') or f'expert{i}')}", prefix,
+                           directory, i) for i, e in enumerate(experts)]
+  planned.append(PlannedModule(safe_name(meta.get("name") or kind), kind, directory))
+  return planned
+
+
+def plan(workdir, collection_dir, version, overwrite=False):
+  """Lists the modules a workdir exports to; checks names and existing versions first.
+
+  Returns a list of `PlannedModule`. Raises ValueError when two modules would share a directory
+  name or the workdir has no finished model, FileExistsError (naming every one) when versions
+  exist and `overwrite` is False.
+  """
+  planned = []
+  for directory, kind in find_finished_models(workdir):
+    planned.extend(_plan_artifact(directory, kind))
+  if not planned:
+    raise ValueError(f"No finished models (directories with {artifacts.MODEL_CONFIG}, "
+                     f"{artifacts.MODEL_WEIGHTS} and {artifacts.METADATA}) below {workdir!r}.")
+  by_name = {}
+  for p in planned:
+    if p.module in by_name:
+      other = by_name[p.module]
+      raise ValueError(f"Two modules would be named {p.module!r}: {p.kind} from {p.artifact!r} "
+                       f"and {other.kind} from {other.artifact!r}. Give the finished models "
+                       "distinct names in their metadata.")
+    by_name[p.module] = p
+  existing = [os.path.join(collection_dir, p.module, str(version)) for p in planned
+              if tf.io.gfile.exists(os.path.join(collection_dir, p.module, str(version)))]
+  if existing and not overwrite:
+    raise FileExistsError(f"Modules already exported at version {version}: {existing}. Pass "
+                          "overwrite=True (--overwrite) or another version.")
+  return planned
+
+
+def _domain_names(meta):
+  domains = meta.get("domains")
+  if not domains:
+    return None
+  return [d.get("name") if isinstance(d, dict) else d for d in domains]
+
+
+def _module_metadata(p, model, meta, expert):
+  """Metadata of planned module `p` from its artifact's `model` and `meta`."""
+  resolution = meta.get("resolution")
+  common = {"resolution": resolution, "source": meta}
+  if p.kind == "baseline":
+    return metadata_lib.build(
+        "baseline", meta.get("name") or "baseline", model,
+        num_images=meta.get("num_upstream_images"),
+        label_prior=meta.get("label_prior"), with_logits=True,
+        logit_names=meta.get("upstream_class_names"), **common)
+  if p.kind == "epn":
+    return metadata_lib.build("epn", meta.get("name") or "epn", model, with_logits=True,
+                              logit_names=_domain_names(meta), **common)
+  if p.kind in metadata_lib.BANK_KINDS:
+    experts = [{"index": i, "name": e.get("name"), "node": e.get("node"),
+                "num_images": e.get("num_images"), "label_prior": e.get("label_prior"),
+                "slices": e.get("slices")} for i, e in enumerate(meta["experts"])]
+    return metadata_lib.build(p.kind, meta.get("name") or p.kind, model, experts=experts,
+                              **common)
+  return metadata_lib.build(
+      p.kind, expert.get("name") or meta.get("name") or p.module, model, node=expert.get("node"),
+      expert_index=p.expert_index, num_images=expert.get("num_images"),
+      label_prior=expert.get("label_prior"), slices=expert.get("slices"), **common)
+
+
+def _single_expert(model, p):
+  if p.kind == "adapter":
+    return model.extract_expert(p.expert_index)
+  if p.kind == "patch":
+    return patches.extract_patch_expert(model, p.expert_index)
+  return model
+
+
+def _export_planned(p, model, meta, collection_dir, collection, version, overwrite):
+  expert = {}
+  if p.expert_index is not None:
+    expert = meta["experts"][p.expert_index]
+  elif p.kind == "full":
+    expert = (meta.get("experts") or [{}])[0]
+  path = os.path.join(collection_dir, p.module, str(version))
+  with_logits = p.kind in ("baseline", "epn")
+  if p.kind in metadata_lib.BANK_KINDS:
+    meta_out = _module_metadata(p, model, meta, expert)
+    meta_out["module"] = p.module
+    export.export_bank(model, path, meta_out, overwrite=overwrite)
+  else:
+    single = _single_expert(model, p)
+    meta_out = _module_metadata(p, single, meta, expert)
+    meta_out["module"] = p.module
+    export.export_expert(single, path, meta_out, with_logits=with_logits, overwrite=overwrite)
+  entry = index_lib.entry(p.module, version, meta_out)
+  index_lib.update(collection_dir, collection, [entry])
+  logging.info("Exported %s (%s) to %s", p.module, p.kind, path)
+  return entry
+
+
+def _load_artifact(directory):
+  """(model, metadata) of a finished model; a bank comes as its checked, export-ready copy."""
+  model, meta = artifacts.load_final(directory)
+  count = export.num_bank_experts(model)
+  if not count:
+    return model, meta
+  if count != len(meta.get("experts") or []):
+    raise ValueError(f"{directory!r}: the bank holds {count} experts but its metadata lists "
+                     f"{len(meta.get('experts') or [])}.")
+  # One headless, fully trainable copy serves the bank module and every extracted expert, so
+  # the experts need no copy of their own.
+  ready = copies.export_ready(model)
+  if ready is not model:
+    ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
+    images = verify.check_images(meta.get("resolution") or export.DEFAULT_RESOLUTION, len(ids))
+    verify.compare_models(ready, model, images, ids, where=f"export copy of {directory}")
+  return ready, meta
+
+
+def export_workdir(workdir, export_dir="export", collection=None, version=1, overwrite=False):
+  """Exports every finished model below `workdir` into one collection of hub modules.
+
+  Args:
+    workdir: a training workdir (local or `gs://`).
+    export_dir: root of exports; modules go to `<export_dir>/<collection>/<module>/<version>`.
+    collection: collection name; default: the workdir's base name.
+    version: positive int version of every module written.
+    overwrite: replace modules that already exist at `version`.
+
+  Returns:
+    The index entries written, in export order (`{"name", "version", "handle", "kind",
+    "metadata"}`). Raises (see `plan`) before writing anything when names clash or modules exist.
+  """
+  collection = check_collection_name(
+      collection if collection is not None else os.path.basename(workdir.rstrip("/")))
+  check_version(version)
+  collection_dir = os.path.join(export_dir, collection)
+  planned = plan(workdir, collection_dir, version, overwrite)
+  entries = []
+  loaded = {}
+  for p in planned:
+    if p.artifact not in loaded:
+      loaded.clear()  # one finished model in memory at a time (planned modules are grouped)
+      loaded[p.artifact] = _load_artifact(p.artifact)
+    model, meta = loaded[p.artifact]
+    entries.append(_export_planned(p, model, meta, collection_dir, collection, version,
+                                   overwrite))
+  return entries

@@ -1,0 +1,299 @@
+"""Loading hub modules as callables with their metadata: one handle, or a whole collection.
+
+A handle is a local or `gs://` path, a `file://` URL, or a remote handle (tfhub.dev / Kaggle URL),
+which goes through `tensorflow_hub` (`hub.resolve` downloads and caches it). Modules written by
+`tfexperts.hub.export` carry `assets/metadata.json`; others (e.g. the published BiT experts,
+`https://tfhub.dev/google/experts/bit/r50x1/in21k/<name>/1`) load with empty metadata and a name
+taken from the handle. Every module is checked on load: it must map a few images to a `[b, d]`
+float feature tensor.
+
+    experts = load_experts("export/my_collection")   # or a handle, or a list of both
+    features = experts[0].embed(images)               # [b, d] float32 tf.Tensor
+"""
+import dataclasses
+import os
+import re
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+from tfexperts.hub import index as index_lib
+from tfexperts.hub import metadata as metadata_lib
+from tfexperts.hub import module as module_lib
+from tfexperts.hub.tfhub import hub
+
+PROBE_RESOLUTION = 224
+_REMOTE = re.compile(r"^https?://", re.IGNORECASE)
+_TEMP_NAME = re.compile(r"\.tmp-[0-9a-f]{32}$")
+
+
+def name_from_handle(handle):
+  """The last path component of `handle` that is not a version number (query string dropped).
+
+  `https://tfhub.dev/google/experts/bit/r50x1/in21k/animal/1` -> "animal".
+  """
+  parts = [p for p in handle.split("?")[0].rstrip("/").split("/") if p]
+  while len(parts) > 1 and parts[-1].isdigit():
+    parts.pop()
+  return parts[-1] if parts else handle
+
+
+def _local_path(handle):
+  return handle[len("file://"):] if handle.startswith("file://") else handle
+
+
+def resolve(handle):
+  """Local (or gs://) directory of the module `handle`; fetches remote handles via tensorflow_hub.
+
+  Raises FileNotFoundError when a path does not exist, ValueError when it is not a SavedModel
+  directory (or is an unfinished export's temp directory), OSError when a remote handle cannot be
+  fetched; every message names the handle.
+  """
+  if not isinstance(handle, str) or not handle:
+    raise ValueError(f"A hub handle must be a non-empty string. Received: {handle!r}")
+  if _REMOTE.match(handle):
+    try:
+      return hub.resolve(handle)
+    except Exception as e:  # tensorflow_hub raises many types (URLError, IOError, ValueError...)
+      raise OSError(f"Could not fetch hub handle {handle!r}: {type(e).__name__}: {e}") from e
+  path = _local_path(handle).rstrip("/")
+  if _TEMP_NAME.search(path):
+    raise ValueError(f"Hub handle {handle!r} is the temp directory of an unfinished export, not "
+                     "a module.")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"Hub handle {handle!r} does not exist.")
+  if not tf.io.gfile.exists(os.path.join(path, tf.saved_model.SAVED_MODEL_FILENAME_PB)):
+    hint = (" It is a collection: use load_collection or load_experts." if
+            index_lib.is_collection(path) else "")
+    raise ValueError(f"Hub handle {handle!r} is not a SavedModel: no "
+                     f"{tf.saved_model.SAVED_MODEL_FILENAME_PB} in {path!r}.{hint}")
+  return path
+
+
+def _probe_images(metadata, count=2):
+  resolution = (metadata.get("input") or {}).get("resolution") or PROBE_RESOLUTION
+  images = np.random.default_rng(0).uniform(size=(count, resolution, resolution, 3))
+  return tf.constant(images, tf.float32)
+
+
+def _check_features(handle, outputs, count):
+  if isinstance(outputs, dict):
+    raise ValueError(f"Hub handle {handle!r} returns a dict (keys {sorted(outputs)}), not a "
+                     "[batch, d] feature tensor.")
+  if not isinstance(outputs, tf.Tensor) or outputs.shape.rank != 2 or (
+      outputs.shape[0] != count) or not outputs.dtype.is_floating:
+    shape = getattr(outputs, "shape", None)
+    dtype = getattr(outputs, "dtype", type(outputs).__name__)
+    raise ValueError(f"Hub handle {handle!r} is not a feature-vector module: on images "
+                     f"[{count}, h, w, 3] it returns shape {shape} dtype {dtype}, expected "
+                     f"[{count}, d] float.")
+
+
+def load_checked(handle, metadata, with_ids=False):
+  """Loads the module at `handle` and checks it maps images (and ids) to `[b, d]` features.
+
+  Returns the loaded object (`hub.load`). Raises as `resolve`, or ValueError naming the handle
+  when it does not load, has no `__call__`, fails on probe images or returns something else.
+  """
+  path = resolve(handle)
+  try:
+    module = hub.load(path)
+  except Exception as e:  # a corrupt or incompatible SavedModel
+    raise ValueError(f"Hub handle {handle!r} could not be loaded as a SavedModel: "
+                     f"{type(e).__name__}: {e}") from e
+  if not callable(module):
+    raise ValueError(f"Hub handle {handle!r} is a SavedModel without __call__ (not a reusable "
+                     "SavedModel / feature-vector module).")
+  images = _probe_images(metadata)
+  args = (images, tf.zeros([images.shape[0]], tf.int32)) if with_ids else (images,)
+  what = "a bank module taking (images, expert_ids)" if with_ids else "a feature-vector module"
+  try:
+    outputs = module(*args)
+  except (TypeError, ValueError, tf.errors.OpError) as e:
+    raise ValueError(f"Hub handle {handle!r} is not {what}: calling it on probe images "
+                     f"{images.shape} failed: {type(e).__name__}: {e}") from e
+  _check_features(handle, outputs, images.shape[0])
+  return module
+
+
+@dataclasses.dataclass
+class Expert:
+  """An expert loaded (lazily) from a hub handle.
+
+  Attributes:
+    name: unique within its collection: the module's directory name (metadata `module`, e.g.
+      "adapter_animal"), else the metadata `name`, else derived from the handle. The expert's
+      domain is in the metadata (`name`, `node`).
+    handle: where it is loaded from.
+    metadata: the module's metadata dict (empty for modules without tfexperts metadata).
+  Calling the expert is `embed`.
+  """
+  name: str
+  handle: str
+  metadata: dict
+  _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def kind(self):
+    """Metadata `kind` (baseline / full / adapter / patch / epn), or None when unknown."""
+    return self.metadata.get("kind")
+
+  @property
+  def module(self):
+    """The loaded SavedModel (`hub.load`), loaded and checked on first use."""
+    if self._module is None:
+      self._module = load_checked(self.handle, self.metadata)
+    return self._module
+
+  @property
+  def has_logits(self):
+    """True when the module has a `logits` endpoint (the baseline's upstream head, the EPN)."""
+    return hasattr(self.module, module_lib.LOGITS)
+
+  def embed(self, images):
+    """Features of `images` (`[b, h, w, 3]` floats in [0, 1]): a `[b, d]` float32 tf.Tensor."""
+    return tf.cast(self.module(tf.convert_to_tensor(images, tf.float32)), tf.float32)
+
+  __call__ = embed
+
+  def logits(self, images):
+    """Upstream-head logits `[b, classes]` float32; ValueError when the module has no head."""
+    if not self.has_logits:
+      raise ValueError(f"Module {self.handle!r} ({self.name}) has no 'logits' endpoint; only "
+                       "the baseline and the expert prediction network export their head.")
+    return tf.cast(self.module.logits(tf.convert_to_tensor(images, tf.float32)), tf.float32)
+
+
+@dataclasses.dataclass
+class Bank:
+  """A bank module: many experts in one SavedModel, routed per image by expert id.
+
+  Attributes: name, handle, metadata (its `experts` list gives each index's name and domain).
+  """
+  name: str
+  handle: str
+  metadata: dict
+  _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
+
+  @property
+  def kind(self):
+    """Metadata `kind`: adapter_bank or patch_bank."""
+    return self.metadata.get("kind")
+
+  @property
+  def expert_names(self):
+    """Expert names by index, from the metadata."""
+    return [e.get("name") for e in self.metadata.get("experts") or []]
+
+  @property
+  def module(self):
+    """The loaded SavedModel, loaded and checked on first use."""
+    if self._module is None:
+      self._module = load_checked(self.handle, self.metadata, with_ids=True)
+    return self._module
+
+  def embed(self, images, expert_ids):
+    """Features `[b, d]` float32 of `images`, image i through expert `expert_ids[i]`."""
+    return tf.cast(self.module(tf.convert_to_tensor(images, tf.float32),
+                               tf.convert_to_tensor(expert_ids, tf.int32)), tf.float32)
+
+  __call__ = embed
+
+
+def _name(handle, metadata):
+  return metadata.get("module") or metadata.get("name") or name_from_handle(handle)
+
+
+def load_expert(handle, lazy=False):
+  """Loads one expert module from `handle` (path, `file://`, or tfhub/Kaggle URL).
+
+  With `lazy=False` (default) the module is loaded and checked now; with `lazy=True` only the
+  handle is checked now. Returns an `Expert`. Raises as `resolve`, or ValueError when the module is
+  not a feature-vector module (or is a bank: use `load_bank`).
+  """
+  path = resolve(handle)
+  metadata = metadata_lib.read(path) or {}
+  if metadata.get("kind") in metadata_lib.BANK_KINDS:
+    raise ValueError(f"Hub handle {handle!r} is a {metadata['kind']} module taking expert ids; "
+                     "load it with load_bank.")
+  expert = Expert(_name(handle, metadata), handle, metadata)
+  if not lazy:
+    expert.module  # pylint: disable=pointless-statement
+  return expert
+
+
+def load_bank(handle, lazy=False):
+  """Loads a bank module (adapter or patch bank) from `handle`; returns a `Bank`."""
+  path = resolve(handle)
+  metadata = metadata_lib.read(path) or {}
+  bank = Bank(_name(handle, metadata), handle, metadata)
+  if not lazy:
+    bank.module  # pylint: disable=pointless-statement
+  return bank
+
+
+@dataclasses.dataclass
+class Collection:
+  """A collection's modules: `experts` (baseline / full / adapter / patch), `epn`, `banks`."""
+  name: str
+  directory: str
+  experts: list
+  epn: typing.Optional[Expert]
+  banks: list
+
+  @property
+  def baseline(self):
+    """The baseline expert (with its upstream head), or None."""
+    return next((e for e in self.experts if e.kind == "baseline"), None)
+
+  def get(self, name):
+    """The expert, EPN or bank named `name` (its module directory name); KeyError if none."""
+    everything = self.experts + self.banks + ([self.epn] if self.epn else [])
+    for item in everything:
+      if item.name == name:
+        return item
+    raise KeyError(f"No module {name!r} in collection {self.directory!r}. Modules: "
+                   f"{sorted(i.name for i in everything)}")
+
+
+def load_collection(directory, version=None, lazy=True):
+  """Loads the collection at `directory` (holding index.json).
+
+  Args:
+    directory: the collection directory (local or gs:// path, or file:// URL).
+    version: take this version of every module; default: each module's highest version.
+    lazy: load each module on first use (default) rather than now; handles are checked now.
+
+  Returns:
+    A `Collection`. Raises FileNotFoundError / ValueError naming the directory or handle.
+  """
+  path = _local_path(directory).rstrip("/")
+  data = index_lib.read(path)
+  experts, banks, epn = [], [], None
+  for entry in index_lib.latest(data, version):
+    handle = os.path.join(path, entry["handle"])
+    kind = entry.get("kind")
+    if kind in metadata_lib.BANK_KINDS:
+      banks.append(load_bank(handle, lazy=lazy))
+    elif kind == "epn":
+      epn = load_expert(handle, lazy=lazy)
+    else:
+      experts.append(load_expert(handle, lazy=lazy))
+  return Collection(data.get("collection") or os.path.basename(path), path, experts, epn, banks)
+
+
+def load_experts(handles, lazy=True):
+  """Experts from a handle, a collection directory, or a list of either; returns a list.
+
+  A collection gives its baseline, full, adapter and patch experts (not the EPN or banks).
+  """
+  if isinstance(handles, str):
+    handles = [handles]
+  experts = []
+  for handle in handles:
+    if not _REMOTE.match(handle) and index_lib.is_collection(_local_path(handle)):
+      experts.extend(load_collection(handle, lazy=lazy).experts)
+    else:
+      experts.append(load_expert(handle, lazy=lazy))
+  return experts

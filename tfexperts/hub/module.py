@@ -1,0 +1,127 @@
+"""The objects written as hub modules (reusable SavedModels) around tfexperts Keras 3 models.
+
+`ExpertModule` follows the hub module contract of DESIGN.md: a polymorphic
+`__call__(images, training=False)` traced for both values of `training` and returning `[b, d]`
+pre-logits; `variables`, `trainable_variables`, `regularization_losses`; the Keras 3 endpoints
+`serve(images)` and `train(images)` (for `keras.layers.TFSMLayer`); and the `serving_default`
+signature mapping `images` to `{"pre_logits": ...}`. With `with_logits` (the baseline and the
+expert prediction network keep their upstream head) it also has a `logits(images)` endpoint and
+`serving_default` returns `{"pre_logits", "logits"}`; `__call__` still returns the features only.
+
+`BankModule` holds a whole adapter or patch bank: the same API with `expert_ids` (`[b]` int32)
+after `images` (`__call__(images, expert_ids, training=False)`, `serve`, `train`, and a
+`serving_default` taking both inputs), so many experts are loaded into memory once.
+
+Only the model's variables and the traced functions are saved, not the Keras objects, so loading
+needs TensorFlow (plus tensorflow_hub or Keras for their wrappers) but no tfexperts code.
+"""
+import tensorflow as tf
+
+from tfexperts.hub import copies
+
+IMAGES = "images"
+EXPERT_IDS = "expert_ids"
+PRE_LOGITS = "pre_logits"
+LOGITS = "logits"
+
+IMAGES_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name=IMAGES)
+EXPERT_IDS_SPEC = tf.TensorSpec([None], tf.int32, name=EXPERT_IDS)
+
+
+def _function(fn, specs):
+  # autograph off, as keras.export does: the models have no data-dependent Python control flow.
+  return tf.function(fn, input_signature=specs, autograph=False)
+
+
+class _NotSaved:
+  """Keeps the Keras model out of the SavedModel's object graph (its variables are saved)."""
+
+  def __init__(self, model):
+    self.model = model
+
+
+# AutoTrackable, as keras.export.ExportArchive uses, rather than tf.Module: on tf.Module the
+# reusable-SavedModel attributes `variables` and `trainable_variables` are read-only properties.
+class _Base(tf.__internal__.tracking.AutoTrackable):
+  """Variables, `regularization_losses`, `serve`/`train` and the optional `logits` endpoint."""
+
+  def __init__(self, model, with_logits, extra_specs):
+    super().__init__()
+    if not model.built:
+      raise ValueError(f"Model {model.name!r} is not built; build it before export.")
+    if with_logits and not copies.head_size(model):
+      raise ValueError(f"with_logits=True needs a model with a head. Model {model.name!r} has "
+                       "num_classes=0.")
+    self._keras = _NotSaved(model)
+    self._extra_specs = tuple(extra_specs)
+    self.with_logits = with_logits
+    self.variables = list(model.variables)
+    # What the SavedModel records (see copies.created_trainable), not Keras' current flags.
+    self.trainable_variables = [v for v in model.variables if copies.created_trainable(v)]
+    self.regularization_losses = []  # weight decay is the optimizer's business, not the graph's
+    # serve, train and serving_default call the traced __call__ / logits instead of tracing the
+    # model again: a model trace takes about a second even for the tiny test model.
+    self.serve = _function(lambda *args: self.__call__(*args, training=False), self._specs())
+    self.train = _function(lambda *args: self.__call__(*args, training=True), self._specs())
+    if with_logits:
+      self.logits = _function(lambda *args: self._outputs(args, False)[LOGITS], self._specs())
+
+  @property
+  def model(self):
+    """The wrapped Keras model (not itself part of the SavedModel)."""
+    return self._keras.model
+
+  def _specs(self):
+    return [IMAGES_SPEC, *self._extra_specs]
+
+  def _outputs(self, args, training):
+    return self._keras.model(*args, training=training)
+
+  def _serving_outputs(self, *args):
+    outputs = {PRE_LOGITS: self.__call__(*args, training=False)}
+    if self.with_logits:
+      outputs[LOGITS] = self.logits(*args)
+    return outputs
+
+  def signatures(self):
+    """Traces `__call__` for both values of `training`; returns the signatures for saving."""
+    for training in (True, False):
+      self.__call__.get_concrete_function(*self._specs(), training=training)
+    serving = _function(self._serving_outputs, self._specs())
+    return {"serving_default": serving.get_concrete_function()}
+
+
+class ExpertModule(_Base):
+  """One expert: `__call__(images, training=False) -> [b, d]` pre-logits (float32).
+
+  Args:
+    model: a built `ResNetV2` or single-expert `AdapterExpertModel`, normally
+      `copies.export_ready(...)` so that every variable is trainable.
+    with_logits: also export the model's head as `logits(images)` and in `serving_default`.
+  """
+
+  def __init__(self, model, with_logits=False):
+    super().__init__(model, with_logits, ())
+
+  @tf.function(autograph=False)
+  def __call__(self, images, training=False):
+    return self._outputs((images,), training)[PRE_LOGITS]
+
+
+class BankModule(_Base):
+  """A bank of experts: `__call__(images, expert_ids, training=False) -> [b, d]` pre-logits.
+
+  Example i is run through expert `expert_ids[i]`, so a batch may mix experts.
+
+  Args:
+    model: a built adapter bank (`AdapterExpertModel`) or patch bank (`ResNetV2` with
+      `patch_experts > 0`), normally `copies.export_ready(...)`.
+    with_logits: also export the head as `logits(images, expert_ids)`.
+  """
+
+  def __init__(self, model, with_logits=False):
+    super().__init__(model, with_logits, (EXPERT_IDS_SPEC,))
+
+  @tf.function(autograph=False)
+  def __call__(self, images, expert_ids, training=False):
+    return self._outputs((images, expert_ids), training)[PRE_LOGITS]
