@@ -2,16 +2,7 @@
 import pytest
 import tensorflow_datasets as tfds
 
-from tfexperts.data import offline
 from tests.data import multilabel_dataset  # noqa: F401  (registers tfexperts_test_multilabel)
-
-
-@pytest.fixture(scope="session")
-def offline_data_dir(tmp_path_factory):
-  """A tfds data dir with the tiny offline datasets, built once per test session."""
-  data_dir = str(tmp_path_factory.mktemp("tfds_offline"))
-  offline.prepare_offline_datasets(data_dir, "tiny")
-  return data_dir
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.hub import conftest
+from tests.hub import collection_fixtures as conftest
 from tfexperts.hub import collection
 from tfexperts.hub import index
 from tfexperts.hub import load

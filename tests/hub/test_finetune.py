@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from tests.hub import conftest
+from tests.hub import collection_fixtures as conftest
 from tfexperts.hub.tfhub import hub
 
 LABELS = np.arange(8) % 3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.hub import conftest
+from tests.hub import collection_fixtures as conftest
 from tfexperts.hub import load
 from tfexperts.hub.tfhub import hub
 

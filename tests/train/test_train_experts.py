@@ -19,11 +19,9 @@ TINY = ["--dataset=tfexperts_shapes/tiny", "--model=tiny", "--resolution=32", "-
         "--log_every=5", "--warmup_steps=5", "--num_experts=2"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  offline.prepare_offline_datasets(path, "tfexperts_shapes/tiny")
-  return path
+@pytest.fixture
+def data_dir(offline_data_dir):
+  return offline_data_dir
 
 
 def _run(args, timeout=900, check=True):

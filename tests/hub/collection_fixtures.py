@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny fake training workdir and its export through bin/export_experts.
+"""Shared fixtures (registered in tests/conftest.py): a tiny fake training workdir and its export.
 
 The export runs once per test session (it traces and saves 8 modules); tests that only read the
 collection share it.

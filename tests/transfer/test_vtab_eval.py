@@ -1,0 +1,95 @@
+"""bin/vtab_eval and bin/select_expert end to end on an offline task with an exported collection."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tfexperts.train import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUICK = ["--task=shapes_fine_tiny", "--quick", "--resolution=32", "--final_repeats=1",
+         "--batch_size=16"]
+
+
+def _command(binary, args):
+  return [sys.executable, os.path.join(REPO, "bin", binary), *args]
+
+
+def _env():
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+
+
+def _run(binary, args):
+  proc = subprocess.run(_command(binary, args), env=_env(), capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+  return proc
+
+
+def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_data_dir):
+  results = str(tmp_path / "results")
+  proc = _run("vtab_eval", [f"--experts={exported.collection_dir}", "--selection=all_proxies",
+                            f"--data_dir={offline_data_dir}", f"--results_dir={results}",
+                            "--steps=8", *QUICK])
+  record = json.load(open(os.path.join(results, "shapes_fine_tiny__all_proxies.json")))
+  assert record["group"] == "offline" and record["num_experts"] == 5
+  assert set(record["proxy_scores"]) == {"knn", "label_matching", "domain", "random"}
+  assert len(record["proxy_scores"]["knn"]) == 5
+  assert record["picks"]["domain"] in ("adapter_animal", "patch_animal", "adapter_thing_red",
+                                       "patch_thing_red")
+  assert "baseline" in record["chosen"]
+  assert set(record["chosen"]) == {"baseline"} | set(record["picks"].values())
+  for name in record["chosen"]:
+    result = record["per_expert"][name]
+    assert len(result["sweep"]) == 2 and len(result["final"]) == 1
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+  assert record["strategy_accuracy"]["baseline"] == record["per_expert"]["baseline"][
+      "test_accuracy"]
+  assert record["versions"]["tensorflow"].startswith("2.")
+  rows = list(csv.DictReader(open(os.path.join(results, "results.csv"))))
+  assert rows[0]["task"] == "shapes_fine_tiny" and rows[0]["selection"] == "all_proxies"
+  summary = open(os.path.join(results, "summary.md")).read()
+  assert summary.startswith("| strategy | shapes_fine_tiny | mean offline | mean |")
+  assert "| knn |" in summary and "| baseline |" in summary and summary in proc.stdout
+
+
+def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
+  results = str(tmp_path / "results")
+  args = [f"--experts={exported.collection_dir}", "--selection=baseline",
+          f"--data_dir={offline_data_dir}", f"--results_dir={results}", "--steps=40",
+          "--learning_rates=0.1", *QUICK]
+  run_dir = os.path.join(results, "runs", "shapes_fine_tiny", "baseline",
+                         "sweep_lr0.1_steps40_seed0", "ckpt")
+  proc = subprocess.Popen(_command("vtab_eval", args), env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while loop.checkpointed_step(run_dir) < 10 and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  interrupted = loop.checkpointed_step(run_dir)
+  assert 10 <= interrupted < 40
+  resumed = _run("vtab_eval", args)
+  assert f"resuming from step {interrupted}" in resumed.stdout
+  record = json.load(open(os.path.join(results, "shapes_fine_tiny__baseline.json")))
+  assert record["chosen"] == ["baseline"] and loop.checkpointed_step(run_dir) == 40
+
+
+def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported,
+                                                              offline_data_dir):
+  args = ["--task=shapes_fine_tiny", f"--experts={exported.collection_dir}", "--proxy=all",
+          f"--data_dir={offline_data_dir}", "--resolution=32", f"--cache_dir={tmp_path}/cache",
+          f"--output_dir={tmp_path}/out"]
+  first = _run("select_expert", args)
+  ranking = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
+  assert set(ranking["scores"]) >= {"knn", "label_matching", "domain", "random", "logme",
+                                     "hscore", "linear_probe", "leep"}
+  assert ranking["images_embedded"] == 5 * 800 + 2 * 800  # 5 experts + baseline and EPN logits
+  assert (tmp_path / "out" / "shapes_fine_tiny" / "knn.png").exists()
+  assert "knn on shapes_fine_tiny" in first.stdout
+  _run("select_expert", args)
+  again = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
+  assert again["images_embedded"] == 0 and again["scores"] == ranking["scores"]
