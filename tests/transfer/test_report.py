@@ -7,6 +7,7 @@ from tfexperts.transfer import report
 def _record(task, group, selection, accuracy, strategy_accuracy=None, chosen=("x",)):
   return {"task": task, "group": group, "selection": selection, "chosen": list(chosen),
           "test_accuracy": accuracy, "strategy_accuracy": strategy_accuracy or {},
+          "proxy_scores": {"knn": {"x": accuracy / 2, "y": 0.1}},
           "times": {"selection_seconds": 1.0, "finetune_seconds": 2.0}}
 
 
@@ -40,6 +41,8 @@ def test_records_round_trip_and_csv_appends(tmp_path):
   markdown = report.summarize(str(tmp_path))
   assert (tmp_path / "summary.md").read_text() == markdown
   assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+  assert (tmp_path / "knn_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+  assert report.knn_accuracy_by_task(RECORDS)["a"] == {"x": 0.45, "y": 0.1}
 
 
 def test_kendall_tau_over_common_experts():

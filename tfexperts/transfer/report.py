@@ -132,12 +132,26 @@ def plot_table(records, path):
   return fileio.write_bytes_atomic(path, buffer.getvalue())
 
 
+def knn_accuracy_by_task(records):
+  """`{task: {expert: kNN leave-one-out accuracy}}` from the records' proxy scores."""
+  return {r["task"]: r["proxy_scores"]["knn"] for r in records
+          if (r.get("proxy_scores") or {}).get("knn")}
+
+
 def summarize(results_dir):
-  """Writes summary.md and summary.png in `results_dir`; returns the Markdown table."""
+  """Writes summary.md, summary.png and (with kNN scores) knn_heatmap.png in `results_dir`.
+
+  Returns the Markdown table.
+  """
+  from tfexperts.select import plots  # pylint: disable=g-import-not-at-top
   records = read_records(results_dir)
   if not records:
     raise FileNotFoundError(f"No vtab_eval records (*__*.json) in {results_dir!r}.")
   markdown = markdown_table(records)
   fileio.write_bytes_atomic(os.path.join(results_dir, "summary.md"), markdown.encode())
   plot_table(records, os.path.join(results_dir, "summary.png"))
+  knn = knn_accuracy_by_task(records)
+  if knn:
+    plots.plot_heatmap(knn, os.path.join(results_dir, "knn_heatmap.png"),
+                       title="kNN leave-one-out accuracy (expert x task)")
   return markdown
