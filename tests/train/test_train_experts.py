@@ -63,6 +63,9 @@ def test_baseline_then_full_and_adapter_experts_through_the_binary(tmp_path, dat
   assert [e["name"] for e in bank_meta["experts"]] == names
   for a, b in zip(bank.backbone.weights, base):  # the backbone stayed frozen
     np.testing.assert_array_equal(a.numpy(), b)
+  for adapter in bank.adapters:  # every expert's adapter trained (A2 starts at zero), in turn
+    a2 = next(v for v in adapter.weights if "a2" in v.path and v.path.endswith("kernel")).numpy()
+    assert all(np.abs(a2[e]).max() > 0 for e in range(2))
   flags_file = open(os.path.join(workdir, "flags.txt")).read()
   assert "--expert_steps=10" in flags_file and "--stage=baseline,full,adapter" in flags_file
   rerun = _run([f"--flagfile={workdir}/flags.txt"])

@@ -76,6 +76,28 @@ class TrainTask:
   decayed_tensors: Optional[Callable[[keras.Model], list]] = None
 
 
+def model_variables(model):
+  """`{variable path: variable}` of every weight of `model`, the model's part of a checkpoint.
+
+  Keras 3 layers held in Python lists (a ResNet's blocks, a bank's adapters) are not trackable
+  children for `tf.train.Checkpoint`, so checkpointing the model object would silently miss
+  them; an explicit dict of all its variables does not. Raises ValueError on duplicate paths.
+  """
+  variables = {}
+  for variable in model.weights:
+    if variable.path in variables:
+      raise ValueError(f"Model {model.name!r} has two variables at path {variable.path!r}.")
+    variables[variable.path] = variable
+  return variables
+
+
+def restore_model(model, checkpoint_path):
+  """Restores `model`'s variables (only) from a checkpoint written by `train`; returns `model`."""
+  tf.train.Checkpoint(model_variables=model_variables(model)).restore(
+      checkpoint_path).expect_partial().assert_existing_objects_matched()
+  return model
+
+
 def _default_decayed_tensors(model):
   return [v for v in model.trainable_variables if v.path.endswith("kernel")]
 
@@ -161,7 +183,8 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  checkpoint = tf.train.Checkpoint(model_variables=model_variables(model), optimizer=optimizer,
+                                   step=step)
   manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, checkpoint_dir),
                                        max_to_keep=2)
   latest = tf.train.latest_checkpoint(checkpoint_dir)

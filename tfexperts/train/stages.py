@@ -244,8 +244,8 @@ def _run_bank(sc, kind, create_bank, priors):
 
     def make_model(previous_ckpt=previous_ckpt):
       model = create_bank(_load_baseline(sc), len(sc.domains))
-      if previous_ckpt:
-        tf.train.Checkpoint(model=model).restore(previous_ckpt).expect_partial()
+      if previous_ckpt:  # the bank as the previous expert's run left it
+        loop.restore_model(model, previous_ckpt)
       return model
 
     task = loop.TrainTask(f"{kind}/{domain.name}", sc.upstream.num_classes, make_model,
