@@ -77,17 +77,23 @@ class TrainTask:
 
 
 def model_variables(model):
-  """`{variable path: variable}` of every weight of `model`, the model's part of a checkpoint.
+  """`{key: variable}` of every weight of `model`, the model's part of a checkpoint.
 
   Keras 3 layers held in Python lists (a ResNet's blocks, a bank's adapters) are not trackable
   children for `tf.train.Checkpoint`, so checkpointing the model object would silently miss
-  them; an explicit dict of all its variables does not. Raises ValueError on duplicate paths.
+  them; an explicit dict of all its variables does not. Keys are variable paths below the
+  model's own name (Keras numbers the names of unnamed models made in one process, which must
+  not change a checkpoint's keys); a path that repeats (a `TFSMLayer` names variables after the
+  SavedModel's, which may coincide) gets its occurrence number appended, in the model's
+  deterministic variable order.
   """
-  variables = {}
+  variables, seen = {}, {}
+  prefix = model.name + "/"
   for variable in model.weights:
-    if variable.path in variables:
-      raise ValueError(f"Model {model.name!r} has two variables at path {variable.path!r}.")
-    variables[variable.path] = variable
+    path = variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+    count = seen.get(path, 0)
+    seen[path] = count + 1
+    variables[path if count == 0 else f"{path}#{count}"] = variable
   return variables
 
 

@@ -34,8 +34,8 @@ def expert_layer(handle):
 class TransferModel(keras.Model):
   """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits."""
 
-  def __init__(self, handle, num_classes, **kwargs):
-    super().__init__(**kwargs)
+  def __init__(self, handle, num_classes, name="transfer", **kwargs):
+    super().__init__(name=name, **kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
     self.handle, self.num_classes = handle, num_classes
