@@ -118,7 +118,29 @@ def load_checked(handle, metadata, with_ids=False):
 
 
 @dataclasses.dataclass
-class Expert:
+class _LoadedModule:
+  """A hub module known by handle and metadata, loaded and checked on first use of `module`."""
+  name: str
+  handle: str
+  metadata: dict
+  _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
+  _TAKES_EXPERT_IDS = False  # class constant: banks are probed with (images, expert_ids)
+
+  @property
+  def kind(self):
+    """Metadata `kind` (baseline / full / adapter / patch / epn / *_bank), or None if unknown."""
+    return self.metadata.get("kind")
+
+  @property
+  def module(self):
+    """The loaded SavedModel (`hub.load`), loaded and checked on first use."""
+    if self._module is None:
+      self._module = load_checked(self.handle, self.metadata, with_ids=self._TAKES_EXPERT_IDS)
+    return self._module
+
+
+@dataclasses.dataclass
+class Expert(_LoadedModule):
   """An expert loaded (lazily) from a hub handle.
 
   Attributes:
@@ -129,22 +151,6 @@ class Expert:
     metadata: the module's metadata dict (empty for modules without tfexperts metadata).
   Calling the expert is `embed`.
   """
-  name: str
-  handle: str
-  metadata: dict
-  _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
-
-  @property
-  def kind(self):
-    """Metadata `kind` (baseline / full / adapter / patch / epn), or None when unknown."""
-    return self.metadata.get("kind")
-
-  @property
-  def module(self):
-    """The loaded SavedModel (`hub.load`), loaded and checked on first use."""
-    if self._module is None:
-      self._module = load_checked(self.handle, self.metadata)
-    return self._module
 
   @property
   def has_logits(self):
@@ -166,32 +172,17 @@ class Expert:
 
 
 @dataclasses.dataclass
-class Bank:
+class Bank(_LoadedModule):
   """A bank module: many experts in one SavedModel, routed per image by expert id.
 
   Attributes: name, handle, metadata (its `experts` list gives each index's name and domain).
   """
-  name: str
-  handle: str
-  metadata: dict
-  _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
-
-  @property
-  def kind(self):
-    """Metadata `kind`: adapter_bank or patch_bank."""
-    return self.metadata.get("kind")
+  _TAKES_EXPERT_IDS = True
 
   @property
   def expert_names(self):
     """Expert names by index, from the metadata."""
     return [e.get("name") for e in self.metadata.get("experts") or []]
-
-  @property
-  def module(self):
-    """The loaded SavedModel, loaded and checked on first use."""
-    if self._module is None:
-      self._module = load_checked(self.handle, self.metadata, with_ids=True)
-    return self._module
 
   def embed(self, images, expert_ids):
     """Features `[b, d]` float32 of `images`, image i through expert `expert_ids[i]`."""
