@@ -269,6 +269,28 @@ def run_patch(sc, priors):
   return _run_bank(sc, "patch", patches.create_patch_bank, priors)
 
 
+def _copy_backbone(source_model, target_model):
+  """Assigns every non-head variable of `target_model` from the same path in `source_model`.
+
+  Raises:
+    RuntimeError: a backbone variable of the target has no source of the same path and shape
+      (a renamed layer would otherwise leave it at its random initialisation, silently).
+  """
+  sources = {v.path: v for v in source_model.weights}
+  missing = []
+  for target in target_model.weights:
+    if "head" in target.path:
+      continue
+    source = sources.get(target.path)
+    if source is None or tuple(source.shape) != tuple(target.shape):
+      missing.append(f"{target.path} {tuple(target.shape)}")
+      continue
+    target.assign(source)
+  if missing:
+    raise RuntimeError(f"{len(missing)} backbone variables found no source of the same path and "
+                       f"shape in the baseline, e.g. {missing[:3]}")
+
+
 def run_epn(sc):
   """Trains the expert prediction network: multi-label over domains, from the baseline's weights."""
   directory = os.path.join(sc.workdir, "epn")
@@ -285,9 +307,7 @@ def run_epn(sc):
     baseline = _load_baseline(sc)
     model = bit.ResNetV2.from_config({**baseline.get_config(), "num_classes": num_domains})
     model.build((None, None, None, 3))
-    for target, source in zip(model.weights, baseline.weights):
-      if target.path == source.path and target.shape == source.shape and "head" not in target.path:
-        target.assign(source)
+    _copy_backbone(baseline, model)
     return model
 
   config = dataclasses.replace(sc.expert_config, multi_label=True, label_smoothing=0.0,
