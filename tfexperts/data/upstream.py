@@ -330,6 +330,54 @@ class Upstream:
       ds = ds.map(lambda ex: {**ex, "expert_id": tf.constant(expert_id, tf.int32)})
     return pipeline.finish(ds, self._preprocess_fn(preprocess), **pipeline_kwargs)
 
+  def label_counts(self, batch_size=4096):
+    """Label occurrences per class over the split: `[num_classes]` int64 (a multi-label image
+    counts once for each of its labels)."""
+    counts = np.zeros(self.num_classes, np.int64)
+    for batch in self._label_batches(batch_size):
+      counts += np.asarray(batch.sum(axis=0), np.int64).ravel()
+    return counts
+
+  def _example_weight(self, class_weights):
+    """`example -> weight`: its class's weight, or the mean over its labels (multi-label)."""
+    table = tf.constant(np.asarray(class_weights, np.float32))
+    if self.spec.kind == "single":
+      return lambda ex: tf.gather(table, tf.cast(ex["label"], tf.int32))
+    if self.spec.kind == "sequence":
+      return lambda ex: tf.math.divide_no_nan(
+          tf.reduce_sum(tf.gather(table, tf.cast(ex["label"], tf.int32))),
+          tf.cast(tf.size(ex["label"]), tf.float32))
+    return lambda ex: tf.math.divide_no_nan(
+        tf.reduce_sum(table * tf.cast(ex["label"], tf.float32)),
+        tf.reduce_sum(tf.cast(ex["label"], tf.float32)))
+
+  def weighted_dataset(self, class_weights, preprocess=None, seed=0, **pipeline_kwargs):
+    """An endless stream of upstream examples drawn in proportion to per-class weights.
+
+    Rejection sampling on the labels, before any image is decoded: the split is repeated, and the
+    example at stream position i is kept when `stateless_uniform(seed, i) < w_i / max(w)`, w_i its
+    weight (see `_example_weight`). So the kept examples follow the weighted distribution, each
+    epoch keeps a different subset, and the stream is a function of `seed` only.
+
+    Takes `[num_classes]` non-negative class weights (e.g. `transfer.dat_weights.class_weights`),
+    and the options of `baseline_dataset` (`repeat` is implied). Returns a `tf.data.Dataset`.
+    """
+    weights = np.asarray(class_weights, np.float64)
+    if weights.shape != (self.num_classes,) or not np.all(np.isfinite(weights)) or (
+        np.any(weights < 0)) or not np.any(weights > 0):
+      raise ValueError(f"`class_weights` must be {self.num_classes} finite non-negative numbers, "
+                       f"not all 0. Received shape={weights.shape}")
+    weight_of = self._example_weight(weights / weights.max())
+
+    def keep(position, example):
+      draw = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), position]))
+      return draw < weight_of(example)
+
+    ds = self.raw_dataset().repeat().enumerate().filter(keep)
+    ds = ds.map(lambda position, example: self._targets(example))
+    pipeline_kwargs.pop("repeat", None)
+    return pipeline.finish(ds, self._preprocess_fn(preprocess), seed=seed, **pipeline_kwargs)
+
   def experts_dataset(self, domains, preprocess=None, shuffle_buffer=1024, seed=0,
                       **pipeline_kwargs):
     """An endless mixture of all expert slices, drawn uniformly, for training an adapter bank.

@@ -321,3 +321,30 @@ def run_epn(sc):
                           for d in sc.domains]}
   _save_final(sc, model, os.path.join(directory, "final"), metadata)
   return os.path.join(directory, "final")
+
+
+def run_dat(sc, make_baseline, class_weights, name):
+  """Domain Adaptive Transfer (Ngiam et al., 2018): the baseline fine-tuned on the upstream data
+  resampled by per-class importance weights, for `sc.expert_config.total_steps` steps.
+
+  Args:
+    sc: the `StageContext`; its `workdir` is this run's directory (ckpt, tb, final) and
+      `domains` may be empty.
+    make_baseline: returns the built baseline Keras model (with its upstream head) to start from.
+    class_weights: `[num_classes]` weights (see `tfexperts.transfer.dat_weights`).
+    name: the model's name in its metadata.
+
+  Returns:
+    The finished model's directory. Resumes from its checkpoints like every stage and is not
+    retrained when the finished model exists.
+  """
+  if _finished(sc.workdir):
+    return os.path.join(sc.workdir, "final")
+  source = lambda **kw: sc.upstream.weighted_dataset(class_weights, **kw)  # noqa: E731
+  task = loop.TrainTask(f"dat/{name}", sc.upstream.num_classes, make_baseline,
+                        _make_dataset_fn(sc, source), _logits)
+  model, _ = _run(sc, task, sc.expert_config, sc.workdir)
+  metadata = {**_common_metadata(sc, "full", sc.expert_config.total_steps), "name": name,
+              "dat_class_weights": np.asarray(class_weights, np.float64).tolist()}
+  _save_final(sc, model, os.path.join(sc.workdir, "final"), metadata)
+  return os.path.join(sc.workdir, "final")
