@@ -49,3 +49,53 @@ def test_kendall_tau_over_common_experts():
   assert report.kendall_tau({"x": 1, "y": 2, "z": 3}, {"x": 0.1, "y": 0.2, "z": 0.3}) == 1.0
   assert report.kendall_tau({"x": 1, "y": 2}, {"x": 0.2, "y": 0.1, "q": 0.9}) == -1.0
   assert report.kendall_tau({"x": 1}, {"x": 0.3}) is None
+
+
+def _per_expert(correct):
+  from tfexperts.transfer import stats  # pylint: disable=g-import-not-at-top
+  return {"test_accuracy": sum(correct) / len(correct), "test_size": len(correct),
+          "test_interval": list(stats.wilson_interval(sum(correct), len(correct))),
+          "test_correct": {"seed": 0, "bits": stats.pack_correct(correct)}}
+
+
+def test_intervals_and_paired_verdicts_in_the_table(tmp_path):
+  # knn's expert is right on 30 examples where the baseline is wrong, and wrong on 5 where the
+  # baseline is right: exact McNemar p = 2 * P(X <= 5 | 35, 1/2) < 0.05, so "better".
+  knn = [True] * 60 + [True] * 30 + [False] * 5 + [False] * 5
+  base = [True] * 60 + [False] * 30 + [True] * 5 + [False] * 5
+  per_expert = {"x": _per_expert(knn), "base": _per_expert(base)}
+  picks = {"knn": "x", "random": "base", "baseline": "base"}
+  comparisons = report.paired_comparisons(per_expert, picks)
+  assert [(c["strategy"], c["against"]) for c in comparisons] == [
+      ("knn", "baseline"), ("knn", "random"), ("random", "baseline")]
+  first = comparisons[0]
+  assert first["verdict"] == "better" and first["difference"] == 0.25
+  assert (first["only_a"], first["only_b"], first["n"]) == (30, 5, 100)
+  assert comparisons[2]["same_expert"] and comparisons[2]["verdict"] == (
+      "no significant difference")
+  record = _record("t", "offline", "all_proxies", 0.9, {"knn": 0.9, "random": 0.65,
+                                                         "baseline": 0.65})
+  record["strategy_interval"] = {s: per_expert[e]["test_interval"] for s, e in picks.items()}
+  record["comparisons"] = comparisons
+  record["test_interval"], record["test_size"] = per_expert["x"]["test_interval"], 100
+  table = report.markdown_table([record])
+  # Wilson 90/100: [0.8256, 0.9448] -> +-6.0; 65/100: [0.5525, 0.7364] -> +-9.2.
+  assert "| knn | 90.0 ±6.0 | 90.0 ±6.0 | 90.0 ±6.0 |" in table
+  assert "| baseline | 65.0 ±9.2 |" in table
+  report.write_record(str(tmp_path), record)
+  summary = report.summarize(str(tmp_path))
+  assert ("- t: knn (x) vs baseline (base): better, +25.0 points, 95% CI [+14.") in summary
+  assert "exact McNemar p=" in summary and "(30 vs 5 discordant of 100)" in summary
+  assert "- t: random vs baseline: no significant difference (both picked base)" in summary
+  row = next(csv.DictReader(open(tmp_path / "results.csv")))
+  assert float(row["test_low"]) == per_expert["x"]["test_interval"][0]
+  assert row["test_size"] == "100"
+
+
+def test_old_results_csv_is_rewritten_with_the_new_header(tmp_path):
+  (tmp_path / "results.csv").write_text("task,group,selection,chosen,test_accuracy\n"
+                                        "old,natural,knn,x,0.5\n")
+  report.write_record(str(tmp_path), RECORDS[2])
+  rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+  assert [r["task"] for r in rows] == ["old", "c"]
+  assert rows[0]["test_accuracy"] == "0.5" and rows[0]["test_low"] == ""

@@ -31,12 +31,39 @@ def _run(binary, args):
 
 def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_data_dir):
   results = str(tmp_path / "results")
-  proc = _run("vtab_eval", [f"--experts={exported.collection_dir}", "--selection=all_proxies",
-                            f"--data_dir={offline_data_dir}", f"--results_dir={results}",
-                            "--steps=8", *QUICK])
+  common = [f"--experts={exported.collection_dir}", f"--data_dir={offline_data_dir}",
+            f"--results_dir={results}", "--steps=8", "--topk=2", *QUICK]
+  _run("vtab_eval", ["--selection=knn_topk", *common])
+  topk = json.load(open(os.path.join(results, "shapes_fine_tiny__knn_topk.json")))
+  block = topk["topk"]
+  knn_order = sorted(topk["proxy_scores"]["knn"].items(), key=lambda kv: (-kv[1], kv[0]))
+  assert [c["expert"] for c in block["candidates"]] == [e for e, _ in knn_order[:2]]
+  assert (block["k"], block["steps"], block["learning_rate"]) == (2, 2, 0.1)  # 8 steps / 4
+  for candidate in block["candidates"]:
+    run = json.load(open(os.path.join(results, "runs", "shapes_fine_tiny", candidate["expert"],
+                                      "short_lr0.1_steps2_seed0", "result.json")))
+    assert run["eval_split"] == "val200" and run["steps"] == 2
+    assert candidate["val_accuracy"] == run["accuracy"] and candidate["val_size"] == 200
+  best = max(c["val_accuracy"] for c in block["candidates"])
+  assert block["pick"] == next(c["expert"] for c in block["candidates"]
+                               if c["val_accuracy"] == best)
+  assert topk["chosen"] == [block["pick"]] and topk["picks"]["knn_topk"] == block["pick"]
+  assert block["images"] == 2 * (2 * 16 + 200)
+  assert block["cost"]["images"] == 5 * 800 + block["images"]
+  low, high = topk["test_interval"]
+  assert low <= topk["test_accuracy"] <= high and topk["test_size"] == 200
+
+  proc = _run("vtab_eval", ["--selection=all_proxies", *common])
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__all_proxies.json")))
   assert record["group"] == "offline" and record["num_experts"] == 5
   assert set(record["proxy_scores"]) == {"knn", "label_matching", "domain", "random"}
+  assert record["topk"]["candidates"] == block["candidates"]
+  assert record["strategy_accuracy"]["knn_topk"] == topk["test_accuracy"]
+  assert record["strategy_interval"]["knn_topk"] == topk["test_interval"]
+  pairs = {(c["strategy"], c["against"]): c for c in record["comparisons"]}
+  assert {("knn", "baseline"), ("knn", "random"), ("knn_topk", "knn")} <= set(pairs)
+  for c in pairs.values():
+    assert c["n"] == 200 and c["verdict"] in ("better", "no significant difference", "worse")
   assert len(record["proxy_scores"]["knn"]) == 5
   assert record["picks"]["domain"] in ("adapter_animal", "patch_animal", "adapter_thing_red",
                                        "patch_thing_red")
@@ -54,6 +81,7 @@ def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_da
   summary = open(os.path.join(results, "summary.md")).read()
   assert summary.startswith("| strategy | shapes_fine_tiny | mean offline | mean |")
   assert "| knn |" in summary and "| baseline |" in summary and summary in proc.stdout
+  assert " ±" in summary and "- shapes_fine_tiny: knn_topk" in summary
 
 
 def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):

@@ -4,10 +4,13 @@
   bin/vtab_eval --task=vtab --experts=DIR --selection=all_experts --tpu=NAME
   bin/vtab_eval --summary --results_dir=results        # the paper-style table of a results dir
 
---selection: knn | label_matching | domain | random (a proxy picks one expert), all_experts (every
-expert is fine-tuned: the oracle, with each proxy's accuracy, regret and Kendall's tau),
+--selection: knn | label_matching | domain | random (a proxy picks one expert), knn_topk (kNN ranks,
+the top --topk get short fine-tunes, the best on val200 gets the full protocol), all_experts (every
+expert is fine-tuned: the oracle, with each strategy's accuracy, regret and Kendall's tau),
 all_proxies (only the baseline and the experts some --report_proxies picks: every strategy's row of
-the table at a fraction of the oracle's cost), or the name of one expert (e.g. baseline). Each task writes a JSON record and a row of results.csv.
+the table at a fraction of the oracle's cost), or the name of one expert (e.g. baseline). Each task
+writes a JSON record and a row of results.csv. Every test accuracy carries its 95% Wilson
+interval; multi-expert records add paired verdicts (exact McNemar, Newcombe interval).
 """
 import json
 import os
@@ -18,14 +21,23 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-SELECTIONS = ("knn", "label_matching", "domain", "random", "all_experts", "all_proxies")
+SELECTIONS = ("knn", "label_matching", "domain", "random", "knn_topk", "all_experts",
+              "all_proxies")
 FINE_TUNE_SEVERAL = ("all_experts", "all_proxies")
+TOPK = "knn_topk"  # a strategy, not a scoring proxy: it fine-tunes
 
 flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), or `vtab` for all 19.")
 flags.DEFINE_list("experts", [], "Collection directories and/or hub handles.")
 flags.DEFINE_string("selection", "knn", f"One of {SELECTIONS} or an expert's name.")
-flags.DEFINE_list("report_proxies", ["knn", "label_matching", "domain", "random"],
-                  "Proxies scored (and recorded) for every task.")
+flags.DEFINE_list("report_proxies", ["knn", "label_matching", "domain", "random", TOPK],
+                  "Proxies scored (and recorded) for every task; knn_topk (short fine-tunes) is "
+                  "reported by all_experts / all_proxies when listed.")
+flags.DEFINE_integer("topk", 3, "knn_topk: number of kNN-ranked experts given a short fine-tune.")
+flags.DEFINE_float("topk_steps_fraction", 0.25,
+                   "knn_topk: short-run steps as a fraction of the shortest sweep step count.")
+flags.DEFINE_float("topk_learning_rate", None,
+                   "knn_topk: the short runs' learning rate at batch 512 (default: the sweep's "
+                   "first).")
 flags.DEFINE_string("data_dir", None, "tfds data dir.")
 flags.DEFINE_string("results_dir", "results", "Records, results.csv, summary.md/png.")
 flags.DEFINE_string("workdir", None, "Fine-tuning checkpoints (default: RESULTS_DIR/runs).")
@@ -73,6 +85,28 @@ def _versions():
           "tensorflow_hub": hub.__version__, "python": platform.python_version()}
 
 
+def _topk(task, by_name, knn_scores, config, strategy, dirs):
+  from tfexperts.transfer import topk  # pylint: disable=g-import-not-at-top
+  return topk.select({n: e.handle for n, e in by_name.items()}, knn_scores, task, config,
+                     os.path.join(dirs["work"], task.name), strategy, k=FLAGS.topk,
+                     steps_fraction=FLAGS.topk_steps_fraction,
+                     learning_rate=FLAGS.topk_learning_rate, data_dir=FLAGS.data_dir)
+
+
+def _oracle_regret(dirs, task, config_dict, accuracy):
+  """Regret against an all_experts record of the same task and protocol, if one exists."""
+  from tfexperts import fileio  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  path = report.record_path(dirs["results"], task.name, "all_experts")
+  if not tf.io.gfile.exists(path):
+    return None
+  oracle = fileio.read_json(path)
+  if oracle.get("config") != config_dict or "oracle" not in oracle.get("strategy_accuracy", {}):
+    return None
+  return oracle["strategy_accuracy"]["oracle"] - accuracy
+
+
 def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
   """Selects, fine-tunes and reports one task; returns the record (also written to disk)."""
   from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
@@ -82,10 +116,25 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
   start = time.perf_counter()
   source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution,
                                    cache_dir=dirs["cache"], strategy=None)
-  scores, proxy_seconds = selection.score(candidates, source, FLAGS.report_proxies,
-                                          seed=FLAGS.seed)
+  want_topk = selection_name == TOPK or (selection_name in FINE_TUNE_SEVERAL
+                                         and TOPK in FLAGS.report_proxies)
+  scoring = [p for p in FLAGS.report_proxies if p != TOPK]
+  if want_topk and "knn" not in scoring:
+    scoring.append("knn")
+  scores, proxy_seconds = selection.score(candidates, source, scoring, seed=FLAGS.seed)
   picks = {proxy: selection.best(values) for proxy, values in scores.items()}
   selection_seconds = time.perf_counter() - start
+  topk_block = None
+  if want_topk:
+    topk_block = _topk(task, by_name, scores["knn"], config, strategy, dirs)
+    picks[TOPK] = topk_block["pick"]
+    topk_block["cost"] = {
+        "seconds": proxy_seconds["features"] + proxy_seconds["knn"] + topk_block["seconds"],
+        # kNN embeds train800 once per expert (cached features cost nothing in this run).
+        "images": len(by_name) * source.features(candidates.experts[0]).labels.size
+                  + topk_block["images"]}
+    if selection_name == TOPK:
+      selection_seconds += topk_block["seconds"]
   baseline = next((n for n, e in by_name.items() if e.kind == "baseline"), None)
   if selection_name == "all_experts":
     chosen = list(by_name)
@@ -108,27 +157,44 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
     print(f"   {name}: test accuracy {per_expert[name]['test_accuracy']:.4f} "
           f"(best {per_expert[name]['best']})", flush=True)
   accuracies = {name: r["test_accuracy"] for name, r in per_expert.items()}
+  best_name = max(accuracies, key=accuracies.get) if selection_name in FINE_TUNE_SEVERAL else (
+      chosen[0])
+  config_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
   record = {"task": task.name, "group": task.group, "selection": selection_name,
             "chosen": chosen, "proxy_scores": scores, "picks": picks,
             "proxy_seconds": proxy_seconds, "per_expert": per_expert,
-            "test_accuracy": max(accuracies.values()) if selection_name in FINE_TUNE_SEVERAL
-            else accuracies[chosen[0]],
-            "config": {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in config.__dict__.items()},
+            "test_accuracy": accuracies[best_name],
+            "test_interval": per_expert[best_name].get("test_interval"),
+            "test_size": per_expert[best_name].get("test_size"),
+            "config": config_dict,
             "times": {"selection_seconds": selection_seconds,
                       "finetune_seconds": sum(r["seconds"] for r in per_expert.values())},
             "images_embedded": source.stats.images_embedded, "versions": _versions()}
   record["num_experts"] = len(by_name)
+  if topk_block is not None:
+    record["topk"] = topk_block
+    record["times"]["topk_seconds"] = topk_block["seconds"]
+  if selection_name == TOPK:
+    regret = _oracle_regret(dirs, task, config_dict, record["test_accuracy"])
+    if regret is not None:
+      record["regret"] = {TOPK: regret}
   if selection_name in FINE_TUNE_SEVERAL:
+    strategy_picks = {p: e for p, e in picks.items() if e in accuracies}
+    if baseline in accuracies:
+      strategy_picks["baseline"] = baseline
     strategy_accuracy = {p: accuracies.get(picks[p]) for p in picks}
     if baseline in accuracies:
       strategy_accuracy["baseline"] = accuracies[baseline]
     if selection_name == "all_experts":
-      strategy_accuracy["oracle"] = max(accuracies.values())
+      strategy_picks["oracle"] = best_name
+      strategy_accuracy["oracle"] = accuracies[best_name]
       record["regret"] = {p: strategy_accuracy["oracle"] - a
                           for p, a in strategy_accuracy.items() if a is not None}
       record["kendall_tau"] = {p: report.kendall_tau(scores[p], accuracies) for p in scores}
     record["strategy_accuracy"] = strategy_accuracy
+    record["strategy_interval"] = {p: per_expert[e].get("test_interval")
+                                   for p, e in strategy_picks.items()}
+    record["comparisons"] = report.paired_comparisons(per_expert, strategy_picks)
   report.write_record(dirs["results"], record)
   return record
 

@@ -4,7 +4,8 @@ The expert is wrapped with `keras.layers.TFSMLayer`, which trains the SavedModel
 Keras 3 (our modules' `serve`/`train` endpoints; modules without them, such as the published BiT
 experts, through `__call__`: BiT has no batch norm or dropout, so one endpoint serves both).
 Each run goes through `loop.train` (checkpoints, resume, progress) and stores its evaluation in
-`result.json`, so a finished run is neither retrained nor re-evaluated.
+`result.json` (accuracy, and which eval examples it got right, packed: see `stats.pack_correct`),
+so a finished run is neither retrained nor re-evaluated.
 """
 import dataclasses
 import os
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from tfexperts import fileio
 from tfexperts.hub import load as hub_load
+from tfexperts.transfer import stats
 from tfexperts.train import loop
 
 RESULT = "result.json"
@@ -82,19 +84,24 @@ def _dataset_fn(spec):
   return make
 
 
-def evaluate(model, task, split, data_dir, resolution, batch_size=128):
-  """Top-1 accuracy of `model` (images -> logits) on a task split; returns (accuracy, count)."""
-  correct = total = 0
+def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128):
+  """Per-example top-1 correctness of `model` (images -> logits) on a task split, in the split's
+  (deterministic) order: a bool array, the same examples for every model of the task."""
+  correct = []
   predict = tf.function(lambda images: tf.argmax(model(images, training=False), axis=-1),
                         reduce_retracing=True)
   for images, labels in task.load(split, data_dir, image_size=resolution,
                                   batch_size=batch_size):
-    correct += int(tf.reduce_sum(tf.cast(tf.equal(predict(images), tf.cast(labels, tf.int64)),
-                                         tf.int32)))
-    total += int(labels.shape[0])
-  if total == 0:
+    correct.append(tf.equal(predict(images), tf.cast(labels, tf.int64)).numpy())
+  if not correct:
     raise ValueError(f"Split {split!r} of task {task.name!r} is empty.")
-  return correct / total, total
+  return np.concatenate(correct)
+
+
+def evaluate(model, task, split, data_dir, resolution, batch_size=128):
+  """Top-1 accuracy of `model` (images -> logits) on a task split; returns (accuracy, count)."""
+  correct = evaluate_correct(model, task, split, data_dir, resolution, batch_size)
+  return float(correct.mean()), int(correct.size)
 
 
 def run(spec, strategy):
@@ -124,12 +131,14 @@ def run(spec, strategy):
                         spec.task.num_classes, make_model, _dataset_fn(spec),
                         lambda model, batch: model(batch["image"], training=True))
   model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
-  accuracy, count = evaluate(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
+  correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size)
+  accuracy, count = float(correct.mean()), int(correct.size)
   result = {"handle": spec.handle, "task": spec.task.name, "train_split": spec.train_split,
             "eval_split": spec.eval_split, "learning_rate": spec.learning_rate,
             "steps": spec.steps, "batch_size": spec.batch_size, "seed": spec.seed,
             "resolution": spec.resolution, "accuracy": accuracy, "num_eval_examples": count,
+            "num_correct": int(correct.sum()), "correct_bits": stats.pack_correct(correct),
             "seconds": time.perf_counter() - start}
   fileio.write_json_atomic(result_path, result)
   return result

@@ -2,13 +2,19 @@
 
 Learning rates are given at batch 512, as in VTAB, and scaled linearly for other batch sizes.
 Each sweep point and each final retrain may be repeated with different seeds; the reported test
-accuracy is the median of the final repeats (the paper: 3 retrains).
+accuracy is the median of the final repeats (the paper: 3 retrains), with its 95% Wilson interval
+on the test size and, with several repeats, their spread. The per-example test correctness of the
+median run is kept (packed) so that two experts can be compared on the same examples.
+
+`short_run` is the budget-limited fine-tune of `--selection=knn_topk`: one learning rate, a
+fraction of the sweep's steps, train800 -> val200.
 """
 import dataclasses
 import os
 import statistics
 
 from tfexperts.transfer import finetune
+from tfexperts.transfer import stats
 
 VTAB_BATCH = 512
 
@@ -44,7 +50,7 @@ class ProtocolConfig:
 
 
 def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
-  train, evaluate = ("train800", "val200") if phase == "sweep" else ("train800val200", "test")
+  train, evaluate = ("train800val200", "test") if phase == "final" else ("train800", "val200")
   seed = config.seed + repeat
   return finetune.RunSpec(
       handle=handle, task=task, train_split=train, eval_split=evaluate,
@@ -90,10 +96,43 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     result = finetune.run(_spec(config, handle, task, "final", best_lr, best_steps, repeat,
                                 directory, data_dir), strategy)
     final.append({"seed": result["seed"], "test_accuracy": result["accuracy"],
-                  "seconds": result["seconds"]})
-  return {"sweep": sweep,
-          "best": {"learning_rate": best_lr, "steps": best_steps,
-                   "val_accuracy": statistics.mean(best_accs)},
-          "final": final,
-          "test_accuracy": statistics.median(r["test_accuracy"] for r in final),
-          "seconds": sum(r["seconds"] for r in sweep + final)}
+                  "test_size": result["num_eval_examples"], "seconds": result["seconds"],
+                  "correct_bits": result.get("correct_bits")})
+  output = {"sweep": sweep,
+            "best": {"learning_rate": best_lr, "steps": best_steps,
+                     "val_accuracy": statistics.mean(best_accs)},
+            "final": final,
+            "test_accuracy": statistics.median(r["test_accuracy"] for r in final),
+            "seconds": sum(r["seconds"] for r in sweep + final)}
+  output.update(test_statistics(final))
+  return output
+
+
+def test_statistics(final):
+  """Interval, spread and paired-comparison data of the final runs (rows of `run_protocol`).
+
+  Returns `test_size`, `test_interval` (95% Wilson of the median accuracy on the test size),
+  `test_spread` ([min, max] over the repeats) and `test_correct` (the packed per-example
+  correctness of the median run; with an even number of repeats the lower middle one), or {}
+  for rows without a test size.
+  """
+  if not final or any(r.get("test_size") is None for r in final):
+    return {}
+  size = final[0]["test_size"]
+  median = statistics.median(r["test_accuracy"] for r in final)
+  ordered = sorted(final, key=lambda r: r["test_accuracy"])
+  middle = ordered[(len(ordered) - 1) // 2]
+  return {"test_size": size,
+          "test_interval": list(stats.wilson_interval(round(median * size), size)),
+          "test_spread": [ordered[0]["test_accuracy"], ordered[-1]["test_accuracy"]],
+          "test_correct": {"seed": middle["seed"], "bits": middle.get("correct_bits")}}
+
+
+def short_run(handle, task, config, learning_rate, steps, directory, strategy, data_dir=None):
+  """One budget-limited fine-tune (train800 -> val200) of `knn_topk`; returns its result dict.
+
+  The learning rate is at batch 512 like the sweep's; the run lives (and resumes) in
+  `directory/short_lr{lr}_steps{steps}_seed{seed}`.
+  """
+  return finetune.run(_spec(config, handle, task, "short", learning_rate, steps, 0, directory,
+                            data_dir), strategy)

@@ -4,6 +4,12 @@ A record (one JSON file per task and selection, plus a row in results.csv) holds
 proxy scores of every expert, each proxy's pick, the fine-tuned experts with their sweep and test
 accuracy, times and versions. An `all_experts` record fine-tunes every expert, so the accuracy of
 any selection strategy on that task is the accuracy of the expert it picks.
+
+Every test accuracy carries its 95% Wilson interval on the test size (`test_interval`,
+`strategy_interval`); the table shows it as `78.6 ±2.5` (half the interval's width, in points),
+the plot as error bars. Records older than the intervals show none. Paired verdicts
+(`comparisons`) compare two strategies' experts on the same test examples: exact McNemar for the
+verdict, Newcombe's interval for the difference (see `stats`).
 """
 import csv
 import io
@@ -14,11 +20,16 @@ import numpy as np
 import tensorflow as tf
 
 from tfexperts import fileio
+from tfexperts.transfer import stats
 
 GROUPS = ("natural", "specialized", "structured", "offline")
-STRATEGY_ORDER = ("baseline", "random", "knn", "label_matching", "domain", "oracle")
-CSV_FIELDS = ("task", "group", "selection", "chosen", "test_accuracy", "baseline_accuracy",
-              "selection_seconds", "finetune_seconds", "record")
+STRATEGY_ORDER = ("baseline", "random", "knn", "label_matching", "domain", "knn_topk", "oracle")
+CSV_FIELDS = ("task", "group", "selection", "chosen", "test_accuracy", "test_low", "test_high",
+              "test_size", "baseline_accuracy", "selection_seconds", "finetune_seconds", "record")
+# Paired comparisons recorded for a multi-expert record: (strategy, against), when both ran.
+COMPARISONS = (("knn", "baseline"), ("knn", "random"), ("knn_topk", "knn"),
+               ("knn_topk", "baseline"), ("label_matching", "baseline"), ("domain", "baseline"),
+               ("random", "baseline"))
 
 
 def record_path(results_dir, task, selection):
@@ -27,27 +38,79 @@ def record_path(results_dir, task, selection):
 
 
 def write_record(results_dir, record):
-  """Writes `record` as JSON (atomically) and appends its row to results.csv; returns the path."""
+  """Writes `record` as JSON (atomically) and appends its row to results.csv; returns the path.
+
+  A results.csv with an older header is rewritten with the current one (old rows keep their
+  values, new columns stay empty).
+  """
   path = record_path(results_dir, record["task"], record["selection"])
   fileio.write_json_atomic(path, record)
   csv_path = os.path.join(results_dir, "results.csv")
-  old = ""
+  rows = []
   if tf.io.gfile.exists(csv_path):
     with tf.io.gfile.GFile(csv_path) as f:
-      old = f.read()
-  out = io.StringIO()
-  writer = csv.DictWriter(out, CSV_FIELDS)
-  if not old:
-    writer.writeheader()
+      rows = list(csv.DictReader(f))
   baseline = record.get("strategy_accuracy", {}).get("baseline")
-  writer.writerow({"task": record["task"], "group": record["group"],
-                   "selection": record["selection"], "chosen": ";".join(record["chosen"]),
-                   "test_accuracy": record["test_accuracy"], "baseline_accuracy": baseline,
-                   "selection_seconds": round(record["times"]["selection_seconds"], 2),
-                   "finetune_seconds": round(record["times"]["finetune_seconds"], 2),
-                   "record": os.path.basename(path)})
-  fileio.write_bytes_atomic(csv_path, (old + out.getvalue()).encode())
+  low, high = record.get("test_interval") or (None, None)
+  rows.append({"task": record["task"], "group": record["group"],
+               "selection": record["selection"], "chosen": ";".join(record["chosen"]),
+               "test_accuracy": record["test_accuracy"], "test_low": low, "test_high": high,
+               "test_size": record.get("test_size"), "baseline_accuracy": baseline,
+               "selection_seconds": round(record["times"]["selection_seconds"], 2),
+               "finetune_seconds": round(record["times"]["finetune_seconds"], 2),
+               "record": os.path.basename(path)})
+  out = io.StringIO()
+  writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows(rows)
+  fileio.write_bytes_atomic(csv_path, out.getvalue().encode())
   return path
+
+
+def expert_correct(result):
+  """The per-example test correctness (bool array) of one `per_expert` entry, or None."""
+  packed = (result or {}).get("test_correct") or {}
+  if not packed.get("bits") or not result.get("test_size"):
+    return None
+  return stats.unpack_correct(packed["bits"], result["test_size"])
+
+
+def paired_comparisons(per_expert, picks, pairs=COMPARISONS):
+  """Paired verdicts of strategies whose picks were fine-tuned, on the same test examples.
+
+  Args:
+    per_expert: `{expert: run_protocol result}` (with `test_correct`).
+    picks: `{strategy: expert}` (e.g. knn -> adapter_x, baseline -> baseline).
+    pairs: `(strategy, against)` pairs; pairs with a missing side are skipped.
+
+  Returns:
+    A list of dicts: `strategy`, `against`, their experts, `same_expert`, and `stats.compare`'s
+    difference, interval, p_value, discordant counts and verdict.
+  """
+  out = []
+  for strategy, against in pairs:
+    a, b = picks.get(strategy), picks.get(against)
+    if a is None or b is None:
+      continue
+    correct_a, correct_b = expert_correct(per_expert.get(a)), expert_correct(per_expert.get(b))
+    if correct_a is None or correct_b is None or correct_a.size != correct_b.size:
+      continue
+    out.append({"strategy": strategy, "against": against, "expert": a, "against_expert": b,
+                "same_expert": a == b, **stats.compare(correct_a, correct_b)})
+  return out
+
+
+def verdict_text(comparison):
+  """One line: `knn (x) vs baseline (y): better, +3.1 points [0.4, 5.8], McNemar p=0.02`."""
+  c = comparison
+  if c["same_expert"]:
+    return (f"{c['strategy']} vs {c['against']}: no significant difference (both picked "
+            f"{c['expert']})")
+  low, high = c["interval"]
+  return (f"{c['strategy']} ({c['expert']}) vs {c['against']} ({c['against_expert']}): "
+          f"{c['verdict']}, {100 * c['difference']:+.1f} points, 95% CI "
+          f"[{100 * low:+.1f}, {100 * high:+.1f}], exact McNemar p={c['p_value']:.3g} "
+          f"({c['only_a']} vs {c['only_b']} discordant of {c['n']})")
 
 
 def read_records(results_dir):
@@ -66,22 +129,26 @@ def kendall_tau(scores, accuracies):
   return None if np.isnan(tau) else float(tau)
 
 
-def strategy_table(records):
+def strategy_table(records, intervals=False):
   """`{strategy: {task: accuracy}}` and `{task: group}` from a list of records.
 
   `all_experts` records give every strategy they recorded (baseline, random, knn, ..., oracle);
   single-selection records give their own strategy. A later record never hides an earlier value
-  of another selection.
+  of another selection. With `intervals`, the values are `(accuracy, (low, high) or None)`.
   """
   table, groups = {}, {}
   for record in records:
     groups[record["task"]] = record["group"]
     values = dict(record.get("strategy_accuracy") or {})
+    bounds = dict(record.get("strategy_interval") or {})
     if record["selection"] not in ("all_experts", "all_proxies"):
       values = {record["selection"]: record["test_accuracy"]}
+      bounds = {record["selection"]: record.get("test_interval")}
     for strategy, accuracy in values.items():
       if accuracy is not None:
-        table.setdefault(strategy, {})[record["task"]] = accuracy
+        bound = tuple(bounds[strategy]) if bounds.get(strategy) else None
+        table.setdefault(strategy, {})[record["task"]] = (
+            (accuracy, bound) if intervals else accuracy)
   return table, groups
 
 
@@ -90,40 +157,69 @@ def _ordered(strategies):
   return known + sorted(s for s in strategies if s not in STRATEGY_ORDER)
 
 
+def _cell(accuracy, bound):
+  if bound is None:
+    return f"{100 * accuracy:.1f}"
+  return f"{100 * accuracy:.1f} ±{100 * (bound[1] - bound[0]) / 2:.1f}"
+
+
+def _mean_cell(cells):
+  """Mean accuracy of tasks, with a normal-approximation half-width from their intervals."""
+  if not cells:
+    return "-"
+  mean = statistics.mean(a for a, _ in cells)
+  if any(b is None for _, b in cells):
+    return f"{100 * mean:.1f}"
+  half = (sum(((b[1] - b[0]) / 2) ** 2 for _, b in cells)) ** 0.5 / len(cells)
+  return f"{100 * mean:.1f} ±{100 * half:.1f}"
+
+
 def markdown_table(records):
-  """The paper's table as Markdown: test accuracy (%) per task, per group mean and overall mean."""
-  table, groups = strategy_table(records)
+  """The paper's table as Markdown: test accuracy (%) ± half its 95% interval per task, per
+  group mean and overall mean."""
+  table, groups = strategy_table(records, intervals=True)
   tasks = sorted(groups, key=lambda t: (GROUPS.index(groups[t]) if groups[t] in GROUPS else 9, t))
   present_groups = [g for g in GROUPS if g in groups.values()]
   header = ["strategy"] + tasks + [f"mean {g}" for g in present_groups] + ["mean"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for strategy in _ordered(table):
     row = table[strategy]
-    cells = [f"{100 * row[t]:.1f}" if t in row else "-" for t in tasks]
+    cells = [_cell(*row[t]) if t in row else "-" for t in tasks]
     for group in present_groups:
-      values = [row[t] for t in tasks if groups[t] == group and t in row]
-      cells.append(f"{100 * statistics.mean(values):.1f}" if values else "-")
-    cells.append(f"{100 * statistics.mean(row.values()):.1f}" if row else "-")
+      cells.append(_mean_cell([row[t] for t in tasks if groups[t] == group and t in row]))
+    cells.append(_mean_cell(list(row.values())))
     lines.append("| " + " | ".join([strategy] + cells) + " |")
   return "\n".join(lines) + "\n"
 
 
+def verdicts_markdown(records):
+  """The paired verdicts of all records as a Markdown list (empty string if none)."""
+  lines = [f"- {r['task']}: {verdict_text(c)}" for r in records
+           for c in r.get("comparisons") or []]
+  return "\n".join(lines) + "\n" if lines else ""
+
+
 def plot_table(records, path):
-  """Grouped bar chart of test accuracy per task and strategy, written atomically as PNG."""
+  """Grouped bar chart of test accuracy per task and strategy with 95% interval error bars,
+  written atomically as PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  table, groups = strategy_table(records)
+  table, groups = strategy_table(records, intervals=True)
   tasks = sorted(groups)
   strategies = _ordered(table)
   fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) + 2), 4))
   width = 0.8 / max(len(strategies), 1)
   for i, strategy in enumerate(strategies):
-    values = [100 * table[strategy].get(t, np.nan) for t in tasks]
-    ax.bar(np.arange(len(tasks)) + i * width, values, width, label=strategy)
+    cells = [table[strategy].get(t, (np.nan, None)) for t in tasks]
+    values = np.array([100 * a for a, _ in cells])
+    errors = np.array([[100 * (a - b[0]), 100 * (b[1] - a)] if b else [np.nan, np.nan]
+                       for a, b in cells]).T
+    ax.bar(np.arange(len(tasks)) + i * width, values, width, label=strategy, yerr=errors,
+           capsize=2, error_kw={"elinewidth": 0.8})
   ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
   ax.set_xticklabels(tasks)
-  ax.set_ylabel("test accuracy (%)")
+  ax.set_ylabel("test accuracy (%), 95% interval")
   ax.legend(fontsize=8)
   fig.tight_layout()
   buffer = io.BytesIO()
@@ -148,6 +244,12 @@ def summarize(results_dir):
   if not records:
     raise FileNotFoundError(f"No vtab_eval records (*__*.json) in {results_dir!r}.")
   markdown = markdown_table(records)
+  markdown += ("\n± is half the width of the 95% Wilson interval on the test size (means: "
+               "normal approximation).\n")
+  verdicts = verdicts_markdown(records)
+  if verdicts:
+    markdown += ("\nPaired verdicts (same test examples; exact McNemar at 0.05, Newcombe 95% "
+                 "interval of the difference):\n\n" + verdicts)
   fileio.write_bytes_atomic(os.path.join(results_dir, "summary.md"), markdown.encode())
   plot_table(records, os.path.join(results_dir, "summary.png"))
   knn = knn_accuracy_by_task(records)

@@ -1,0 +1,65 @@
+"""`knn_topk` selection: rank by kNN, short fine-tunes of the top k, keep the best on val200.
+
+The short fine-tunes use one learning rate (at batch 512, as the sweep's) and a fraction of the
+shortest sweep run's steps; each trains on train800 and is scored on val200, so the pick never
+sees the test split. The caller then runs the full protocol on the pick. The same short runs
+serve `--selection=knn_topk` and the `knn_topk` row of `all_experts` / `all_proxies`: an oracle
+record scores knn_topk with exactly the budget knn_topk itself would spend (its sweep runs, at
+the full budget, are never used as a stand-in).
+"""
+import math
+import os
+
+from tfexperts.select import proxies as proxies_lib
+from tfexperts.transfer import protocol
+
+
+def short_steps(config, steps_fraction):
+  """Steps of one short run: `steps_fraction` of the shortest sweep step count (at least 1)."""
+  if not 0.0 < steps_fraction <= 1.0:
+    raise ValueError(f"`steps_fraction` must be in (0, 1]. Received: {steps_fraction!r}")
+  return max(1, math.ceil(min(config.steps) * steps_fraction))
+
+
+def select(handles, knn_scores, task, config, directory, strategy, *, k=3, steps_fraction=0.25,
+           learning_rate=None, data_dir=None):
+  """Runs the short fine-tunes of the k best experts by kNN and picks the best on val200.
+
+  Args:
+    handles: `{expert: hub handle}` of the pool.
+    knn_scores: `{expert: kNN leave-one-out accuracy}` (experts absent here are not candidates).
+    task: a `tfexperts.data.tasks.Task`.
+    config: the `protocol.ProtocolConfig` (batch size, resolution, decay, seed, steps).
+    directory: `directory/<expert>` holds each expert's runs (shared with its full protocol).
+    strategy: a tf.distribute strategy.
+    k: number of candidates (the top k by kNN; fewer if the pool is smaller).
+    steps_fraction: see `short_steps`.
+    learning_rate: at batch 512; None takes the sweep's first learning rate.
+    data_dir: tfds data dir.
+
+  Returns:
+    A dict: `k`, `learning_rate`, `steps`, `batch_size`, `candidates` (kNN order: expert, knn,
+    val_accuracy, seconds), `pick` (best val accuracy; ties to the better kNN rank),
+    `seconds` (sum of the short runs) and `images` (train images stepped plus val images
+    evaluated by the short runs).
+  """
+  if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+    raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+  ranking = [name for name, _ in proxies_lib.rank(knn_scores) if name in handles][:k]
+  if not ranking:
+    raise ValueError(f"knn_topk needs kNN scores of the pool's experts. Received scores for "
+                     f"{sorted(knn_scores)}; pool {sorted(handles)}")
+  steps = short_steps(config, steps_fraction)
+  lr = config.learning_rates[0] if learning_rate is None else float(learning_rate)
+  candidates = []
+  for name in ranking:
+    result = protocol.short_run(handles[name], task, config, lr, steps,
+                                os.path.join(directory, name), strategy, data_dir)
+    candidates.append({"expert": name, "knn": knn_scores[name],
+                       "val_accuracy": result["accuracy"], "seconds": result["seconds"],
+                       "val_size": result["num_eval_examples"]})
+  pick = max(candidates, key=lambda c: c["val_accuracy"])["expert"]  # first max: kNN order
+  return {"k": k, "learning_rate": lr, "steps": steps, "batch_size": config.batch_size,
+          "candidates": candidates, "pick": pick,
+          "seconds": sum(c["seconds"] for c in candidates),
+          "images": sum(steps * config.batch_size + c["val_size"] for c in candidates)}
