@@ -107,7 +107,8 @@ def _cost_lines(record, results_dir):
           f"- estimated, full VTAB protocol (2 lr x 2500/10000 steps at batch 512, 3 retrains of "
           f"10000 steps; "
           f"this run's {forward_per_second:.0f} forward and {train_per_second:.0f} training "
-          f"images/s, run seconds include loading and evaluation): {full_seconds / 3600:.1f} h "
+          f"images/s; training rate from whole runs, loading and evaluation included, so it "
+          f"errs high): {full_seconds / 3600:.1f} h "
           f"vs {knn_seconds:.1f}s: {full_seconds / knn_seconds:.0f}x. At R50x1 / 224 px "
           "scale: python bench/cost.py"]
 

@@ -77,7 +77,10 @@ def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_da
       "test_accuracy"]
   assert record["versions"]["tensorflow"].startswith("2.")
   rows = list(csv.DictReader(open(os.path.join(results, "results.csv"))))
-  assert rows[0]["task"] == "shapes_fine_tiny" and rows[0]["selection"] == "all_proxies"
+  assert [(r["task"], r["selection"]) for r in rows] == [("shapes_fine_tiny", "knn_topk"),
+                                                        ("shapes_fine_tiny", "all_proxies")]
+  low, accuracy, high = (float(rows[1][k]) for k in ("test_low", "test_accuracy", "test_high"))
+  assert low <= accuracy <= high
   summary = open(os.path.join(results, "summary.md")).read()
   assert summary.startswith("| strategy | shapes_fine_tiny | mean offline | mean |")
   assert "| knn |" in summary and "| baseline |" in summary and summary in proc.stdout

@@ -209,6 +209,10 @@ def main(argv):
     return
   if not FLAGS.task or not FLAGS.experts:
     raise app.UsageError("--task and --experts are required (or --summary).")
+  if FLAGS.topk <= 0 or not 0.0 < FLAGS.topk_steps_fraction <= 1.0:
+    raise app.UsageError(f"--topk must be positive and --topk_steps_fraction in (0, 1]. "
+                         f"Received: --topk={FLAGS.topk}, "
+                         f"--topk_steps_fraction={FLAGS.topk_steps_fraction}")
   from tfexperts.data import builders  # pylint: disable=g-import-not-at-top,unused-import
   from tfexperts.data import tasks  # pylint: disable=g-import-not-at-top
   from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
