@@ -8,8 +8,10 @@ from tfexperts.select import hscore, leep, logme
 def logme_transcription(f, y):
   """LogME (You et al.) in matrix form: A = alpha I + beta F^T F, m = beta A^-1 F^T y, the
   fixed-point updates alpha = gamma / (m^T m + 1e-5), beta = (N - gamma) / (|y - F m|^2 + 1e-5),
-  at most 11 steps, stop when alpha / beta moves by <= 0.1%; evidence with log|A| over all D."""
+  at most 11 steps, stop when alpha / beta moves by <= 0.1%; evidence with log|A| over all D.
+  F is first divided by its RMS entry (ours, not thuml's: makes the 1e-5 relative to the scale)."""
   f = f.astype(np.float64)
+  f = f / np.sqrt(np.mean(f**2))
   n, d = f.shape
   ftf = f.T @ f
   eigenvalues = np.linalg.eigvalsh(ftf)
@@ -76,6 +78,25 @@ def test_logme_prefers_informative_features():
   f, y = make_task(100, 8, 3, seed=1)
   noise = np.random.default_rng(2).standard_normal(f.shape)
   assert logme.logme(f, y) > logme.logme(noise, y)
+
+
+@pytest.mark.parametrize("n,d", [(60, 12), (25, 40)])
+def test_logme_is_invariant_to_feature_scale(n, d):
+  # BiT features are unnormalised ReLU outputs whose scale differs between experts.
+  f, y = make_task(n, d, 4, seed=n + 1)
+  scores = [logme.logme(s * f, y) for s in (0.01, 1.0, 100.0)]
+  assert all(np.isfinite(scores))
+  assert max(scores) - min(scores) <= 1e-6, scores
+
+
+def test_logme_ranks_experts_that_differ_only_in_feature_scale():
+  # Two experts with the same features at scales 0.01 and 100 tie; a worse expert at scale 0.01
+  # stays below the better one at scale 100 (an absolute epsilon reversed that order).
+  good, y = make_task(30, 60, 3, seed=11)
+  worse = good + np.random.default_rng(12).standard_normal(good.shape) * 0.5
+  assert logme.logme(0.01 * good, y) == pytest.approx(logme.logme(100 * good, y), abs=1e-6)
+  assert logme.logme(100 * good, y) > logme.logme(0.01 * worse, y)
+  assert logme.logme(good, y) > logme.logme(worse, y)
 
 
 def test_leep_matches_transcription():
