@@ -80,7 +80,8 @@ def cached(cache, key, model, calls):
 
 
 def make_key(**overrides):
-  fields = dict(handle="export/experts/animals/1", task="dtd", split="train800val200",
+  fields = dict(handle="export/experts/animals/1", module="0" * 64, task="dtd",
+                split="train800val200",
                 resolution=224, preprocessing="resize_bilinear")
   return feature_cache.CacheKey(**{**fields, **overrides})
 
@@ -132,9 +133,12 @@ def test_cache_rejects_a_file_holding_another_key(tmp_path):
 def test_cache_key_is_stable_and_checked():
   key = make_key()
   assert key.digest() == make_key().digest() != make_key(split="test").digest()
-  assert key.to_json() == ('{"handle":"export/experts/animals/1","preprocessing":'
-                           '"resize_bilinear","resolution":224,"split":"train800val200",'
-                           '"task":"dtd"}')
+  assert key.to_json() == ('{"format":2,"handle":"export/experts/animals/1","module":"' + "0" * 64
+                           + '","preprocessing":"resize_bilinear","resolution":224,'
+                           '"split":"train800val200","task":"dtd"}')
+  assert make_key(module="1" * 64).digest() != key.digest()
+  with pytest.raises(ValueError, match="module"):
+    make_key(module="")
   with pytest.raises(ValueError, match="resolution.*'224'"):
     make_key(resolution="224")
 
@@ -175,3 +179,35 @@ def test_embed_under_two_replicas_keeps_dataset_order():
   result = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+class ScaledMeanModule(tf.Module):
+  """A minimal feature-vector SavedModel: per-channel means times a weight vector."""
+
+  def __init__(self, weights):
+    super().__init__()
+    self.weights = tf.Variable(weights, dtype=tf.float32)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+  def __call__(self, images):
+    return tf.reduce_mean(images, [1, 2]) * self.weights
+
+
+def test_module_reexported_at_the_same_handle_is_a_cache_miss(tmp_path):
+  # The key follows the module's content: other weights at the same path are embedded again.
+  from tfexperts.data import tasks  # pylint: disable=g-import-not-at-top
+  from tfexperts.hub import load  # pylint: disable=g-import-not-at-top
+  from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
+  handle = str(tmp_path / "export" / "c" / "m" / "1")
+  source = selection.FeatureSource(tasks.get_task("dtd"), resolution=8,
+                                   cache_dir=str(tmp_path / "cache"))
+  results = []
+  for weights in ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]):
+    tf.saved_model.save(ScaledMeanModule(weights), handle)  # replaces the module in place
+    expert = load.load_expert(handle, lazy=True)
+    for _ in range(2):  # the second pass over the same content is a hit
+      results.append(features.cached_features(source.cache, source.key(expert),
+                                              lambda: expert.embed, lambda: make_dataset()[0]))
+  assert [r.images_embedded for r in results] == [NUM_IMAGES, 0, NUM_IMAGES, 0]
+  assert not np.allclose(results[0].features, results[2].features)
+  np.testing.assert_array_equal(results[2].features, results[3].features)

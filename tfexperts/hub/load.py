@@ -18,6 +18,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from tfexperts.hub import identity as identity_lib
 from tfexperts.hub import index as index_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
@@ -130,6 +131,11 @@ class _LoadedModule:
   def kind(self):
     """Metadata `kind` (baseline / full / adapter / patch / epn / *_bank), or None if unknown."""
     return self.metadata.get("kind")
+
+  @property
+  def content_id(self):
+    """Digest of the module's content (`identity.of_directory`); remote handles are fetched."""
+    return identity_lib.of_directory(resolve(self.handle))
 
   @property
   def module(self):

@@ -1,4 +1,8 @@
-"""On-disk cache of embedded datasets: one .npz per (handle, task, split, resolution, preprocess).
+"""On-disk cache of embedded datasets: one .npz per (module content, task, split, resolution,
+preprocessing, cache format).
+
+The key holds the module's content identity (`tfexperts.hub.identity`), not only its handle: a
+module re-exported with other weights at the same handle is a miss, never the old features.
 
 The file name is a stable hash of the key; the file holds `features` (float32 `[n, d]`), `labels`
 (`[n]`) and `key` (the key as canonical JSON, checked on load so a hash collision or a renamed file
@@ -18,24 +22,34 @@ from absl import logging
 
 from tfexperts import fileio
 
+CACHE_FORMAT = 2  # bump when what a cached file means changes (format 1 keyed on the handle only)
+
 
 @dataclasses.dataclass(frozen=True)
 class CacheKey:
   """Identifies one embedded dataset. All fields are used verbatim (e.g. no path normalisation).
 
   Attributes:
-    handle: the expert's hub handle (path or URL).
+    handle: the expert's hub handle (path or URL), kept for messages and readability.
+    module: the module's content identity (`hub.load.Expert.content_id`), plus an output suffix
+      such as "#logits" when the features are not the pre-logits.
     task: task registry name. split: split name (e.g. "train800val200").
     resolution: input resolution in pixels. preprocessing: a string naming the preprocessing.
+    format: `CACHE_FORMAT`.
   """
   handle: str
+  module: str
   task: str
   split: str
   resolution: int
   preprocessing: str
+  format: int = CACHE_FORMAT
 
   def __post_init__(self):
-    for name in ("handle", "task", "split", "preprocessing"):
+    if not self.module:
+      raise ValueError("CacheKey.module must name the module's content (its identity digest). "
+                       f"Received: {self.module!r}")
+    for name in ("handle", "module", "task", "split", "preprocessing"):
       if not isinstance(getattr(self, name), str):
         raise ValueError(f"CacheKey.{name} must be a string. Received: {getattr(self, name)!r}")
     if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or (

@@ -134,7 +134,7 @@ def cached_features(cache, key, make_model, make_dataset, strategy=None, num_ima
 
   Args:
     cache: a `FeatureCache`, or None to always embed.
-    key: the `CacheKey` (handle, task, split, resolution, preprocessing) of the features.
+    key: the `CacheKey` (module content, task, split, resolution, preprocessing) of the features.
     make_model: zero-argument callable returning the model (e.g. `lambda: hub.load(handle)`);
       called only on a miss, so a warm cache loads no model.
     make_dataset: zero-argument callable returning the batched `(images, labels)` dataset; called

@@ -86,9 +86,12 @@ class FeatureSource:
     self.cache = feature_cache.FeatureCache(self.cache_dir) if self.cache_dir else None
     self.stats = features_lib.EmbedStats()
 
-  def _key(self, handle):
-    return feature_cache.CacheKey(handle=handle, task=self.task.name, split=self.split,
-                                  resolution=self.resolution,
+  def key(self, expert, output="pre_logits"):
+    """The `CacheKey` of `expert`'s `output` on this split: keyed on the module's content."""
+    suffix = "" if output == "pre_logits" else "#" + output
+    return feature_cache.CacheKey(handle=expert.handle + suffix,
+                                  module=expert.content_id + suffix, task=self.task.name,
+                                  split=self.split, resolution=self.resolution,
                                   preprocessing=tasks_lib.eval_preprocess(self.resolution))
 
   def _dataset(self):
@@ -97,12 +100,12 @@ class FeatureSource:
 
   def features(self, expert):
     """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
-    return features_lib.cached_features(self.cache, self._key(expert.handle), lambda: expert.embed,
+    return features_lib.cached_features(self.cache, self.key(expert), lambda: expert.embed,
                                         self._dataset, strategy=self.strategy, stats=self.stats)
 
   def logits(self, module):
     """`Features` whose features are `module`'s upstream-head logits on the split."""
-    return features_lib.cached_features(self.cache, self._key(module.handle + "#logits"),
+    return features_lib.cached_features(self.cache, self.key(module, "logits"),
                                         lambda: module.logits, self._dataset,
                                         strategy=self.strategy, stats=self.stats)
 
