@@ -82,15 +82,13 @@ def _policy(mixed_precision, tpu):
   return {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[mixed_precision]
 
 
-def _save_run_config(workdir, is_chief):
-  """Writes this binary's flags as config.json and as flags.txt (usable as --flagfile)."""
-  from tfexperts import fileio  # pylint: disable=g-import-not-at-top
-  if not is_chief:
-    return
+def _check_run_config(workdir, is_chief):
+  """Records this binary's flags (config.json, flags.txt) on a first run; on a later run refuses
+  flags that change the meaning of what is in `workdir` (see `tfexperts.train.settings`)."""
+  from tfexperts.train import settings  # pylint: disable=g-import-not-at-top
   own = [f for f in FLAGS.flags_by_module_dict()[__name__] if f.value is not None]
-  fileio.write_json_atomic(os.path.join(workdir, "config.json"), {f.name: f.value for f in own})
-  fileio.write_bytes_atomic(os.path.join(workdir, "flags.txt"),
-                            ("\n".join(f.serialize() for f in own) + "\n").encode())
+  settings.check_and_record(workdir, {f.name: f.value for f in own},
+                            [f.serialize() for f in own], write=is_chief)
 
 
 def _upstream(data_dir):
@@ -111,8 +109,14 @@ def _upstream(data_dir):
 
 
 def _domains(upstream, workdir):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfexperts.data import upstream as upstream_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, "domains.json")
+  if tf.io.gfile.exists(path):  # a resumed run keeps the expert indices its checkpoints use
+    domains, _ = upstream_lib.load_domains(path)
+    print(f"Expert domains (recorded in {path}):\n"
+          + upstream_lib.format_domains(domains, upstream.num_images))
+    return domains
   counts = upstream.count_nodes()
   if FLAGS.experts:
     unknown = [e for e in FLAGS.experts if e not in counts]
@@ -155,7 +159,7 @@ def main(argv):
   if policy:
     keras.mixed_precision.set_global_policy(policy)
   tf.io.gfile.makedirs(FLAGS.workdir)
-  _save_run_config(FLAGS.workdir, strategy_lib.is_chief(strategy))
+  _check_run_config(FLAGS.workdir, strategy_lib.is_chief(strategy))
   upstream = _upstream(FLAGS.data_dir)
   domains = _domains(upstream, FLAGS.workdir)
   overrides = {k: v for k, v in (("width", FLAGS.width), ("groups", FLAGS.groups))

@@ -1,8 +1,9 @@
 """The training stages of bin/train_experts, each a resumable run of `loop.train`.
 
 Workdir layout (all stages share it):
-  config.json, flags.txt            the flags of the first run (flags.txt works as --flagfile)
-  domains.json                      chosen expert domains with their image counts
+  config.json, flags.txt            the recorded flags (`settings`: a later run may not change
+                                    their meaning; flags.txt works as --flagfile)
+  domains.json                      chosen expert domains with their image counts (kept on resume)
   baseline/{ckpt,tb,final}          stage 1: the baseline B on all upstream data
   full/<expert>/{ckpt,tb,final}     a full expert: B fine-tuned on its slice
   adapter/expert_NN/{ckpt,tb}       adapter bank, expert NN trained on its slice (in turn)
