@@ -26,6 +26,8 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and finished 
 flags.DEFINE_list("stage", ["baseline"], "Stages to run, in order: baseline, full, adapter, patch, "
                   "epn.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (`local` on a TPU VM).")
+flags.DEFINE_float("tpu_timeout", 30.0, "Seconds to wait for the TPU to accept the connection "
+                   "before failing with its address.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
                   "Distribution strategy without --tpu (auto: MirroredStrategy over GPUs, else one "
                   "device; multi_worker reads TF_CONFIG).")
@@ -152,7 +154,7 @@ def main(argv):
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
   try:
-    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy)
+    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
   except RuntimeError as e:
     raise app.UsageError(str(e)) from None
   policy = _policy(FLAGS.mixed_precision, FLAGS.tpu)

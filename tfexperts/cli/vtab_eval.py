@@ -53,6 +53,7 @@ flags.DEFINE_enum("decay", None, ["step", "cosine"], "Learning-rate decay.")
 flags.DEFINE_float("mixup_alpha", None, "Mixup alpha (0: off).")
 flags.DEFINE_integer("seed", 0, "Base seed (fine-tuning runs use seed + repeat).")
 flags.DEFINE_string("tpu", None, "TPU name or address.")
+flags.DEFINE_float("tpu_timeout", 30.0, "Seconds to wait for the TPU to accept the connection.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
                   "Distribution strategy without --tpu.")
 flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.md/png.")
@@ -221,7 +222,7 @@ def main(argv):
   try:
     task_list = [tasks.get_task(n) for n in names]
     candidates = selection.load_candidates(FLAGS.experts)
-    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy)
+    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
     config = _protocol_config()
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     raise app.UsageError(str(e)) from None

@@ -2,35 +2,81 @@
 import json
 import os
 import socket
+import threading
 
+import grpc
 import tensorflow as tf
 
+from tfexperts.errors import UserError
+
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+TPU_TIMEOUT_SECONDS = 30.0
+
+
+class TPUConnectionError(UserError, RuntimeError):
+  """No TPU answers at the given name or address (within the timeout)."""
 
 
 def _no_tpu_error(tpu, reason):
-  return RuntimeError(f"No TPU was found at --tpu={tpu!r} ({reason}). Give the TPU's name or "
-                      "grpc://address, run on a TPU VM with --tpu=local, or drop --tpu to use "
-                      "--strategy=auto.")
+  return TPUConnectionError(
+      f"No TPU was found at --tpu={tpu!r} ({reason}). Give the TPU's name or grpc://address, run "
+      "on a TPU VM with --tpu=local, or drop --tpu to use --strategy=auto.")
 
 
-def _check_grpc_address_answers(tpu, timeout_seconds=10.0):
-  # TF waits indefinitely for a grpc:// address that nobody serves; a TCP probe fails at once.
-  host, _, port = tpu[len("grpc://"):].rpartition(":")
+def _check_grpc_address_answers(tpu, timeout_seconds):
+  # TF waits indefinitely for a grpc:// address that does not answer as a gRPC server: a TCP probe
+  # fails at once when nothing listens, and a channel readiness check bounds the rest (a process
+  # that accepts connections but does not speak gRPC).
+  address = tpu[len("grpc://"):]
+  host, _, port = address.rpartition(":")
   try:
     with socket.create_connection((host, int(port)), timeout=timeout_seconds):
       pass
   except (OSError, ValueError) as e:
     raise _no_tpu_error(tpu, f"cannot connect: {e}") from None
-
-
-def _tpu_strategy(tpu):
-  if tpu.startswith("grpc://"):
-    _check_grpc_address_answers(tpu)
+  channel = grpc.insecure_channel(address)
   try:
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-    tf.config.experimental_connect_to_cluster(resolver)
+    grpc.channel_ready_future(channel).result(timeout=timeout_seconds)
+  except grpc.FutureTimeoutError:
+    raise _no_tpu_error(tpu, f"{address} accepts connections but gave no gRPC answer within "
+                        f"{timeout_seconds:g} s (--tpu_timeout)") from None
+  finally:
+    channel.close()
+
+
+def _connect_bounded(tpu, timeout_seconds):
+  """TPUClusterResolver + connect_to_cluster in a thread, given up after `timeout_seconds`."""
+  outcome = {}
+
+  def connect():
+    try:
+      outcome["resolver"] = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+      tf.config.experimental_connect_to_cluster(outcome["resolver"])
+    except Exception as e:  # pylint: disable=broad-except
+      outcome["error"] = e
+
+  thread = threading.Thread(target=connect, name="tpu-connect", daemon=True)
+  thread.start()
+  thread.join(timeout_seconds)
+  if thread.is_alive():
+    raise _no_tpu_error(tpu, f"no connection within {timeout_seconds:g} s (--tpu_timeout)")
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["resolver"]
+
+
+def _tpu_strategy(tpu, timeout_seconds):
+  if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or not (
+      timeout_seconds > 0):
+    raise UserError(f"--tpu_timeout must be a positive number of seconds. Received: "
+                    f"{timeout_seconds!r}")
+  if tpu.startswith("grpc://"):
+    _check_grpc_address_answers(tpu, timeout_seconds)
+  try:
+    resolver = _connect_bounded(tpu, timeout_seconds)
     tf.tpu.experimental.initialize_tpu_system(resolver)
+  except TPUConnectionError:
+    raise
   except Exception as e:  # pylint: disable=broad-except
     # The resolver fails in many ways (NotFoundError, ValueError, URLError from the GCE metadata
     # server, RPC errors); each means the same thing to the user: no TPU answers there.
@@ -39,20 +85,23 @@ def _tpu_strategy(tpu):
   return tf.distribute.TPUStrategy(resolver)
 
 
-def make_strategy(tpu=None, strategy="auto"):
+def make_strategy(tpu=None, strategy="auto", tpu_timeout=TPU_TIMEOUT_SECONDS):
   """Returns the `tf.distribute.Strategy` the flags ask for.
 
   Args:
     tpu: TPU name or address (`local` on a TPU VM); when set, TPUStrategy is used.
+    tpu_timeout: seconds the connection to the TPU may take (not its initialisation); then a
+      `TPUConnectionError` naming the address.
     strategy: one of STRATEGIES. `auto` = MirroredStrategy over the visible GPUs when there are
       any, else OneDeviceStrategy on the CPU. `multi_worker` reads the cluster from TF_CONFIG.
 
   Raises:
-    RuntimeError with a clear message when no TPU answers at `tpu`, or when `multi_worker` is asked
+    `TPUConnectionError` (a `UserError` and RuntimeError) when no TPU answers at `tpu`;
+    RuntimeError when `multi_worker` is asked
     without TF_CONFIG; ValueError for an unknown `strategy`.
   """
   if tpu:
-    return _tpu_strategy(tpu)
+    return _tpu_strategy(tpu, tpu_timeout)
   if strategy not in STRATEGIES:
     raise ValueError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}.")
   if strategy == "multi_worker":
