@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from tfexperts.data import hierarchy
+from tfexperts.errors import UserError
 from tests.data.multilabel_dataset import PARENTS
 
 EDGES = [(child, parent) for child, parents in PARENTS.items() for parent in parents]
@@ -100,5 +101,10 @@ def test_malformed_json_is_rejected(tmp_path, text, message):
 def test_malformed_tsv_and_unknown_extension_are_rejected(tmp_path):
   with pytest.raises(ValueError, match="line 2 must be 'child<TAB>parent'"):
     hierarchy.load_hierarchy(_write(tmp_path / "bad.tsv", "a\tb\na\tb\tc\n"))
+  # Spaces instead of tabs: each line would silently become one node named "dog mammal".
+  spaced = "# child parent\ndog mammal\nmammal   animal\n"
+  with pytest.raises(UserError, match="line 2 is 'dog mammal'.*no line of the file has a tab"):
+    hierarchy.load_hierarchy(_write(tmp_path / "spaces.tsv", spaced))
+  assert hierarchy.parse_tsv("golden retriever\tdog\ndog\n").parents("golden retriever") == ("dog",)
   with pytest.raises(ValueError, match=r"must end with one of \('.json', '.tsv', '.txt'\)"):
     hierarchy.load_hierarchy(_write(tmp_path / "h.yaml", "a: b"))

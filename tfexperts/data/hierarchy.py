@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfexperts import fileio
+from tfexperts.errors import UserError
 
 FORMATS = (".json", ".tsv", ".txt")
 
@@ -211,13 +212,19 @@ def parse_json(text):
 def parse_tsv(text):
   """Parses the TSV hierarchy format (`child<TAB>parent` lines); returns a `Hierarchy`."""
   edges, nodes, seen = [], [], set()
-  for number, line in enumerate(text.splitlines(), 1):
-    if not line.strip() or line.lstrip().startswith("#"):
-      continue
+  lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)
+           if line.strip() and not line.lstrip().startswith("#")]
+  has_tabs = any("\t" in line for _, line in lines)
+  for number, line in lines:
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) not in (1, 2):
-      raise ValueError(f"Hierarchy TSV line {number} must be 'child<TAB>parent' or a single node "
-                       f"name. Received: {line!r}")
+      raise UserError(f"Hierarchy TSV line {number} must be 'child<TAB>parent' or a single node "
+                      f"name. Received: {line!r}")
+    if not has_tabs and len(line.split()) > 1:
+      # Without a single tab the file has no edge at all: spaces were most likely meant as tabs.
+      raise UserError(f"Hierarchy TSV line {number} is {line!r}: no line of the file has a tab, "
+                      "so it would be one node with spaces in its name and the hierarchy would "
+                      "have no edges. Separate child and parent with a tab character.")
     for name in fields:  # keep first-appearance order for nodes
       if name not in seen:
         seen.add(name)
