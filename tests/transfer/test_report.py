@@ -1,6 +1,9 @@
 """The paper-style summary: strategies x tasks with group means, from hand-made records."""
 import csv
 
+import pytest
+
+from tfexperts.errors import UserError
 from tfexperts.transfer import report
 
 
@@ -99,3 +102,14 @@ def test_old_results_csv_is_rewritten_with_the_new_header(tmp_path):
   rows = list(csv.DictReader(open(tmp_path / "results.csv")))
   assert [r["task"] for r in rows] == ["old", "c"]
   assert rows[0]["test_accuracy"] == "0.5" and rows[0]["test_low"] == ""
+
+
+def test_summary_over_a_corrupt_or_incomplete_record_names_the_file(tmp_path):
+  report.write_record(str(tmp_path), RECORDS[0])
+  cut = tmp_path / "b__knn.json"
+  cut.write_text('{"task": "b", "group": "natu')  # a copy cut short
+  with pytest.raises(UserError, match="b__knn.json.*not valid JSON"):
+    report.summarize(str(tmp_path))
+  cut.write_text('{"task": "b", "selection": "knn"}')
+  with pytest.raises(UserError, match=r"b__knn.json.*lacks \['group', 'test_accuracy'\]"):
+    report.summarize(str(tmp_path))

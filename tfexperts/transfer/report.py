@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfexperts import fileio
+from tfexperts.errors import UserError
 from tfexperts.transfer import stats
 
 GROUPS = ("natural", "specialized", "structured", "offline")
@@ -113,10 +114,27 @@ def verdict_text(comparison):
           f"({c['only_a']} vs {c['only_b']} discordant of {c['n']})")
 
 
+REQUIRED_FIELDS = ("task", "group", "selection", "test_accuracy")
+
+
+def read_record(path):
+  """The record at `path`; `UserError` naming the file when it is not JSON or lacks a field."""
+  try:
+    record = fileio.read_json(path)
+  except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+    raise UserError(f"Results record {path!r} is not valid JSON ({e}); it is corrupt or was cut "
+                    "short: delete it (rerun its task) or move it out of the results dir.") from e
+  missing = [k for k in REQUIRED_FIELDS if not isinstance(record, dict) or k not in record]
+  if missing:
+    raise UserError(f"Results record {path!r} is incomplete: it lacks {missing} (a vtab_eval "
+                    f"record has {list(REQUIRED_FIELDS)} and more); delete it or rerun its task.")
+  return record
+
+
 def read_records(results_dir):
-  """All JSON records in `results_dir`, sorted by task then selection."""
+  """All JSON records in `results_dir`, sorted by task then selection (see `read_record`)."""
   paths = sorted(tf.io.gfile.glob(os.path.join(results_dir, "*__*.json")))
-  return [fileio.read_json(p) for p in paths]
+  return [read_record(p) for p in paths]
 
 
 def kendall_tau(scores, accuracies):
