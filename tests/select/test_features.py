@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tfexperts import fileio
+from tfexperts.errors import UserError
 from tfexperts.select import feature_cache, features
 
 NUM_IMAGES = 10
@@ -211,3 +212,12 @@ def test_module_reexported_at_the_same_handle_is_a_cache_miss(tmp_path):
   assert [r.images_embedded for r in results] == [NUM_IMAGES, 0, NUM_IMAGES, 0]
   assert not np.allclose(results[0].features, results[2].features)
   np.testing.assert_array_equal(results[2].features, results[3].features)
+
+
+def test_nan_features_are_an_error_naming_the_module(tmp_path):
+  cache = feature_cache.FeatureCache(str(tmp_path))
+  key = make_key(handle="export/c/broken/1")
+  broken = lambda images: tf.where(images[:, :1, 0, 0] > 0.5, np.nan, 1.0)  # noqa: E731
+  with pytest.raises(UserError, match=r"'export/c/broken/1' gave NaN.*dtd/train800val200"):
+    features.cached_features(cache, key, lambda: broken, lambda: make_dataset()[0])
+  assert not os.listdir(tmp_path)  # nothing cached

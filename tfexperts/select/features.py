@@ -14,6 +14,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfexperts.errors import UserError
+
 Features = collections.namedtuple("Features", ["features", "labels", "images_embedded"])
 Features.__doc__ = """Embedded dataset: float32 `[n, d]` features, `[n]` labels, and how many
 images were run through the model for it (0 when read from the cache)."""
@@ -128,6 +130,17 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
   return np.concatenate(features).astype(np.float32), np.concatenate(labels)
 
 
+def check_finite(features, key):
+  """Returns `features`; `UserError` naming the module when any value is NaN or infinite."""
+  bad = ~np.isfinite(features).all(axis=1)
+  if bad.any():
+    raise UserError(f"Module {key.handle!r} gave NaN or infinite features for {int(bad.sum())} of "
+                    f"{len(features)} images of {key.task}/{key.split} (first at image "
+                    f"{int(np.argmax(bad))}); its scores would be meaningless. Check the module "
+                    "(e.g. load it and embed a few images) or leave it out of --experts.")
+  return features
+
+
 def cached_features(cache, key, make_model, make_dataset, strategy=None, num_images=None,
                     log_every_seconds=10.0, stats=None):
   """Features for `key` from `cache`, or embedded (then cached) on a miss.
@@ -152,12 +165,13 @@ def cached_features(cache, key, make_model, make_dataset, strategy=None, num_ima
         stats.cache_hits += 1
       logging.info("Feature cache hit for %s/%s/%s (%s).", key.task, key.split, key.handle,
                    cache.path(key))
-      return Features(hit[0], hit[1], 0)
+      return Features(check_finite(hit[0], key), hit[1], 0)
     if stats is not None:
       stats.cache_misses += 1
   features, labels = embed(make_model(), make_dataset(), strategy=strategy, num_images=num_images,
                            log_every_seconds=log_every_seconds, stats=stats,
                            name=f"{key.task}/{key.split} {key.handle}")
+  check_finite(features, key)  # never cached: a fixed module then embeds again
   if cache is not None:
     cache.save(key, features, labels)
   return Features(features, labels, len(features))
