@@ -1,4 +1,5 @@
 """Exports are atomic: a crash or a failed check leaves nothing the loader accepts."""
+import json
 import os
 import shutil
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfexperts.errors import UserError
 from tfexperts.hub import collection
 from tfexperts.hub import copies
 from tfexperts.hub import export
+from tfexperts.hub import index
 from tfexperts.hub import load
 from tfexperts.hub import metadata
 from tfexperts.hub import verify
@@ -23,7 +26,7 @@ def _crashing_save(obj, export_dir, signatures=None, options=None):
   raise OSError("No space left on device (simulated)")
 
 
-def test_crash_mid_write_leaves_no_module_and_no_index(tmp_path, monkeypatch, workdir):
+def test_crash_mid_write_leaves_no_module_and_an_incomplete_index(tmp_path, monkeypatch, workdir):
   monkeypatch.setattr(tf.saved_model, "save", _crashing_save)
   export_dir = str(tmp_path / "export")
   with pytest.raises(OSError, match="simulated"):
@@ -32,7 +35,7 @@ def test_crash_mid_write_leaves_no_module_and_no_index(tmp_path, monkeypatch, wo
   assert os.listdir(module_dir) == []  # neither "1" nor a temp directory
   with pytest.raises(FileNotFoundError, match="baseline/1"):
     load.load_expert(os.path.join(module_dir, "1"))
-  with pytest.raises(FileNotFoundError, match="is not a hub module collection"):
+  with pytest.raises(UserError, match=r"incomplete.*'baseline'"):  # planned, none finished
     load.load_collection(os.path.join(export_dir, "c"))
 
 
@@ -105,3 +108,51 @@ def test_bank_and_single_expert_exports_refuse_each_other(tmp_path, models):
   with pytest.raises(ValueError, match="plain model"):
     export.export_bank(models.baseline, str(tmp_path / "y"), meta)
   assert not os.listdir(tmp_path)
+
+
+def test_interrupted_export_resumes_and_incomplete_collection_is_refused(tmp_path, monkeypatch,
+                                                                         workdir):
+  run = tmp_path / "run"
+  shutil.copytree(workdir.baseline, run / "baseline" / "final")
+  shutil.copytree(workdir.epn, run / "epn" / "final")
+  export_dir, collection_dir = str(tmp_path / "export"), str(tmp_path / "export" / "c")
+  real_save = tf.saved_model.save
+  saves = []
+
+  def dies_on_second_module(obj, export_dir, signatures=None, options=None):
+    saves.append(export_dir)
+    if len(saves) == 2:
+      _crashing_save(obj, export_dir)
+    real_save(obj, export_dir, signatures=signatures, options=options)
+
+  monkeypatch.setattr(tf.saved_model, "save", dies_on_second_module)
+  with pytest.raises(OSError, match="simulated"):
+    collection.export_workdir(str(run), export_dir, collection="c")
+  monkeypatch.undo()
+  # kill -9 runs no cleanup: the dead process's temp directory stays beside the module.
+  orphan = os.path.join(collection_dir, "epn", "1.tmp-" + "0123456789abcdef" * 2)
+  os.makedirs(os.path.join(orphan, "variables"))
+  data = index.read(collection_dir)
+  assert [m["name"] for m in data["modules"]] == ["baseline"]
+  assert data["versions"] == {"1": {"planned": ["baseline", "epn"], "complete": False}}
+  with pytest.raises(UserError, match=r"incomplete.*\{1: \['epn'\]\}.*allow_incomplete"):
+    load.load_collection(collection_dir)
+  assert load.load_collection(collection_dir, allow_incomplete=True).baseline is not None
+  with pytest.raises(UserError, match=r"no version 7\. Available versions: \[1\]"):
+    load.load_collection(collection_dir, version=7)
+
+  stamp = os.path.getmtime(os.path.join(collection_dir, "baseline", "1", "saved_model.pb"))
+  entries = collection.export_workdir(str(run), export_dir, collection="c")  # no overwrite
+  assert [e["name"] for e in entries] == ["baseline", "epn"]
+  assert os.path.getmtime(os.path.join(collection_dir, "baseline", "1", "saved_model.pb")) == stamp
+  assert sorted(os.listdir(os.path.join(collection_dir, "epn"))) == ["1"]
+  assert index.read(collection_dir)["versions"]["1"]["complete"] is True
+  loaded = load.load_collection(collection_dir)
+  assert loaded.epn is not None and loaded.baseline is not None
+
+  # A module that is not what the finished model gives is never kept silently.
+  meta_path = os.path.join(collection_dir, "baseline", "1", "assets", "metadata.json")
+  meta = json.load(open(meta_path))
+  json.dump({**meta, "name": "someone else"}, open(meta_path, "w"))
+  with pytest.raises(FileExistsError, match="baseline/1.*other metadata.*--overwrite"):
+    collection.export_workdir(str(run), export_dir, collection="c")

@@ -71,19 +71,17 @@ def test_loader_takes_the_collection_whole(exported):
   assert len(experts) == 6 and experts[-1].name == "baseline"
 
 
-def test_existing_versions_are_kept_unless_overwrite(exported, workdir):
+def test_rerun_keeps_and_checks_existing_modules(exported):
   index_file = os.path.join(exported.collection_dir, index.INDEX_FILE)
   before = open(index_file).read()
+  assert json.loads(before)["versions"] == {"1": {"planned": sorted(MODULES), "complete": True}}
   stamp = os.path.getmtime(os.path.join(exported.collection_dir, "baseline", "1",
                                         "saved_model.pb"))
-  proc = conftest.run_binary([f"--flagfile={exported.flagfile}"], check=False)
-  assert proc.returncode == 1
-  assert "already exported" in proc.stderr and "--overwrite" in proc.stderr
+  proc = conftest.run_binary([f"--flagfile={exported.flagfile}"])
+  assert "8 modules" in proc.stdout and proc.stderr.count("matches its finished model") == 8
   assert open(index_file).read() == before
   assert os.path.getmtime(os.path.join(exported.collection_dir, "baseline", "1",
                                        "saved_model.pb")) == stamp
-  with pytest.raises(FileExistsError, match="baseline"):
-    collection.export_workdir(workdir.path, exported.export_dir)
 
 
 def test_bad_workdirs_fail_clearly(tmp_path, workdir):
@@ -114,19 +112,19 @@ def test_plan_names_full_experts_and_refuses_clashes(tmp_path):
                 {"kind": "full", "name": name, "experts": [{"name": name, "node": name}]})
   _fake_final(str(run / "baseline" / "final"), {"kind": "baseline", "name": "baseline"})
   os.makedirs(run / "baseline" / "final.tmp-0123")  # an interrupted write is not a model
-  planned = collection.plan(str(run), str(tmp_path / "export" / "run"), 1)
+  planned = collection.plan(str(run))
   assert [(p.module, p.kind) for p in planned] == [
       ("baseline", "baseline"), ("dog", "full"), ("cat_tabby", "full")]
   _fake_final(str(run / "full" / "02" / "final"),
               {"kind": "full", "name": "dog", "experts": [{"name": "dog"}]})
   with pytest.raises(ValueError, match="Two modules would be named 'dog'"):
-    collection.plan(str(run), str(tmp_path / "export" / "run"), 1)
+    collection.plan(str(run))
 
 
 def test_plan_refuses_unknown_kinds_and_banks_without_experts(tmp_path):
   _fake_final(str(tmp_path / "a" / "final"), {"kind": "teacher"})
   with pytest.raises(ValueError, match="'teacher'"):
-    collection.plan(str(tmp_path / "a"), str(tmp_path / "export"), 1)
+    collection.plan(str(tmp_path / "a"))
   _fake_final(str(tmp_path / "b" / "final"), {"kind": "adapter_bank"})
   with pytest.raises(ValueError, match="needs 'experts'"):
-    collection.plan(str(tmp_path / "b"), str(tmp_path / "export"), 1)
+    collection.plan(str(tmp_path / "b"))

@@ -13,8 +13,11 @@ Finished models (`tfexperts.train.artifacts`) anywhere below the workdir become 
   epn             the expert prediction network, head as `logits`    (its name, else "epn")
 Names are made filesystem-safe ("thing/red" -> "thing_red").
 
-Every planned module is checked (unique names, nothing overwritten unless asked) before the first
-one is written, and the collection index is updated after each module.
+Every planned module is checked (unique names) before the first one is written; the collection
+index records the planned set first and is updated after each module. Exports resume: a rerun
+(without `overwrite`) keeps each module already at its version once it is checked against its
+finished model, writes the missing ones, and removes the temp directories an interrupted run
+left for the planned modules; `overwrite` rewrites them all.
 """
 import dataclasses
 import os
@@ -35,6 +38,7 @@ from tfexperts.train import artifacts
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TEMP_MARK = ".tmp-"
+_STALE_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 
 def safe_name(name):
@@ -122,12 +126,11 @@ def _plan_artifact(directory, kind):
   return planned
 
 
-def plan(workdir, collection_dir, version, overwrite=False):
-  """Lists the modules a workdir exports to; checks names and existing versions first.
+def plan(workdir):
+  """Lists the modules a workdir exports to, checking their names first.
 
-  Returns a list of `PlannedModule`. Raises ValueError when two modules would share a directory
-  name or the workdir has no finished model, FileExistsError (naming every one) when versions
-  exist and `overwrite` is False.
+  Returns a list of `PlannedModule`, grouped by artifact. Raises ValueError when two modules would
+  share a directory name or the workdir has no finished model.
   """
   planned = []
   for directory, kind in find_finished_models(workdir):
@@ -143,11 +146,6 @@ def plan(workdir, collection_dir, version, overwrite=False):
                        f"and {other.kind} from {other.artifact!r}. Give the finished models "
                        "distinct names in their metadata.")
     by_name[p.module] = p
-  existing = [os.path.join(collection_dir, p.module, str(version)) for p in planned
-              if tf.io.gfile.exists(os.path.join(collection_dir, p.module, str(version)))]
-  if existing and not overwrite:
-    raise FileExistsError(f"Modules already exported at version {version}: {existing}. Pass "
-                          "overwrite=True (--overwrite) or another version.")
   return planned
 
 
@@ -191,7 +189,9 @@ def _single_expert(model, p):
   return model
 
 
-def _export_planned(p, model, meta, collection_dir, collection, version, overwrite):
+def _export_or_verify(p, model, meta, collection_dir, collection, version, overwrite):
+  """Writes planned module `p` (or, when it exists and not `overwrite`, checks it); returns its
+  index entry, which is added to the index."""
   expert = {}
   if p.expert_index is not None:
     expert = meta["experts"][p.expert_index]
@@ -199,19 +199,58 @@ def _export_planned(p, model, meta, collection_dir, collection, version, overwri
     expert = (meta.get("experts") or [{}])[0]
   path = os.path.join(collection_dir, p.module, str(version))
   with_logits = p.kind in ("baseline", "epn")
-  if p.kind in metadata_lib.BANK_KINDS:
-    meta_out = _module_metadata(p, model, meta, expert)
-    meta_out["module"] = p.module
-    export.export_bank(model, path, meta_out, overwrite=overwrite)
+  bank = p.kind in metadata_lib.BANK_KINDS
+  single = model if bank else _single_expert(model, p)
+  meta_out = _module_metadata(p, single, meta, expert)
+  meta_out["module"] = p.module
+  if tf.io.gfile.exists(path) and not overwrite:
+    _verify_existing(path, single, meta_out, with_logits, bank)
+    logging.info("Kept %s (%s) at %s: matches its finished model.", p.module, p.kind, path)
   else:
-    single = _single_expert(model, p)
-    meta_out = _module_metadata(p, single, meta, expert)
-    meta_out["module"] = p.module
-    export.export_expert(single, path, meta_out, with_logits=with_logits, overwrite=overwrite)
+    if bank:
+      export.export_bank(model, path, meta_out, overwrite=overwrite)
+    else:
+      export.export_expert(single, path, meta_out, with_logits=with_logits, overwrite=overwrite)
+    logging.info("Exported %s (%s) to %s", p.module, p.kind, path)
   entry = index_lib.entry(p.module, version, meta_out)
   index_lib.update(collection_dir, collection, [entry])
-  logging.info("Exported %s (%s) to %s", p.module, p.kind, path)
   return entry
+
+
+def _verify_existing(path, model, metadata, with_logits, bank):
+  """Checks the module at `path` holds `metadata` and computes what `model` does."""
+  hint = "Pass overwrite=True (--overwrite) to replace it, or export another --version."
+  if metadata_lib.read(path) != metadata:
+    raise FileExistsError(f"Module {path!r} already exists with other metadata than the finished "
+                          f"model would give (exported from another run?). {hint}")
+  ids = None
+  if bank:
+    count = export.num_bank_experts(model)
+    ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
+  images = verify.check_images(metadata["input"]["resolution"] or export.DEFAULT_RESOLUTION,
+                               verify.NUM_IMAGES if ids is None else len(ids))
+  try:
+    verify.compare(tf.saved_model.load(path), model, images, ids, with_logits, where=path)
+  except verify.VerificationError as e:
+    raise FileExistsError(f"Module {path!r} already exists but does not match its finished model "
+                          f"({e}). {hint}") from e
+
+
+def remove_stale_temps(collection_dir, modules, version):
+  """Removes `<module>/<version>.tmp-<hex>` directories (left by a killed export) of `modules`.
+
+  Only an exporter of this collection and version makes these names; returns the paths removed.
+  """
+  removed = []
+  for name in modules:
+    pattern = os.path.join(collection_dir, name, f"{version}{_TEMP_MARK}*")
+    for path in tf.io.gfile.glob(pattern):
+      if _STALE_TEMP.search(path):
+        tf.io.gfile.rmtree(path) if tf.io.gfile.isdir(path) else tf.io.gfile.remove(path)
+        removed.append(path)
+  if removed:
+    logging.info("Removed temp directories of an interrupted export: %s", removed)
+  return removed
 
 
 def _load_artifact(directory):
@@ -241,17 +280,21 @@ def export_workdir(workdir, export_dir="export", collection=None, version=1, ove
     export_dir: root of exports; modules go to `<export_dir>/<collection>/<module>/<version>`.
     collection: collection name; default: the workdir's base name.
     version: positive int version of every module written.
-    overwrite: replace modules that already exist at `version`.
+    overwrite: rewrite modules that already exist at `version`; without it they are kept once
+      checked against their finished model (a FileExistsError says when one does not match).
 
   Returns:
-    The index entries written, in export order (`{"name", "version", "handle", "kind",
-    "metadata"}`). Raises (see `plan`) before writing anything when names clash or modules exist.
+    The index entries of every planned module, in plan order (`{"name", "version", "handle",
+    "kind", "metadata"}`). Raises (see `plan`) before writing anything when names clash.
   """
   collection = check_collection_name(
       collection if collection is not None else os.path.basename(workdir.rstrip("/")))
   check_version(version)
   collection_dir = os.path.join(export_dir, collection)
-  planned = plan(workdir, collection_dir, version, overwrite)
+  planned = plan(workdir)
+  names = [p.module for p in planned]
+  remove_stale_temps(collection_dir, names, version)
+  index_lib.record_plan(collection_dir, collection, version, names)
   entries = []
   loaded = {}
   for p in planned:
@@ -259,6 +302,6 @@ def export_workdir(workdir, export_dir="export", collection=None, version=1, ove
       loaded.clear()  # one finished model in memory at a time (planned modules are grouped)
       loaded[p.artifact] = _load_artifact(p.artifact)
     model, meta = loaded[p.artifact]
-    entries.append(_export_planned(p, model, meta, collection_dir, collection, version,
-                                   overwrite))
+    entries.append(_export_or_verify(p, model, meta, collection_dir, collection, version,
+                                     overwrite))
   return entries

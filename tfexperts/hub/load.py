@@ -18,6 +18,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from tfexperts.errors import UserError
 from tfexperts.hub import identity as identity_lib
 from tfexperts.hub import index as index_lib
 from tfexperts.hub import metadata as metadata_lib
@@ -254,21 +255,37 @@ class Collection:
                    f"{sorted(i.name for i in everything)}")
 
 
-def load_collection(directory, version=None, lazy=True):
+def load_collection(directory, version=None, lazy=True, allow_incomplete=False):
   """Loads the collection at `directory` (holding index.json).
 
   Args:
     directory: the collection directory (local or gs:// path, or file:// URL).
     version: take this version of every module; default: each module's highest version.
     lazy: load each module on first use (default) rather than now; handles are checked now.
+    allow_incomplete: accept an export that has not written every module it planned (an
+      interrupted bin/export_experts); by default that is an error.
 
   Returns:
-    A `Collection`. Raises FileNotFoundError / ValueError naming the directory or handle.
+    A `Collection`. Raises FileNotFoundError / ValueError naming the directory or handle, and
+    `UserError` for a version the collection lacks or an incomplete export.
   """
   path = _local_path(directory).rstrip("/")
   data = index_lib.read(path)
+  available = index_lib.versions(data)
+  if version is not None and version not in available:
+    raise UserError(f"Collection {path!r} has no version {version!r}. Available versions: "
+                    f"{available}.")
+  chosen = index_lib.latest(data, version)
+  if not allow_incomplete:
+    checked = available if version is None else [version]
+    incomplete = {v: index_lib.missing(data, v) for v in checked if index_lib.missing(data, v)}
+    if incomplete:
+      raise UserError(f"Collection {path!r} is incomplete: its export of version(s) "
+                      f"{sorted(incomplete)} lacks modules {incomplete} (interrupted?). Rerun "
+                      "bin/export_experts to finish it, or pass allow_incomplete=True to use the "
+                      "modules that are there.")
   experts, banks, epn = [], [], None
-  for entry in index_lib.latest(data, version):
+  for entry in chosen:
     handle = os.path.join(path, entry["handle"])
     kind = entry.get("kind")
     if kind in metadata_lib.BANK_KINDS:
