@@ -24,6 +24,7 @@ from tfexperts.hub import index as index_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
 from tfexperts.hub.tfhub import hub
+from tfexperts.models import inputs
 
 PROBE_RESOLUTION = 224
 _REMOTE = re.compile(r"^https?://", re.IGNORECASE)
@@ -119,6 +120,11 @@ def load_checked(handle, metadata, with_ids=False):
   return module
 
 
+def _module_input(images):
+  """`images` checked against the input contract (`models.inputs.prepare`), as float32."""
+  return tf.cast(inputs.prepare(images), tf.float32)
+
+
 @dataclasses.dataclass
 class _LoadedModule:
   """A hub module known by handle and metadata, loaded and checked on first use of `module`."""
@@ -165,8 +171,9 @@ class Expert(_LoadedModule):
     return hasattr(self.module, module_lib.LOGITS)
 
   def embed(self, images):
-    """Features of `images` (`[b, h, w, 3]` floats in [0, 1]): a `[b, d]` float32 tf.Tensor."""
-    return tf.cast(self.module(tf.convert_to_tensor(images, tf.float32)), tf.float32)
+    """Features of `images` (`[b, h, w, 3]` floats in [0, 1], or uint8 in [0, 255], converted):
+    a `[b, d]` float32 tf.Tensor. Out-of-range floats are an error (see `models.inputs`)."""
+    return tf.cast(self.module(_module_input(images)), tf.float32)
 
   __call__ = embed
 
@@ -175,7 +182,7 @@ class Expert(_LoadedModule):
     if not self.has_logits:
       raise ValueError(f"Module {self.handle!r} ({self.name}) has no 'logits' endpoint; only "
                        "the baseline and the expert prediction network export their head.")
-    return tf.cast(self.module.logits(tf.convert_to_tensor(images, tf.float32)), tf.float32)
+    return tf.cast(self.module.logits(_module_input(images)), tf.float32)
 
 
 @dataclasses.dataclass
@@ -193,8 +200,8 @@ class Bank(_LoadedModule):
 
   def embed(self, images, expert_ids):
     """Features `[b, d]` float32 of `images`, image i through expert `expert_ids[i]`."""
-    return tf.cast(self.module(tf.convert_to_tensor(images, tf.float32),
-                               tf.convert_to_tensor(expert_ids, tf.int32)), tf.float32)
+    return tf.cast(self.module(_module_input(images), tf.convert_to_tensor(expert_ids, tf.int32)),
+                   tf.float32)
 
   __call__ = embed
 

@@ -11,6 +11,7 @@ hub modules built on it keep the [0, 1] contract.
 import keras
 from keras import ops
 
+from tfexperts.models import inputs
 from tfexperts.models import layers as bit_layers
 
 # Presets as data: name -> constructor arguments.
@@ -185,8 +186,9 @@ class ResNetV2(keras.Model):
     return tuple(block.in_channels for block in self.blocks)
 
   def root(self, images):
-    """Maps `[b, h, w, 3]` images in [0, 1] to the root block's output (input of block1)."""
-    return self.root_block(images * 2.0 - 1.0)
+    """Maps `[b, h, w, 3]` images in [0, 1] (or uint8, see `inputs.prepare`) to the root block's
+    output (input of block1)."""
+    return self.root_block(inputs.prepare(images) * 2.0 - 1.0)
 
   def outputs_from(self, x, expert_ids=None):
     """Maps block4's output to `{"pre_logits": ..., "logits": ...}` (logits only with a head)."""

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfexperts import fileio
 from tfexperts.hub import load as hub_load
+from tfexperts.models import inputs
 from tfexperts.transfer import stats
 from tfexperts.train import loop
 
@@ -45,7 +46,7 @@ class TransferModel(keras.Model):
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
 
   def call(self, images, training=False):
-    features = self.expert(images, training=training)
+    features = self.expert(tf.cast(inputs.prepare(images), tf.float32), training=training)
     if isinstance(features, dict):
       features = features["pre_logits"]
     return self.head(tf.cast(features, tf.float32))
