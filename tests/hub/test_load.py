@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests.hub import collection_fixtures as conftest
+from tfexperts.errors import UserError
 from tfexperts.hub import load
 from tfexperts.hub.tfhub import hub
 
@@ -117,3 +118,30 @@ def test_lazy_collection_loads_modules_on_first_use(exported):
   red = coll.get("patch_thing_red")
   assert (red.name, red.metadata["name"], red.metadata["node"]) == (
       "patch_thing_red", "thing/red", "thing/red")
+
+
+class _FixedSizeModule(tf.Module):
+  """A feature-vector SavedModel taking only 20x20 images, as many TF Hub modules do."""
+
+  def __init__(self):
+    super().__init__()
+    self.scale = tf.Variable([1.0, 2.0, 3.0])
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 20, 20, 3], tf.float32)])
+  def __call__(self, images):
+    return tf.reduce_mean(images, [1, 2]) * self.scale
+
+
+def test_fixed_input_size_module_is_probed_at_its_size_and_names_a_wrong_one(tmp_path):
+  from tfexperts.select import features  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "fixed" / "1")
+  tf.saved_model.save(_FixedSizeModule(), path)
+  expert = load.load_expert(path)  # probed at 20x20, not 224
+  assert expert.input_size == (20, 20)
+  assert expert.embed(np.full((2, 20, 20, 3), 0.5, "float32")).shape == (2, 3)
+  images = np.full((4, 32, 32, 3), 0.5, "float32")
+  with pytest.raises(UserError, match=r"'.*fixed/1' takes only 20x20 images.*requested 32x32"):
+    expert.embed(images)
+  dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(4))).batch(2)
+  with pytest.raises(UserError, match=r"takes only 20x20 images.*requested 32x32"):
+    features.embed(expert.embed, dataset)

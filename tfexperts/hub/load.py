@@ -74,9 +74,26 @@ def resolve(handle):
   return path
 
 
-def _probe_images(metadata, count=2):
+def fixed_input_size(module):
+  """`(height, width)` when every traced `__call__` of a loaded module takes only that image size
+  (a fixed input signature, common on TF Hub), else None."""
+  functions = getattr(getattr(module, "__call__", None), "concrete_functions", None) or []
+  sizes = set()
+  for function in functions:
+    args = function.structured_input_signature[0]
+    spec = args[0] if args else None
+    if not isinstance(spec, tf.TensorSpec) or spec.shape.rank != 4:
+      return None
+    sizes.add(tuple(spec.shape[1:3]))
+  if len(sizes) != 1 or None in next(iter(sizes)):
+    return None
+  return next(iter(sizes))
+
+
+def _probe_images(metadata, size=None, count=2):
   resolution = (metadata.get("input") or {}).get("resolution") or PROBE_RESOLUTION
-  images = np.random.default_rng(0).uniform(size=(count, resolution, resolution, 3))
+  height, width = size or (resolution, resolution)
+  images = np.random.default_rng(0).uniform(size=(count, height, width, 3))
   return tf.constant(images, tf.float32)
 
 
@@ -108,7 +125,7 @@ def load_checked(handle, metadata, with_ids=False):
   if not callable(module):
     raise ValueError(f"Hub handle {handle!r} is a SavedModel without __call__ (not a reusable "
                      "SavedModel / feature-vector module).")
-  images = _probe_images(metadata)
+  images = _probe_images(metadata, fixed_input_size(module))
   args = (images, tf.zeros([images.shape[0]], tf.int32)) if with_ids else (images,)
   what = "a bank module taking (images, expert_ids)" if with_ids else "a feature-vector module"
   try:
@@ -138,6 +155,20 @@ class _LoadedModule:
   def kind(self):
     """Metadata `kind` (baseline / full / adapter / patch / epn / *_bank), or None if unknown."""
     return self.metadata.get("kind")
+
+  @property
+  def input_size(self):
+    """`(height, width)` the module requires (a fixed input signature), else None (any size)."""
+    return fixed_input_size(self.module)
+
+  def check_input_size(self, height, width):
+    """Raises `UserError` naming the handle and both sizes when the module cannot take images of
+    `height` x `width`."""
+    size = self.input_size
+    if size is not None and tuple(size) != (height, width):
+      raise UserError(f"Module {self.handle!r} takes only {size[0]}x{size[1]} images (a fixed "
+                      f"input signature); requested {height}x{width}. Use --resolution="
+                      f"{size[0]} for it, or a module that takes any size.")
 
   @property
   def content_id(self):
@@ -172,8 +203,12 @@ class Expert(_LoadedModule):
 
   def embed(self, images):
     """Features of `images` (`[b, h, w, 3]` floats in [0, 1], or uint8 in [0, 255], converted):
-    a `[b, d]` float32 tf.Tensor. Out-of-range floats are an error (see `models.inputs`)."""
-    return tf.cast(self.module(_module_input(images)), tf.float32)
+    a `[b, d]` float32 tf.Tensor. Out-of-range floats are an error (see `models.inputs`), and so
+    are images of another size than a fixed-size module takes (`check_input_size`)."""
+    images = _module_input(images)
+    if images.shape.rank == 4 and None not in images.shape[1:3]:
+      self.check_input_size(*images.shape[1:3])
+    return tf.cast(self.module(images), tf.float32)
 
   __call__ = embed
 

@@ -107,11 +107,13 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
     return _pre_logits(model(images))
 
   if strategy is None:
-    step = tf.function(replica_step, reduce_retracing=True)
+    # No autograph (nothing to convert): errors raised while tracing, e.g. a module's UserError
+    # for a wrong image size, reach the caller as they are rather than as a StagingError.
+    step = tf.function(replica_step, reduce_retracing=True, autograph=False)
     batches, local = dataset, _single_replica
   else:
     step = tf.function(lambda images: strategy.run(replica_step, args=(images,)),
-                       reduce_retracing=True)
+                       reduce_retracing=True, autograph=False)
     batches = strategy.experimental_distribute_dataset(dataset)
     local = strategy.experimental_local_results
   features, labels = [], []
