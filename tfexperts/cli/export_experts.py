@@ -4,6 +4,8 @@ Every finished model below --workdir (baseline, full experts, adapter and patch 
 prediction network) becomes modules under <export_dir>/<collection>/<module>/<version>/, each a
 reusable SavedModel with assets/metadata.json, checked against the Keras model after writing; the
 collection's index.json lists them all (see tfexperts/hub/collection.py for the module names).
+A rerun resumes an interrupted export: modules already written are checked and kept, missing ones
+are written, and temp directories a killed run left are removed; --overwrite rewrites them all.
 
 Example:
   bin/export_experts --workdir=/tmp/run                 # -> export/run/<module>/1/
@@ -19,7 +21,8 @@ flags.DEFINE_string("workdir", None, "Training workdir whose finished models are
 flags.DEFINE_string("collection", None, "Collection name (default: the workdir's base name).")
 flags.DEFINE_string("export_dir", "export", "Root directory of exported collections.")
 flags.DEFINE_integer("version", 1, "Version number of every module written (positive).")
-flags.DEFINE_bool("overwrite", False, "Replace modules that already exist at --version.")
+flags.DEFINE_bool("overwrite", False, "Rewrite modules that already exist at --version (without "
+                  "it they are checked against their finished model and kept).")
 
 
 def format_entries(entries):
@@ -37,7 +40,8 @@ def main(argv):
   """Runs the export with the parsed flags.
 
   Returns 0, or 1 after printing the reason when the workdir cannot be exported as asked (no
-  finished models, clashing names, modules already exported without --overwrite). Raises
+  finished models, clashing names, an existing module that differs from its finished model
+  without --overwrite). Raises
   app.UsageError on bad arguments; a module that does not match its Keras model raises.
   """
   if len(argv) > 1:
