@@ -3,7 +3,8 @@
 `prepare(images)` is called where images enter a model (the BiT model's root, the hub loader's
 `embed`, the fine-tuning model). It converts uint8 images (always [0, 255]) to float32 / 255,
 rejects other integer dtypes, and checks float images: values beyond [0, 1] by more than
-`TOLERANCE` are an error saying whether they look like [0, 255] (divide by 255) or [-1, 1] (use (x + 1) / 2).
+`TOLERANCE` are an error saying whether they look like [0, 255] (divide by 255) or [-1, 1]
+(use (x + 1) / 2).
 
 The check looks at every `STRIDE`-th row and column of every image (1/16 of the pixels), so it
 costs far less than a pass over the batch: a wrong value convention shows on every part of an
