@@ -151,6 +151,11 @@ def test_interrupted_export_resumes_and_incomplete_collection_is_refused(tmp_pat
   assert loaded.epn is not None and loaded.baseline is not None
 
   # A module that is not what the finished model gives is never kept silently.
+  baseline_vars = os.path.join(collection_dir, "baseline", "1", "variables")
+  shutil.rmtree(baseline_vars)
+  shutil.copytree(os.path.join(collection_dir, "epn", "1", "variables"), baseline_vars)
+  with pytest.raises(FileExistsError, match="baseline/1.*variable.*differs.*--overwrite"):
+    collection.export_workdir(str(run), export_dir, collection="c")
   meta_path = os.path.join(collection_dir, "baseline", "1", "assets", "metadata.json")
   meta = json.load(open(meta_path))
   json.dump({**meta, "name": "someone else"}, open(meta_path, "w"))

@@ -15,8 +15,8 @@ Names are made filesystem-safe ("thing/red" -> "thing_red").
 
 Every planned module is checked (unique names) before the first one is written; the collection
 index records the planned set first and is updated after each module. Exports resume: a rerun
-(without `overwrite`) keeps each module already at its version once it is checked against its
-finished model, writes the missing ones, and removes the temp directories an interrupted run
+(without `overwrite`) keeps each module already at its version once its metadata and saved
+variables are checked against its finished model, writes the missing ones, and removes the temp directories an interrupted run
 left for the planned modules; `overwrite` rewrites them all.
 """
 import dataclasses
@@ -39,6 +39,7 @@ from tfexperts.train import artifacts
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TEMP_MARK = ".tmp-"
 _STALE_TEMP = re.compile(r"\.tmp-[0-9a-f]{32}$")
+_SAVED_VARIABLE = re.compile(r"^variables/\d+/\.ATTRIBUTES/VARIABLE_VALUE$")
 
 
 def safe_name(name):
@@ -204,7 +205,7 @@ def _export_or_verify(p, model, meta, collection_dir, collection, version, overw
   meta_out = _module_metadata(p, single, meta, expert)
   meta_out["module"] = p.module
   if tf.io.gfile.exists(path) and not overwrite:
-    _verify_existing(path, single, meta_out, with_logits, bank)
+    _verify_existing(path, single, meta_out, with_logits)
     logging.info("Kept %s (%s) at %s: matches its finished model.", p.module, p.kind, path)
   else:
     if bank:
@@ -217,23 +218,29 @@ def _export_or_verify(p, model, meta, collection_dir, collection, version, overw
   return entry
 
 
-def _verify_existing(path, model, metadata, with_logits, bank):
-  """Checks the module at `path` holds `metadata` and computes what `model` does."""
+def _verify_existing(path, model, metadata, with_logits):
+  """Checks the module at `path` was written from `model`: same metadata, and every saved variable
+  equal to the export copy's (read from the checkpoint, without loading the SavedModel's graph;
+  the graph was checked against the model when the module was written)."""
   hint = "Pass overwrite=True (--overwrite) to replace it, or export another --version."
   if metadata_lib.read(path) != metadata:
     raise FileExistsError(f"Module {path!r} already exists with other metadata than the finished "
                           f"model would give (exported from another run?). {hint}")
-  ids = None
-  if bank:
-    count = export.num_bank_experts(model)
-    ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
-  images = verify.check_images(metadata["input"]["resolution"] or export.DEFAULT_RESOLUTION,
-                               verify.NUM_IMAGES if ids is None else len(ids))
+  want = copies.export_ready(model, keep_head=with_logits).variables
   try:
-    verify.compare(tf.saved_model.load(path), model, images, ids, with_logits, where=path)
-  except verify.VerificationError as e:
-    raise FileExistsError(f"Module {path!r} already exists but does not match its finished model "
-                          f"({e}). {hint}") from e
+    reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    saved = [k for k in reader.get_variable_to_shape_map() if _SAVED_VARIABLE.match(k)]
+  except (tf.errors.OpError, ValueError) as e:
+    raise FileExistsError(f"Module {path!r} already exists but its variables cannot be read "
+                          f"({type(e).__name__}: {e}). {hint}") from e
+  if len(saved) != len(want):
+    raise FileExistsError(f"Module {path!r} already exists with {len(saved)} variables; its "
+                          f"finished model has {len(want)}. {hint}")
+  for i, variable in enumerate(want):
+    if not np.array_equal(reader.get_tensor(f"variables/{i}/.ATTRIBUTES/VARIABLE_VALUE"),
+                          variable.numpy()):
+      raise FileExistsError(f"Module {path!r} already exists but its variable {variable.path!r} "
+                            f"differs from the finished model's. {hint}")
 
 
 def remove_stale_temps(collection_dir, modules, version):
