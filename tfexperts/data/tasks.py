@@ -14,11 +14,16 @@ Suites:
   FGVC-Aircraft is absent: tensorflow-datasets has no builder for it.
 * `offline`: the project's own tfds datasets (group "offline"), which build without a network.
 
+Beside the names, `get_task` takes task strings for any data (`task_specs`):
+`tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY]` and `folder:PATH`, with the VTAB-1k splits of
+`vtab_splits` (group and suite "custom").
+
 Data is read from prepared tfds data dirs only unless `download=True`. A version the installed
 tensorflow-datasets cannot generate (e.g. kitti 3.1.0, oxford_iiit_pet 3.x) is loaded when it is in
 the data dir; otherwise the error names the version and how to prepare it.
 """
 import dataclasses
+import difflib
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -28,6 +33,8 @@ import tensorflow_datasets as tfds
 from tfexperts.data import builders  # noqa: F401  (registers the offline builders with tfds)
 from tfexperts.data import pipeline
 from tfexperts.data import preprocess as pp
+from tfexperts.data import task_specs
+from tfexperts.errors import UserError
 
 STANDARD_SPLITS = ("train800", "val200", "train800val200", "test")
 GROUPS = ("natural", "specialized", "structured", "offline")
@@ -79,6 +86,11 @@ class Task:
     label_fn: function of the decoded tfds features dict returning the integer label.
     image_fn: function on the decoded uint8 RGB image run before preprocessing (e.g. dsprites'
       0/1 -> 0/255), or None.
+    spec: the task string a `tfds:` / `folder:` task was made from (see `task_specs`), else None.
+    builder_fn: `(data_dir, download) -> builder` used instead of `tfds.builder` (folder tasks).
+    split_note: which split rule applied (spec tasks), for the output and the records.
+    split_sources: `{split: description}` when `splits` values are not tfds split strings of a
+      named dataset (folder tasks).
   """
   name: str
   tfds_name: str
@@ -91,6 +103,10 @@ class Task:
   label_key: Optional[str] = "label"
   label_fn: Optional[Callable] = None
   image_fn: Optional[Callable] = None
+  spec: Optional[str] = None
+  builder_fn: Optional[Callable] = None
+  split_note: str = ""
+  split_sources: Optional[Mapping[str, str]] = None
 
   @property
   def tfds_spec(self):
@@ -103,6 +119,8 @@ class Task:
     Takes a tfds data dir (None: tfds's default) and whether tfds may download and prepare the
     data when it is missing. Raises `DataNotPreparedError` naming the version and how to prepare it.
     """
+    if self.builder_fn is not None:
+      return self.builder_fn(data_dir, download)
     where = data_dir or "the default tfds data dir"
     try:
       builder = tfds.builder(self.tfds_spec, data_dir=data_dir)
@@ -145,6 +163,21 @@ class Task:
                        f"{list(self.splits)}")
     sizes = {name: info.num_examples for name, info in builder.info.splits.items()}
     return _resolve(self.splits[split], sizes)
+
+  def describe_splits(self, data_dir=None):
+    """`{split: resolved source}` for every split, plus `"note"` when a split rule applied.
+
+    E.g. `{"train800": "train[:800]", ..., "test": "validation"}`; reads the prepared builder's
+    split sizes for registry tasks.
+    """
+    if self.split_sources is not None:
+      described = dict(self.split_sources)
+    else:
+      builder = self.builder(data_dir)
+      described = {split: self.tfds_split(split, builder) for split in self.splits}
+    if self.split_note:
+      described["note"] = self.split_note
+    return described
 
   def num_examples(self, split, data_dir=None):
     """Number of examples of a task split in the prepared data."""
@@ -357,8 +390,28 @@ def list_tasks(suite=None, group=None):
           if (suite is None or t.suite == suite) and (group is None or t.group == group)]
 
 
-def get_task(name):
-  """Returns the `Task` registered as `name`; raises ValueError listing the known names."""
+def _prepared_builder(spec, tfds_name, version, data_dir):
+  """The prepared builder of a `tfds:` task string (errors as `Task.builder`'s)."""
+  dataset = tfds_name.split("/")[0]
+  known = tfds.list_builders(with_community_datasets=False)
+  if dataset not in known:
+    close = difflib.get_close_matches(dataset, known, n=5)
+    raise UserError(f"Task {spec!r}: tensorflow-datasets {tfds.__version__} has no dataset "
+                    f"{dataset!r}. Close names: {close} (all: tfds.list_builders()).")
+  provisional = Task(spec, tfds_name, version, 1, task_specs.GROUP, task_specs.SUITE, {})
+  return provisional.builder(data_dir)
+
+
+def get_task(name, data_dir=None):
+  """Returns the `Task` registered as `name`, or built from a `tfds:` / `folder:` task string.
+
+  Takes the name or task string (see `task_specs`) and the tfds data dir a `tfds:` task reads
+  (its features and split sizes are read now). Raises UserError (a ValueError) listing the known
+  names for an unknown name, or naming what is wrong with a task string.
+  """
+  if task_specs.is_spec(name):
+    return Task(**task_specs.task_fields(name, data_dir, _prepared_builder))
   if name not in TASKS:
-    raise ValueError(f"Unknown task {name!r}. Known tasks: {list(TASKS)}")
+    raise UserError(f"Unknown task {name!r}. Known tasks: {list(TASKS)}, or a task string "
+                    f"{task_specs.FORMS}.")
   return TASKS[name]
