@@ -91,10 +91,11 @@ class _Dict(tf.Module):
 
 
 class _NoCall(tf.Module):
+  """Only a variable: no __call__, serve endpoint or signature maps images to anything."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
-  def double(self, x):
-    return 2 * x
+  def __init__(self):
+    super().__init__()
+    self.weight = tf.Variable(2.0)
 
 
 @pytest.mark.parametrize("module, message", [

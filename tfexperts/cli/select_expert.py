@@ -12,8 +12,10 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("task", None, "Task registry name (tfexperts.data.tasks).")
-flags.DEFINE_list("experts", [], "Collection directories and/or hub handles.")
+flags.DEFINE_string("task", None, "Task registry name (tfexperts.data.tasks), "
+                    "tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY] or folder:PATH.")
+flags.DEFINE_list("experts", [], "Collection directories, hub handles (a handle may end in "
+                  "?range=-1,1) and/or published collections (tfhub:NAME).")
 flags.DEFINE_list("proxy", ["knn"], "Proxies to score with, or `all` (one feature pass).")
 flags.DEFINE_string("split", "train800", "Task split whose images are embedded.")
 flags.DEFINE_string("data_dir", None, "tfds data dir.")
@@ -37,7 +39,9 @@ def main(argv):
   from tfexperts.select import proxies as proxies_lib  # pylint: disable=g-import-not-at-top
   from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
   try:
-    task = tasks.get_task(FLAGS.task)
+    task = tasks.get_task(FLAGS.task, FLAGS.data_dir)
+    splits = task.describe_splits(FLAGS.data_dir)
+    print(f"Task {FLAGS.task} ({task.name}, {task.num_classes} classes): splits {splits}")
     names = sorted(proxies_lib.PROXIES) if FLAGS.proxy == ["all"] else FLAGS.proxy
     candidates = selection.load_candidates(FLAGS.experts)
     source = selection.FeatureSource(task, FLAGS.split, FLAGS.data_dir, FLAGS.resolution,
@@ -45,7 +49,7 @@ def main(argv):
     scores, seconds = selection.score(candidates, source, names, seed=FLAGS.seed)
   except (ValueError, FileNotFoundError) as e:
     raise app.UsageError(str(e)) from None
-  out_dir = os.path.join(FLAGS.output_dir, FLAGS.task)
+  out_dir = os.path.join(FLAGS.output_dir, task.name)
   rows = []
   for proxy in names:
     ranking = proxies_lib.rank(scores[proxy])
@@ -59,7 +63,8 @@ def main(argv):
       plots.plot_scores(dict(ranking), os.path.join(out_dir, f"{proxy}.png"),
                         title=f"{proxy} on {FLAGS.task}", ylabel=proxy)
   fileio.write_json_atomic(os.path.join(out_dir, "ranking.json"),
-                           {"task": FLAGS.task, "split": FLAGS.split, "scores": scores,
+                           {"task": task.name, "task_spec": FLAGS.task, "splits": splits,
+                            "split": FLAGS.split, "scores": scores,
                             "seconds": seconds, "images_embedded": source.stats.images_embedded,
                             "experts": candidates.names()})
   buffer = io.StringIO()

@@ -26,8 +26,10 @@ SELECTIONS = ("knn", "label_matching", "domain", "random", "knn_topk", "all_expe
 FINE_TUNE_SEVERAL = ("all_experts", "all_proxies")
 TOPK = "knn_topk"  # a strategy, not a scoring proxy: it fine-tunes
 
-flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), or `vtab` for all 19.")
-flags.DEFINE_list("experts", [], "Collection directories and/or hub handles.")
+flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), `vtab` for all 19, and/or "
+                  "task strings tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY], folder:PATH.")
+flags.DEFINE_list("experts", [], "Collection directories, hub handles (a handle may end in "
+                  "?range=-1,1) and/or published collections (tfhub:NAME).")
 flags.DEFINE_string("selection", "knn", f"One of {SELECTIONS} or an expert's name.")
 flags.DEFINE_list("report_proxies", ["knn", "label_matching", "domain", "random", TOPK],
                   "Proxies scored (and recorded) for every task; knn_topk (short fine-tunes) is "
@@ -148,8 +150,9 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
     chosen = [picks[selection_name]]
   else:
     chosen = [selection_name]
+  splits = task.describe_splits(FLAGS.data_dir)
   print(f"\n== {task.name}: selection={selection_name} -> fine-tuning {chosen} "
-        f"(selection took {selection_seconds:.1f}s)", flush=True)
+        f"(selection took {selection_seconds:.1f}s); splits {splits}", flush=True)
   per_expert = {}
   for name in chosen:
     per_expert[name] = protocol.run_protocol(
@@ -161,7 +164,8 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
   best_name = max(accuracies, key=accuracies.get) if selection_name in FINE_TUNE_SEVERAL else (
       chosen[0])
   config_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
-  record = {"task": task.name, "group": task.group, "selection": selection_name,
+  record = {"task": task.name, "task_spec": task.spec or task.name, "splits": splits,
+            "group": task.group, "selection": selection_name,
             "chosen": chosen, "proxy_scores": scores, "picks": picks,
             "proxy_seconds": proxy_seconds, "per_expert": per_expert,
             "test_accuracy": accuracies[best_name],
@@ -220,7 +224,7 @@ def main(argv):
   from tfexperts.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   names = list(tasks.VTAB_TASKS) if FLAGS.task == ["vtab"] else FLAGS.task
   try:
-    task_list = [tasks.get_task(n) for n in names]
+    task_list = [tasks.get_task(n, FLAGS.data_dir) for n in names]
     candidates = selection.load_candidates(FLAGS.experts)
     strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
     config = _protocol_config()

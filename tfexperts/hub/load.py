@@ -5,7 +5,8 @@ which goes through `tensorflow_hub` (`hub.resolve` downloads and caches it). Mod
 `tfexperts.hub.export` carry `assets/metadata.json`; others (e.g. the published BiT experts,
 `https://tfhub.dev/google/experts/bit/r50x1/in21k/<name>/1`) load with empty metadata and a name
 taken from the handle. Every module is checked on load: it must map a few images to a `[b, d]`
-float feature tensor.
+float feature tensor. Third-party SavedModels work too (`third_party`: `__call__`, `serve` or a
+signature; `HANDLE?range=-1,1` for modules expecting another input range).
 
     experts = load_experts("export/my_collection")   # or a handle, or a list of both
     features = experts[0].embed(images)               # [b, d] float32 tf.Tensor
@@ -23,6 +24,7 @@ from tfexperts.hub import identity as identity_lib
 from tfexperts.hub import index as index_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
+from tfexperts.hub import third_party
 from tfexperts.hub.tfhub import hub
 from tfexperts.models import inputs
 
@@ -55,6 +57,7 @@ def resolve(handle):
   """
   if not isinstance(handle, str) or not handle:
     raise ValueError(f"A hub handle must be a non-empty string. Received: {handle!r}")
+  handle = third_party.split_options(handle)[0]  # "?range=..." is ours, not part of the handle
   if _REMOTE.match(handle):
     try:
       return hub.resolve(handle)
@@ -122,10 +125,8 @@ def load_checked(handle, metadata, with_ids=False):
   except Exception as e:  # a corrupt or incompatible SavedModel
     raise ValueError(f"Hub handle {handle!r} could not be loaded as a SavedModel: "
                      f"{type(e).__name__}: {e}") from e
-  if not callable(module):
-    raise ValueError(f"Hub handle {handle!r} is a SavedModel without __call__ (not a reusable "
-                     "SavedModel / feature-vector module).")
   images = _probe_images(metadata, fixed_input_size(module))
+  module = third_party.feature_module(module, handle)  # __call__, serve or a signature; ?range
   args = (images, tf.zeros([images.shape[0]], tf.int32)) if with_ids else (images,)
   what = "a bank module taking (images, expert_ids)" if with_ids else "a feature-vector module"
   try:

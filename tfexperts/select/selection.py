@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import load as hub_load
+from tfexperts.hub import published
 from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
@@ -42,16 +43,22 @@ def expert_key(expert):
 
 
 def load_candidates(specs):
-  """Loads experts from collection directories and/or single handles (a str or a list).
+  """Loads experts from collection directories, single handles and/or published collections.
 
-  Returns `Candidates`; a collection also supplies its baseline and EPN. Modules load lazily.
+  Takes a str (comma-separated) or a list; "tfhub:NAME" is a published collection
+  (`hub.published`). Returns `Candidates`; a collection also supplies its baseline and EPN.
+  Modules load lazily.
   """
   if isinstance(specs, str):
     specs = [s for s in specs.split(",") if s]
   experts, baseline, epn = [], None, None
   for spec in specs:
     local = hub_load._local_path(spec)  # pylint: disable=protected-access
-    if not hub_load._REMOTE.match(spec) and hub_load.index_lib.is_collection(local):  # pylint: disable=protected-access
+    if published.is_published(spec):
+      loaded = published.load_published(spec)
+      experts += loaded
+      baseline = baseline or next((e for e in loaded if e.kind == "baseline"), None)
+    elif not hub_load._REMOTE.match(spec) and hub_load.index_lib.is_collection(local):  # pylint: disable=protected-access
       collection = hub_load.load_collection(spec)
       experts += collection.experts
       baseline = baseline or collection.baseline
@@ -143,7 +150,8 @@ def score(candidates, source, proxies=("knn",), seed=0):
   feats = {expert_key(e): source.features(e) for e in candidates.experts} if needs_features else {}
   labels = next(iter(feats.values())).labels if feats else None
   upstream_probs = domain_probs = domain_names = None
-  if {"label_matching", "leep"} & set(proxies) and candidates.baseline is not None:
+  if ({"label_matching", "leep"} & set(proxies) and candidates.baseline is not None
+      and candidates.baseline.has_logits):  # published baselines export features only
     base_logits = source.logits(candidates.baseline)
     labels = base_logits.labels if labels is None else labels
     upstream_probs = (_sigmoid if candidates.baseline.metadata.get("multi_label") else _softmax)(

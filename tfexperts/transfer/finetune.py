@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfexperts import fileio
 from tfexperts.hub import load as hub_load
+from tfexperts.hub import third_party
 from tfexperts.models import inputs
 from tfexperts.transfer import stats
 from tfexperts.train import loop
@@ -24,14 +25,24 @@ from tfexperts.train import loop
 RESULT = "result.json"
 
 
+_ENDPOINTS = (("serve", "train"), ("serve", None), ("__call__", None), ("serving_default", None))
+
+
 def expert_layer(handle):
-  """A trainable Keras 3 layer computing the module's `[b, d]` pre-logits from [0, 1] images."""
+  """A trainable Keras 3 layer computing the module's `[b, d]` pre-logits from images.
+
+  Tries our modules' `serve`/`train` endpoints, then `serve` alone (Keras 3 exports), `__call__`
+  (reusable SavedModels such as the published BiT experts) and the `serving_default` signature.
+  The images it takes are in the module's own range (see `TransferModel`).
+  """
   path = hub_load.resolve(handle)
-  try:
-    return keras.layers.TFSMLayer(path, call_endpoint="serve", call_training_endpoint="train",
-                                  trainable=True, name="expert")
-  except ValueError:  # no serve/train endpoints: a generic reusable SavedModel
-    return keras.layers.TFSMLayer(path, call_endpoint="__call__", trainable=True, name="expert")
+  for call, train in _ENDPOINTS:
+    try:
+      return keras.layers.TFSMLayer(path, call_endpoint=call, call_training_endpoint=train,
+                                    trainable=True, name="expert")
+    except ValueError:  # endpoint missing: try the next
+      continue
+  raise ValueError(f"Hub handle {handle!r} has none of the endpoints {_ENDPOINTS} to fine-tune.")
 
 
 class TransferModel(keras.Model):
@@ -43,12 +54,15 @@ class TransferModel(keras.Model):
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
     self.handle, self.num_classes = handle, num_classes
     self.expert = expert_layer(handle)
+    self.input_range = third_party.input_range(handle)
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
 
   def call(self, images, training=False):
-    features = self.expert(tf.cast(inputs.prepare(images), tf.float32), training=training)
+    images = third_party.rescale(tf.cast(inputs.prepare(images), tf.float32), self.input_range)
+    features = self.expert(images, training=training)
     if isinstance(features, dict):
-      features = features["pre_logits"]
+      features = features["pre_logits"] if "pre_logits" in features else (
+          next(iter(features.values())) if len(features) == 1 else features["pre_logits"])
     return self.head(tf.cast(features, tf.float32))
 
 
