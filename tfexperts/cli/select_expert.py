@@ -15,7 +15,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("task", None, "Task registry name (tfexperts.data.tasks), "
                     "tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY] or folder:PATH.")
 flags.DEFINE_list("experts", [], "Collection directories, hub handles (a handle may end in "
-                  "?range=-1,1) and/or published collections (tfhub:NAME).")
+                  "?range=-1:1) and/or published collections (tfhub:NAME).")
 flags.DEFINE_list("proxy", ["knn"], "Proxies to score with, or `all` (one feature pass).")
 flags.DEFINE_string("split", "train800", "Task split whose images are embedded.")
 flags.DEFINE_string("data_dir", None, "tfds data dir.")

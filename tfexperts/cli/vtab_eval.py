@@ -29,7 +29,7 @@ TOPK = "knn_topk"  # a strategy, not a scoring proxy: it fine-tunes
 flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), `vtab` for all 19, and/or "
                   "task strings tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY], folder:PATH.")
 flags.DEFINE_list("experts", [], "Collection directories, hub handles (a handle may end in "
-                  "?range=-1,1) and/or published collections (tfhub:NAME).")
+                  "?range=-1:1) and/or published collections (tfhub:NAME).")
 flags.DEFINE_string("selection", "knn", f"One of {SELECTIONS} or an expert's name.")
 flags.DEFINE_list("report_proxies", ["knn", "label_matching", "domain", "random", TOPK],
                   "Proxies scored (and recorded) for every task; knn_topk (short fine-tunes) is "

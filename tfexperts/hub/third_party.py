@@ -6,7 +6,8 @@ TF-Hub feature vectors), a `serve` endpoint (Keras 3 `model.export`), or the `se
 signature with one input and one output (or a "pre_logits" / "feature_vector" / "default" one).
 
 Images are in [0, 1]. A module that expects another range declares it with a handle option:
-`HANDLE?range=-1,1` (images are mapped linearly from [0, 1] to [-1, 1] before the call).
+`HANDLE?range=-1,1` or `HANDLE?range=-1:1` (the form to use in comma-separated flags such as
+`--experts`): images are mapped linearly from [0, 1] to [-1, 1] before the call.
 `split_options` separates such options from the handle.
 """
 import urllib.parse
@@ -45,12 +46,13 @@ def split_options(handle):
 
 def _parse_range(handle, text):
   try:
-    low, high = (float(v) for v in text.split(","))
+    low, high = (float(v) for v in text.replace(":", ",").split(","))
   except ValueError:
     low = high = None
   if low is None or not low < high:
-    raise UserError(f"Hub handle {handle!r}: range must be two numbers LOW,HIGH with LOW < HIGH "
-                    f"(e.g. range=-1,1). Received: range={text!r}")
+    raise UserError(f"Hub handle {handle!r}: range must be two numbers LOW,HIGH or LOW:HIGH "
+                    f"with LOW < HIGH (e.g. range=-1,1, or range=-1:1 inside a comma-separated "
+                    f"flag such as --experts). Received: range={text!r}")
   return (low, high)
 
 

@@ -1,0 +1,85 @@
+"""Published collections from a prepared tensorflow_hub cache; third-party SavedModels; ?range=."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.hub import collection_fixtures
+from tests.hub import third_party_modules as tpm
+from tfexperts.errors import UserError
+from tfexperts.hub import load
+from tfexperts.hub import published
+from tfexperts.hub import third_party
+from tfexperts.select import selection
+
+BIT = "tfhub:bit-experts-r50x1-in21k"
+
+
+def test_shipped_collection_lists_confirmed_handles_with_sources():
+  assert published.names() == ["bit-experts-r50x1-in21k"]
+  data = published.read(BIT)
+  assert (data["name"], data["version"], data["feature_dim"]) == (
+      "bit-experts-r50x1-in21k", 1, 2048)
+  assert any("tensorflow/tfhub.dev" in s for s in data["source"])
+  handles = [m["handle"] for m in data["modules"]]
+  assert handles[0] == "https://tfhub.dev/google/bit/m-r50x1/1"
+  assert len(handles) == len(set(handles)) == 49
+  assert "https://tfhub.dev/google/experts/bit/r50x1/in21k/animal/1" in handles
+  assert all(h.startswith("https://tfhub.dev/google/experts/bit/r50x1/in21k/") and h.endswith("/1")
+             for h in handles[1:])
+  with pytest.raises(UserError, match=r"Unknown published collection 'tfhub:bit'.*Known"):
+    published.read("tfhub:bit")
+
+
+def test_published_collection_resolves_through_the_prepared_hub_cache(tmp_path, monkeypatch):
+  cache = str(tmp_path / "tfhub_cache")
+  modules = [str(tmp_path / f"module{i}") for i in range(2)]
+  for i, path in enumerate(modules):
+    tpm.write_tf_module(path, dim=4, seed=i)
+  handles = [m["handle"] for m in published.read(BIT)["modules"]]
+  tpm.prepare_hub_cache(cache, handles, modules)
+  monkeypatch.setenv("TFHUB_CACHE_DIR", cache)
+  candidates = selection.load_candidates([BIT])
+  assert candidates.names()[:3] == ["bit_m_r50x1", "abstraction", "angiosperm"]
+  assert candidates.baseline.name == "bit_m_r50x1" and not candidates.baseline.has_logits
+  animal = next(e for e in candidates.experts if e.name == "animal")
+  assert load.resolve(animal.handle) == tpm.hub_cache_dir(cache, animal.handle)
+  assert animal.metadata["collection"] == "bit-experts-r50x1-in21k"
+  x = collection_fixtures.images(3)
+  want = tpm.ColourProjection(4, handles.index(animal.handle) % 2)(x)
+  np.testing.assert_allclose(animal.embed(x).numpy(), want.numpy(), rtol=1e-6)
+  assert sorted(os.listdir(cache)) == sorted(
+      [os.path.basename(tpm.hub_cache_dir(cache, h)) for h in handles]
+      + [os.path.basename(tpm.hub_cache_dir(cache, h)) + ".descriptor.txt" for h in handles])
+
+
+def test_tf_module_with_range_option_and_keras_export(tmp_path):
+  x = collection_fixtures.images(2)
+  path = str(tmp_path / "tf_module")
+  module = tpm.write_tf_module(path, dim=6, seed=3)
+  plain = load.load_expert(path)
+  np.testing.assert_allclose(plain.embed(x).numpy(), module(x).numpy(), rtol=1e-6)
+  ranged = load.load_expert(path + "?range=-1,1")
+  assert ranged.name == "tf_module"
+  np.testing.assert_allclose(ranged.embed(x).numpy(), module(2 * x - 1).numpy(), rtol=1e-5)
+  exported = str(tmp_path / "keras_export")
+  model = tpm.write_keras_export(exported, dim=5)
+  expert = load.load_expert(exported)
+  assert not callable(expert.module.loaded) and hasattr(expert.module, "serve")
+  np.testing.assert_allclose(expert.embed(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+  for bad, message in [("?range=1,-1", "LOW < HIGH"), ("?scale=2", r"unknown or repeated options "
+                                                                     r"\['scale'\]")]:
+    with pytest.raises(UserError, match=message):
+      load.load_expert(path + bad)
+  for text in ("-1,1", "-1:1"):
+    assert third_party.split_options(f"https://x/y/1?range={text}") == ("https://x/y/1",
+                                                                        {"range": (-1.0, 1.0)})
+
+
+def test_published_collection_file_is_package_data():
+  setup = open(os.path.join(collection_fixtures.REPO, "setup.cfg")).read()
+  assert "hub/collections/*.json" in setup
+  for name in published.names():
+    with open(os.path.join(published.COLLECTIONS_DIR, f"{name}.json")) as f:
+      assert json.load(f)["format"] == published.FORMAT
