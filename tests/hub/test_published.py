@@ -83,3 +83,20 @@ def test_published_collection_file_is_package_data():
   for name in published.names():
     with open(os.path.join(published.COLLECTIONS_DIR, f"{name}.json")) as f:
       assert json.load(f)["format"] == published.FORMAT
+
+
+def test_third_party_modules_fine_tune_through_transfer_model(tmp_path):
+  from tfexperts.transfer import finetune  # pylint: disable=g-import-not-at-top
+  x = collection_fixtures.images(2)
+  path = str(tmp_path / "tf_module")
+  module = tpm.write_tf_module(path, dim=6, seed=4)
+  ranged = finetune.TransferModel(path + "?range=-1:1", 3)
+  assert ranged(x).shape == (2, 3) and ranged.input_range == (-1.0, 1.0)
+  np.testing.assert_allclose(ranged.expert(2 * x - 1).numpy(), module(2 * x - 1).numpy(),
+                             rtol=1e-5)
+  exported = str(tmp_path / "keras_export")
+  model = tpm.write_keras_export(exported, dim=5)
+  transfer = finetune.TransferModel(exported, 4)
+  assert transfer(x).shape == (2, 4)
+  np.testing.assert_allclose(transfer.expert(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
+  assert len(transfer.trainable_weights) == 2 + 2  # the conv's kernel and bias, the new head's
