@@ -1,13 +1,19 @@
-"""Benchmark: our exact leave-one-out 1-NN beside scikit-learn and a full NumPy distance matrix.
+"""Benchmark: our exact leave-one-out 1-NN beside scikit-learn, faiss, NumPy and the GEMM floor.
 
 For each N (default 1k, 10k, 50k) at d = 2048, the same seeded float32 data (100 Gaussian classes
-around a common offset, like post-ReLU features) is given to three methods, each in a fresh
+around a common offset, like post-ReLU features) is given to each method, each in a fresh
 subprocess run one after the other:
-  ours     tfexperts.select.knn.loo_neighbors (blocked float32 GEMM + exact float64 re-ranking)
+  ours     tfexperts.select.knn.loo_neighbors (symmetric blocked float32 GEMM + exact float64
+           re-ranking); the same process then times the GEMM floor: one full N x N x d float32
+           GEMM (X @ X.T in row blocks, so its output stays <= 256 MiB), the work of the whole
+           distance matrix, of which leave-one-out by symmetry needs only half
   sklearn  NearestNeighbors(n_neighbors=2).fit(X).kneighbors(X), self dropped by index (if self
            is not among the 2, both are exact duplicates of it and the first is taken)
+  faiss    faiss-cpu IndexFlatL2 (float32, not exact), search of 2, self dropped as for sklearn;
+           skipped when faiss is not installed (`pip install -e .[bench]`)
   numpy    float64 |a|^2 + |b|^2 - 2ab as one N x N matrix, diagonal set to inf, argmin (skipped
-           when the matrix plus a float64 copy of X would exceed --matrix_cap_gb)
+           when the matrix plus a float64 copy of X would exceed --matrix_cap_gb): the float64
+           reference the others are checked against
 Per method it reports wall seconds (data generation and imports excluded), and two memory numbers:
   rss+     peak resident set size of the subprocess (ru_maxrss) minus its resident size just
            before the method started (after imports and data generation, which is done in place
@@ -15,9 +21,12 @@ Per method it reports wall seconds (data generation and imports excluded), and t
            allocation (BLAS buffers, scikit-learn's C++/OpenMP buffers, ...);
   traced   tracemalloc's peak during the method: allocations made through Python's allocator,
            which includes NumPy arrays but not scikit-learn's C++/OpenMP buffers.
-Then the ratios to ours and whether the three agree on every point's neighbour and the accuracy.
+Then the ratios to ours and whether the methods agree on every point's neighbour and the accuracy.
+Run it with the fast BLAS kernel (unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the command); it
+prints the kernel in use and the load average.
 
 Usage: python bench/knn.py [--sizes 1000,10000,50000] [--dim 2048] [--matrix_cap_gb 8]
+                           [--methods ours,sklearn,faiss,numpy]
 """
 import argparse
 import json
@@ -32,7 +41,8 @@ import tracemalloc
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("ours", "sklearn", "numpy")
+METHODS = ("ours", "sklearn", "faiss", "numpy")
+GEMM_OUT_BYTES = 256 * 2**20
 
 
 def make_data(n, dim, classes, seed):
@@ -68,6 +78,46 @@ def run_sklearn(features):
   return np.where(index[:, 0] == rows, index[:, 1], index[:, 0])
 
 
+def run_faiss(features):
+  import faiss
+  index = faiss.IndexFlatL2(features.shape[1])
+  index.add(features)
+  _, neighbours = index.search(features, 2)
+  rows = np.arange(len(features))
+  return np.where(neighbours[:, 0] == rows, neighbours[:, 1], neighbours[:, 0])
+
+
+def gemm_floor_seconds(features):
+  """Seconds of one full N x N x d float32 GEMM (X @ X.T), in row blocks into one buffer."""
+  n = len(features)
+  rows = max(1, min(n, GEMM_OUT_BYTES // (4 * n)))
+  out = np.empty((rows, n), np.float32)
+  start = time.perf_counter()
+  for s in range(0, n, rows):
+    e = min(n, s + rows)
+    np.matmul(features[s:e], features.T, out=out[:e - s])
+  return time.perf_counter() - start
+
+
+def faiss_available():
+  try:
+    import faiss  # noqa: F401
+    return True
+  except ImportError:
+    return False
+
+
+def blas_kernel():
+  """The BLAS library, kernel and thread count NumPy uses (threadpoolctl), as one line."""
+  try:
+    import threadpoolctl
+  except ImportError:
+    return "unknown (threadpoolctl not installed)"
+  return "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
+                   f"{i.get('num_threads')} threads"
+                   for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas")
+
+
 def run_numpy(features):
   x = features.astype(np.float64)
   sq = np.sum(x * x, axis=1)
@@ -84,21 +134,26 @@ def worker(args):
   features, _ = make_data(args.n, args.dim, args.classes, args.seed)
   if args.method == "sklearn":
     import sklearn.neighbors  # noqa: F401  (imports are not part of the measurement)
+  elif args.method == "faiss":
+    import faiss  # noqa: F401
   else:
     import tfexperts.select.knn  # noqa: F401
   rss_before = current_rss_mb()
   tracemalloc.start()
   start = time.perf_counter()
-  neighbours = {"ours": run_ours, "sklearn": run_sklearn, "numpy": run_numpy}[args.method](
-      features)
+  neighbours = {"ours": run_ours, "sklearn": run_sklearn, "faiss": run_faiss,
+                "numpy": run_numpy}[args.method](features)
   seconds = time.perf_counter() - start
   _, traced_peak = tracemalloc.get_traced_memory()
   tracemalloc.stop()
   rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+  result = {"seconds": seconds, "rss_extra_mb": rss_peak - rss_before,
+            "traced_peak_mb": traced_peak / 2**20, "rss_before_mb": rss_before}
+  if args.method == "ours":  # after the RSS reading: the floor's buffer is not ours
+    result["gemm_seconds"] = gemm_floor_seconds(features)
   np.save(args.out + ".npy", np.asarray(neighbours, np.int64))
   with open(args.out + ".json", "w") as f:
-    json.dump({"seconds": seconds, "rss_extra_mb": rss_peak - rss_before,
-               "traced_peak_mb": traced_peak / 2**20, "rss_before_mb": rss_before}, f)
+    json.dump(result, f)
 
 
 def measure(method, n, args, workdir):
@@ -117,14 +172,25 @@ def measure(method, n, args, workdir):
 def main(args):
   sys.stdout.reconfigure(line_buffering=True)  # progress visible when redirected to a file
   sizes = [int(s) for s in args.sizes.split(",")]
+  methods = [m for m in args.methods.split(",") if m]
+  unknown = sorted(set(methods) - set(METHODS))
+  if unknown or "ours" not in methods:
+    raise SystemExit(f"--methods must include ours and name only {METHODS}. "
+                     f"Received: --methods={args.methods}")
+  if "faiss" in methods and not faiss_available():
+    print("faiss skipped: faiss-cpu is not installed (pip install -e .[bench])")
+    methods.remove("faiss")
   print(f"d={args.dim}, {args.classes} classes, float32 input, {os.cpu_count()} CPUs; rss+ = "
         "peak RSS growth during the method, traced = tracemalloc peak (NumPy/Python only)")
+  print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} "
+        f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE')}; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
   with tempfile.TemporaryDirectory() as workdir:
     for n in sizes:
       _, labels = make_data(n, 1, args.classes, args.seed)  # same labels as the workers' data
       matrix_gb = (n * n * 8 + n * args.dim * 8) / 2**30
       results = {}
-      for method in METHODS:
+      for method in methods:
         if method == "numpy" and matrix_gb > args.matrix_cap_gb:
           print(f"N={n:>6} numpy    skipped: the {n}x{n} float64 matrix needs {matrix_gb:.1f} GiB "
                 f"> --matrix_cap_gb={args.matrix_cap_gb}")
@@ -138,6 +204,9 @@ def main(args):
             f"{r['rss_extra_mb'] / max(ours['rss_extra_mb'], 1e-9):.2f} vs ours")
         print(f"N={n:>6} {method:<8} {r['seconds']:8.2f} s  rss+ {r['rss_extra_mb']:8.1f} MB  "
               f"traced {r['traced_peak_mb']:8.1f} MB  acc {accuracy:.4f}{ratio}")
+      print(f"N={n:>6} GEMM floor {ours['gemm_seconds']:6.2f} s  (one N x N x d float32 GEMM, "
+            f"{2 * n * n * args.dim / ours['gemm_seconds'] / 1e9:.0f} GFLOP/s); ours / floor "
+            f"x{ours['seconds'] / ours['gemm_seconds']:.2f}")
       for method, r in results.items():
         if method != "ours":
           differ = int(np.sum(r["neighbours"] != ours["neighbours"]))
@@ -151,6 +220,8 @@ def parse(argv=None):
   parser.add_argument("--dim", type=int, default=2048)
   parser.add_argument("--classes", type=int, default=100)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--methods", default=",".join(METHODS),
+                      help=f"comma-separated subset of {METHODS} (ours is required)")
   parser.add_argument("--matrix_cap_gb", type=float, default=8.0,
                       help="skip the full-matrix NumPy method above this many GiB")
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -77,47 +77,61 @@ class _Exact:
     out = np.empty(len(a), np.float64)
     step = max(1, _EXACT_CHUNK_BYTES // (16 * self.features.shape[1]))
     for s in range(0, len(a), step):
-      diff = self.rows(a[s:s + step])
-      diff -= self.rows(b[s:s + step])
-      out[s:s + step] = np.sum(diff * diff, axis=1)
+      if self.inv_norms is None:  # one float64 temporary: the cast is exact either way
+        diff = np.subtract(self.features[a[s:s + step]], self.features[b[s:s + step]],
+                           dtype=np.float64)
+      else:
+        diff = self.rows(a[s:s + step])
+        diff -= self.rows(b[s:s + step])
+      out[s:s + step] = np.sum(np.square(diff, out=diff), axis=1)
     return out
 
 
-def _centred_float32(exact, chunk):
-  """Mean-centred float32 copy of the (normalised) features, scaled by a power of two, and norms.
+def _augmented_float32(exact, chunk):
+  """Mean-centred float32 rows, scaled by a power of two, augmented for one-GEMM distances.
 
-  Centring removes any common offset, which otherwise dominates |a|^2 + |b|^2 - 2ab in float32.
-  Scaling the float64 rows by a power of two (exact) so the largest norm is in [0.5, 1) before the
-  cast keeps float32 far from overflow and underflow. Returns `(rows [n, d], squared norms [n])`.
+  Returns `(rows [n, d + 2], sq_norms [n])` where row i is `[c_i, 1, |c_i|^2]` (`c_i` the centred,
+  scaled float32 row, `|c_i|^2` its squared norm computed in float64 and rounded to float32), so
+  `[-2 c_i, |c_i|^2, 1] . rows[j]` is `|c_i|^2 + |c_j|^2 - 2 c_i c_j` in one GEMM.
+  Centring removes any common offset, which otherwise dominates that sum in float32. Scaling the
+  float64 rows by a power of two (exact) so the largest norm is in [0.5, 1) before the cast keeps
+  float32 far from overflow and underflow. Memory: the float32 result plus float64 chunks.
   """
   n, d = exact.features.shape
   mean = np.zeros(d, np.float64)
-  norms = np.empty(n, np.float64)
   for s in range(0, n, chunk):
-    mean += exact.rows(np.arange(s, min(n, s + chunk))).sum(axis=0)
+    mean += exact.rows(slice(s, s + chunk)).sum(axis=0)
   mean /= n
+  max_norm = 0.0
   for s in range(0, n, chunk):
-    norms[s:s + chunk] = np.linalg.norm(exact.rows(np.arange(s, min(n, s + chunk))) - mean, axis=1)
-  scale = 2.0**-math.frexp(norms.max())[1] if norms.max() > 0 else 1.0
-  centred = np.empty((n, d), np.float32)
-  sq_norms = np.empty(n, np.float32)
+    centred = exact.rows(slice(s, s + chunk))
+    centred -= mean
+    max_norm = max(max_norm, float(np.sqrt(np.einsum("ij,ij->i", centred, centred).max())))
+  scale = 2.0**-math.frexp(max_norm)[1] if max_norm > 0 else 1.0
+  rows = np.empty((n, d + 2), np.float32)
   for s in range(0, n, chunk):
-    centred[s:s + chunk] = (exact.rows(np.arange(s, min(n, s + chunk))) - mean) * scale
-    sq_norms[s:s + chunk] = np.sum(np.square(centred[s:s + chunk], dtype=np.float64), axis=1)
-  return centred, sq_norms
+    centred = exact.rows(slice(s, s + chunk))
+    centred -= mean
+    centred *= scale
+    rows[s:s + chunk, :d] = centred
+    block = rows[s:s + chunk, :d]
+    rows[s:s + chunk, d + 1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+  rows[:, d] = 1.0
+  return rows, rows[:, d + 1]
 
 
 def _error_factor(dim):
   """c such that float32 candidate tests stay safe when bounding distances by c * (|a|^2 + |b|^2).
 
-  For centred float32 rows a, b (u = 2^-24): the dot product of dim terms in any summation order
-  errs by <= gamma_dim |a||b|, so -2ab by <= gamma_dim (|a|^2 + |b|^2) with gamma_dim =
-  dim u / (1 - dim u); rounding the squared norms to float32 and the two additions add <= 5u; the
-  rounding of the centred rows to float32 moves the squared distance by <= 4u; the float32 bound
-  arithmetic of the candidate test (`loo_neighbors`) by <= 9u on both sides combined. All is below
-  (dim + 32) units, and 1% slack on top. It assumes IEEE float32 GEMM (not TF32 or bfloat16).
+  For centred float32 rows a, b (u = 2^-24) the augmented GEMM sums dim + 2 products whose
+  absolute values add up to 2|a.b|_1 + |a|^2 + |b|^2 <= 2(|a|^2 + |b|^2); in any summation order
+  it errs by <= gamma_(dim+2) times that, gamma_m = m u / (1 - m u). Rounding the squared norms to
+  float32 adds <= 2u; the rounding of the centred rows to float32 moves the squared distance by
+  <= 4u; the float32 arithmetic of the candidate test (`_Search.tile`) by <= 9u on both sides
+  combined. All is below (2 dim + 32) units, with 1% slack on top. It assumes IEEE float32 GEMM
+  (not TF32 or bfloat16).
   """
-  return np.float32((dim + 32) * _F32_EPS / (1.0 - dim * _F32_EPS) * 1.01)
+  return np.float32((2 * dim + 32) * _F32_EPS / (1.0 - (dim + 2) * _F32_EPS) * 1.01)
 
 
 def _k_smallest(x, k, axis):
@@ -129,10 +143,21 @@ def _k_smallest(x, k, axis):
   return x if axis == 1 else x.T
 
 
+def _sparse_nonzero(mask):
+  """`np.nonzero` of a C-contiguous 2-D boolean mask that is mostly False, faster: it scans the
+  mask 8 entries (one 64-bit word) at a time and looks inside the nonzero words only."""
+  flat = mask.reshape(-1)
+  whole = flat.size - flat.size % 8
+  words = np.flatnonzero(flat[:whole].view(np.uint64))
+  index = (words[:, None] * 8 + np.arange(8)).reshape(-1)
+  index = np.concatenate([index[flat[index]], whole + np.flatnonzero(flat[whole:])])
+  return np.divmod(index, mask.shape[1])
+
+
 def _row_groups(mask, max_pairs):
   """Yields (rows, cols) of the True entries of `mask`, whole rows at a time, ~max_pairs a group."""
   if np.count_nonzero(mask) <= max_pairs:  # the usual case: a few candidates per row
-    yield np.nonzero(mask)
+    yield _sparse_nonzero(mask)
     return
   ends = np.cumsum(np.count_nonzero(mask, axis=1))
   start = 0
@@ -147,12 +172,14 @@ def _row_groups(mask, max_pairs):
 class _Search:
   """State of the search for every point: float32 upper bounds and the exact k best so far.
 
-  `scan` takes one tile of float32 distances between two blocks of points, for the queries along
-  one of its axes. Per query it keeps the k smallest upper bounds seen (the query's own error term
-  left out): no point whose lower bound exceeds the k-th of them can be among the k nearest, since
-  k points are at least that close. Every other point of the tile is recomputed exactly and merged
-  into the query's k best (exact distance, index) pairs, so the result is exact whatever the order
-  of tiles.
+  `tile` takes the float32 distances between two blocks of points and serves the queries of both
+  (rows against columns, and columns against rows). Per query it keeps the k smallest upper bounds
+  seen (the query's own error term left out): no point whose lower bound exceeds the k-th of them
+  can be among the k nearest, since k points are at least that close. Every other point of the tile
+  is a candidate, kept with its float32 distance; `flush` (when `max_pairs` are pending, and at the
+  end) drops the candidates that the bounds known by then exclude, recomputes the rest exactly and
+  merges them into each query's k best (exact distance, index) pairs. So the result is exact
+  whatever the order of tiles, and few more than n * k distances are recomputed.
   """
 
   def __init__(self, exact, bounds, k, max_pairs):
@@ -161,33 +188,57 @@ class _Search:
     self.upper = np.full((n, k), np.inf, np.float32)
     self.dist = np.full((n, k), np.inf)
     self.index = np.full((n, k), np.iinfo(np.int64).max, np.int64)
+    # Pending candidates: (row, col, float32 distance, whether col's query may take row too).
+    self.pending, self.num_pending = [], 0
 
-  def scan(self, approx, i0, j0, scratch, mask, query_axis):
-    """Scans tile `approx` (float32 distances of points i0.. (rows) to j0.. (columns)) for the
-    queries along `query_axis` (0: the rows, 1: the columns); `scratch` and `mask` are work space
-    of the tile's shape. On the diagonal tile (i0 == j0) self pairs must be inf in `approx`."""
-    rows, cols = approx.shape
-    if query_axis == 0:
-      q0, num_q, reduce_axis = i0, rows, 1
-      bounds_c = self.bounds[j0:j0 + cols][None, :]
-    else:
-      q0, num_q, reduce_axis = j0, cols, 0
-      bounds_c = self.bounds[i0:i0 + rows][:, None]
-    np.add(approx, bounds_c, out=scratch)
-    upper = self.upper[q0:q0 + num_q]
-    upper = _k_smallest(np.concatenate([upper, _k_smallest(scratch, self.k, reduce_axis)], 1),
-                        self.k, 1)
+  def _threshold(self, approx, q0, axis, other_bound):
+    """Candidate threshold of the queries along `axis` (0: rows, 1: columns) of the tile.
+
+    Error terms of the other side are bounded by their block maximum `other_bound`, so one
+    comparison per entry against a per-query threshold selects the candidates: a superset of
+    lower_qc = approx_qc - b_q - b_c <= k-th(upper_qc') + b_q, with upper = approx + b_c'.
+    """
+    num_q = approx.shape[axis]
+    upper = _k_smallest(approx, self.k, 1 - axis) + other_bound
+    upper = _k_smallest(np.concatenate([self.upper[q0:q0 + num_q], upper], 1), self.k, 1)
     self.upper[q0:q0 + num_q] = upper
-    # lower_qc = approx_qc - b_q - b_c <= k-th(approx_qc' + b_c') + b_q.
-    threshold = upper.max(axis=1) + np.float32(2.0) * self.bounds[q0:q0 + num_q]
-    np.subtract(approx, bounds_c, out=scratch)
-    np.less_equal(scratch, threshold[:, None] if query_axis == 0 else threshold[None, :],
-                  out=mask)
-    if i0 == j0:  # self is never a candidate, even while its threshold is still inf
+    return upper.max(axis=1) + np.float32(2.0) * self.bounds[q0:q0 + num_q] + other_bound
+
+  def tile(self, approx, i0, j0, mask, spare):
+    """Scans tile `approx` (float32 distances of points i0.. (rows) to j0.. (columns)) for the
+    queries of both blocks, or of the rows only on a diagonal tile (i0 == j0), whose self pairs
+    must be inf. `mask` and `spare` are boolean work space of the tile's shape."""
+    rows, cols = approx.shape
+    diagonal = i0 == j0
+    b_rows, b_cols = self.bounds[i0:i0 + rows].max(), self.bounds[j0:j0 + cols].max()
+    np.less_equal(approx, self._threshold(approx, i0, 0, b_cols)[:, None], out=mask)
+    if not diagonal:
+      np.less_equal(approx, self._threshold(approx, j0, 1, b_rows)[None, :], out=spare)
+      mask |= spare
+    else:  # self is never a candidate, even while its threshold is still inf
       np.fill_diagonal(mask, False)
     for r, c in _row_groups(mask, self.max_pairs):
-      queries, others = (r + i0, c + j0) if query_axis == 0 else (c + j0, r + i0)
-      self._merge(queries, others, self.exact.pairs(queries, others))
+      self.pending.append((r + i0, c + j0, approx[r, c], not diagonal))
+      self.num_pending += len(r)
+      if self.num_pending >= self.max_pairs:
+        self.flush()
+
+  def flush(self):
+    """Recomputes the pending candidates that today's bounds keep, exactly, and merges them."""
+    if not self.pending:
+      return
+    row, col, approx, both = (np.concatenate(parts) for parts in zip(*(
+        (r, c, a, np.full(len(r), b)) for r, c, a, b in self.pending)))
+    self.pending, self.num_pending = [], 0
+    bounds = self.bounds
+    threshold = lambda q: self.upper[q].max(axis=1) + np.float32(2.0) * bounds[q]
+    forward = approx - bounds[col] <= threshold(row)
+    backward = both & (approx - bounds[row] <= threshold(col))
+    needed = forward | backward
+    dist = np.zeros(len(row))
+    dist[needed] = self.exact.pairs(row[needed], col[needed])
+    self._merge(row[forward], col[forward], dist[forward])
+    self._merge(col[backward], row[backward], dist[backward])
 
   def _merge(self, row, col, dist):
     """Merges candidates (row[t], col[t]) at exact squared distance dist[t] into the k best."""
@@ -243,27 +294,28 @@ def loo_neighbors(features, k=1, metric="euclidean", block_size=None,
   block_size = min(block_size, n)
 
   exact = _Exact(features, metric)
-  centred, sq_norms = _centred_float32(exact, max(1, _EXACT_CHUNK_BYTES // (16 * d)))
+  rows, sq_norms = _augmented_float32(exact, max(1, _EXACT_CHUNK_BYTES // (16 * d)))
   # The float32 error of distance (i, j) is at most bounds[i] + bounds[j].
   search = _Search(exact, sq_norms * _error_factor(d), k,
                    max_pairs=max(block_size * k, max_block_bytes // 64))
-  scratch = np.empty(block_size * block_size, np.float32)
+  out = np.empty(block_size * block_size, np.float32)
   mask = np.empty(block_size * block_size, bool)
+  spare = np.empty(block_size * block_size, bool)
   for i0 in range(0, n, block_size):
     i1 = min(n, i0 + block_size)
-    queries = centred[i0:i1] * np.float32(-2.0)  # exact; folds the -2 of -2ab into the GEMM
+    queries = rows[i0:i1].copy()  # [-2 c, |c|^2, 1]: the -2 is exact
+    queries[:, :d] *= np.float32(-2.0)
+    queries[:, d] = rows[i0:i1, d + 1]
+    queries[:, d + 1] = 1.0
     for j0 in range(i0, n, block_size):
       j1 = min(n, j0 + block_size)
-      approx = queries @ centred[j0:j1].T
-      approx += sq_norms[i0:i1, None]
-      approx += sq_norms[None, j0:j1]
+      size = (i1 - i0) * (j1 - j0)
+      approx = np.matmul(queries, rows[j0:j1].T, out=out[:size].reshape(i1 - i0, j1 - j0))
       if i0 == j0:
         np.fill_diagonal(approx, np.inf)  # self is never a neighbour, whatever its distance
-      tile_scratch = scratch[:approx.size].reshape(approx.shape)
-      tile_mask = mask[:approx.size].reshape(approx.shape)
-      search.scan(approx, i0, j0, tile_scratch, tile_mask, query_axis=0)
-      if j0 != i0:  # the same tile serves the queries of block J against block I
-        search.scan(approx, i0, j0, tile_scratch, tile_mask, query_axis=1)
+      search.tile(approx, i0, j0, mask[:size].reshape(approx.shape),
+                  spare[:size].reshape(approx.shape))
+  search.flush()
   return search.index, search.dist
 
 
