@@ -1,21 +1,36 @@
 """Feature-extraction throughput of BiT R50x1 against Keras' ResNet50V2 and the machine's matmul.
 
-Prints images/s of our R50x1 (pre-logits, 224x224, batch 32) and of
-`keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg")`, both as compiled
-`tf.function`s, and the float32 matmul GFLOP/s of this machine, all measured in the same run, then:
-  ratio 1 = ours images/s / ResNet50V2 images/s
-  ratio 2 = ours achieved GFLOP/s (graph FLOPs per image x images/s) / matmul GFLOP/s
+In one run, on the same random images (batch 32, 224 px by default), it measures images/s of
+  ours       tfexperts BiT R50x1 pre-logits, as a tf.function without XLA and with XLA
+             (`jit_compile=True`)
+  ResNet50V2 `keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg")`,
+             the same two ways
+  module     our R50x1 exported as a hub module (tfexperts.hub.export), loaded back
+             (tfexperts.hub.load) and run through the project's feature path
+             (tfexperts.select.features.embed with its defaults, as bin/select_expert does: no
+             XLA); its steady rate is taken from two embed runs of different lengths (the
+             difference cancels per-run costs such as tracing, printed separately)
+and the float32 matmul GFLOP/s of this machine, then the ratios:
+  ours / ResNet50V2           without XLA and with XLA
+  ours GFLOP/s / matmul       (graph FLOPs per image x images/s, with XLA)
+  module via features / ours  (both without XLA, the feature path's default)
 
-Usage: python bench/forward.py [--batch 32] [--size 224] [--seconds 20]
+Usage: python bench/forward.py [--batch 32] [--size 224] [--seconds 10]
 """
 import argparse
+import os
+import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import keras
+from tfexperts.hub import export as hub_export
+from tfexperts.hub import load as hub_load
+from tfexperts.hub import metadata as metadata_lib
 from tfexperts.models import bit
+from tfexperts.select import features as features_lib
 
 
 def graph_flops(fn, spec):
@@ -27,14 +42,19 @@ def graph_flops(fn, spec):
 
 
 def throughput(fn, images, seconds):
-  """Calls `fn(images)` for about `seconds` after 2 warm-up calls; returns images per second."""
-  for _ in range(2):
-    fn(images).numpy()
+  """Calls `fn(images)` for about `seconds` after 2 warm-up calls (the first one compiles).
+
+  Returns `(images per second, seconds of the first call)`.
+  """
+  start = time.perf_counter()
+  fn(images).numpy()
+  first = time.perf_counter() - start
+  fn(images).numpy()
   calls, start = 0, time.perf_counter()
   while time.perf_counter() - start < seconds or calls < 3:
     fn(images).numpy()
     calls += 1
-  return calls * images.shape[0] / (time.perf_counter() - start)
+  return calls * images.shape[0] / (time.perf_counter() - start), first
 
 
 def matmul_gflops(n=2048, seconds=5.0):
@@ -50,34 +70,73 @@ def matmul_gflops(n=2048, seconds=5.0):
   return 2.0 * n ** 3 * calls / (time.perf_counter() - start) / 1e9
 
 
+def feature_path_throughput(model, images, batches):
+  """Steady images/s of `model` through `features.embed`, and its fixed cost per run (seconds).
+
+  Two runs over `batches[0]` and `batches[1]` copies of `images`; the rate is the difference in
+  images over the difference in time, so compilation and other per-run costs cancel.
+  """
+  labels = np.zeros(images.shape[0], np.int64)
+  times = []
+  for count in batches:
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(count)
+    start = time.perf_counter()
+    features_lib.embed(model, dataset, log_every_seconds=None)
+    times.append(time.perf_counter() - start)
+  rate = (batches[1] - batches[0]) * images.shape[0] / max(times[1] - times[0], 1e-9)
+  return rate, times[0] - batches[0] * images.shape[0] / rate
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--size", type=int, default=224)
-  parser.add_argument("--seconds", type=float, default=20.0)
+  parser.add_argument("--seconds", type=float, default=10.0,
+                      help="measuring time per model and mode (after warm-up)")
   args = parser.parse_args()
+  print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
   images = tf.random.uniform((args.batch, args.size, args.size, 3))
   spec = tf.TensorSpec(images.shape, tf.float32)
   ours_model = bit.create_model("r50x1")
-  ours = tf.function(lambda x: ours_model(x)["pre_logits"], input_signature=[spec])
   ref_model = keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg",
                                             input_shape=(args.size, args.size, 3))
-  ref = tf.function(lambda x: ref_model(x * 2.0 - 1.0), input_signature=[spec])
-
-  flops_per_image = graph_flops(ours, spec) / args.batch
+  ours_call = lambda x: ours_model(x)["pre_logits"]
+  ref_call = lambda x: ref_model(x * 2.0 - 1.0)
+  flops_per_image = graph_flops(tf.function(ours_call, input_signature=[spec]), spec) / args.batch
   gflops_machine = matmul_gflops()
-  ours_ips = throughput(ours, images, args.seconds)
-  ref_ips = throughput(ref, images, args.seconds)
-  achieved = ours_ips * flops_per_image / 1e9
+  rates, firsts = {}, {}
+  for name, call in (("ours", ours_call), ("ResNet50V2", ref_call)):
+    for xla in (False, True):
+      fn = tf.function(call, input_signature=[spec], jit_compile=xla)
+      rates[name, xla], firsts[name, xla] = throughput(fn, images, args.seconds)
+      print(f"  measured {name} xla={xla}: {rates[name, xla]:.2f} images/s", flush=True)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "r50x1", "1")
+    hub_export.export_expert(ours_model, path, metadata_lib.build(
+        "full", "bench_r50x1", ours_model, resolution=args.size))
+    expert = hub_load.load_expert(path)
+    per_batch = args.batch / rates["ours", False]
+    extra = max(2, int(np.ceil(args.seconds / per_batch)))
+    module_rate, module_fixed = feature_path_throughput(expert.embed, images, (2, 2 + extra))
+
+  achieved = rates["ours", True] * flops_per_image / 1e9
   print(f"threads: intra={tf.config.threading.get_intra_op_parallelism_threads()} "
-        f"cpus={len(tf.config.list_physical_devices('CPU'))}")
-  print(f"matmul (2048^2, float32):          {gflops_machine:8.1f} GFLOP/s")
-  print(f"BiT R50x1 graph FLOPs per image:   {flops_per_image / 1e9:8.2f} GFLOP")
-  print(f"tfexperts BiT R50x1 pre-logits:    {ours_ips:8.2f} images/s  ({achieved:.1f} GFLOP/s)")
-  print(f"keras.applications.ResNet50V2:     {ref_ips:8.2f} images/s")
-  print(f"ratio ours / ResNet50V2:           {ours_ips / ref_ips:8.3f}")
-  print(f"ratio ours GFLOP/s / matmul:       {achieved / gflops_machine:8.3f}")
+        f"cpus={os.cpu_count()}; batch {args.batch}, {args.size} px")
+  print(f"matmul (2048^2, float32):             {gflops_machine:8.1f} GFLOP/s")
+  print(f"BiT R50x1 graph FLOPs per image:      {flops_per_image / 1e9:8.2f} GFLOP")
+  for (name, xla), rate in rates.items():
+    print(f"{name + (' XLA' if xla else ''):<16} {rate:8.2f} images/s  (first call "
+          f"{firsts[name, xla]:.1f}s)")
+  print(f"module via features.embed:       {module_rate:8.2f} images/s  (per-run fixed cost "
+        f"{module_fixed:.1f}s: tracing, warm-up)")
+  print(f"ratio ours / ResNet50V2, no XLA:       {rates['ours', False] / rates['ResNet50V2', False]:8.3f}")
+  print(f"ratio ours / ResNet50V2, XLA:          {rates['ours', True] / rates['ResNet50V2', True]:8.3f}")
+  print(f"ratio ours GFLOP/s (XLA) / matmul:     {achieved / gflops_machine:8.3f}  "
+        f"({achieved:.1f} GFLOP/s)")
+  print(f"ratio module via features / ours:      {module_rate / rates['ours', False]:8.3f}")
+  print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

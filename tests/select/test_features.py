@@ -51,6 +51,28 @@ def test_embed_returns_features_in_order_and_logs_progress(monkeypatch):
   assert any("images/s" in line and "/10" in line for line in lines)
 
 
+def test_embed_with_xla_pads_the_last_batch():
+  dataset, images, _ = make_dataset()
+  model = CountingModel()
+  got, _ = features.embed(model, dataset, jit_compile=True)
+  np.testing.assert_allclose(got, expected_features(images), rtol=1e-6)
+  # One compiled batch shape: the last batch (2 images) is padded to 4, so 3 x 4 are run.
+  assert int(model.images_seen.numpy()) == 12
+
+
+def test_embed_falls_back_when_xla_cannot_compile(monkeypatch):
+  dataset, images, _ = make_dataset()
+  warnings = []
+  monkeypatch.setattr(features.logging, "warning", lambda fmt, *args: warnings.append(fmt % args))
+
+  def model(batch):  # tf.numpy_function has no XLA kernel
+    return tf.numpy_function(expected_features, [batch], tf.float32, stateful=False)
+
+  got, _ = features.embed(model, dataset, jit_compile=True)
+  np.testing.assert_allclose(got, expected_features(images), rtol=1e-6)
+  assert len(warnings) == 1 and "XLA could not compile" in warnings[0]
+
+
 def test_embed_under_a_strategy_matches():
   dataset, images, _ = make_dataset(batch_size=3)
   strategy = tf.distribute.MirroredStrategy(["/cpu:0"])

@@ -4,6 +4,7 @@ Layer names equal the scopes of the published BiT checkpoints (`standardized_con
 `a`/`b`/`c`, `proj`), so Keras variable paths read like `block1/unit01/a/group_norm/gamma`.
 """
 import keras
+import tensorflow as tf
 from keras import ops
 
 GN_EPSILON = 1e-5
@@ -66,6 +67,68 @@ class SymmetricPadding(keras.layers.Layer):
     return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
+def group_norm(x, groups, epsilon, gamma, beta):
+  """GroupNorm of `x` (`[b, h, w, c]`) with per-channel `gamma`, `beta` (`[c]` or per example
+  `[b, c]`); returns `x`'s shape and dtype. Statistics are computed in float32.
+
+  Two reading passes for the statistics and one multiply-add, laid out for fast reductions: the
+  first pass takes per-channel means over the pixels (a reduction over the middle axis, contiguous
+  channels kept), averaged per group; the second the per-channel mean squared deviation from the
+  group mean (the square fuses into the reduction under XLA), averaged per group, which is the
+  group's variance exactly (no E[x^2] - E[x]^2 cancellation). Then gamma * rsqrt(var + eps) and
+  the mean fold into one scale and one offset per (example, channel), so the normalisation itself
+  is one multiply-add per element.
+  """
+  in_dtype = x.dtype
+  shape = tf.shape(x)
+  channels = x.shape[-1]
+  per_group = channels // groups
+  flat = tf.reshape(tf.cast(x, tf.float32), [shape[0], -1, channels])
+
+  def group_mean(per_channel):  # [b, c] -> [b, g, 1]
+    return tf.reduce_mean(tf.reshape(per_channel, [-1, groups, per_group]), axis=2, keepdims=True)
+
+  def to_channels(per_group_value):  # [b, g, 1] -> [b, c]
+    return tf.reshape(tf.broadcast_to(per_group_value, [shape[0], groups, per_group]),
+                      [shape[0], channels])
+
+  mean = to_channels(group_mean(tf.reduce_mean(flat, axis=1)))
+  variance = group_mean(tf.reduce_mean(tf.math.squared_difference(flat, mean[:, None, :]), axis=1))
+  scale = to_channels(tf.math.rsqrt(variance + epsilon)) * tf.cast(gamma, tf.float32)
+  offset = tf.cast(beta, tf.float32) - mean * scale
+  y = flat * scale[:, None, :] + offset[:, None, :]
+  return tf.cast(tf.reshape(y, shape), in_dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfexperts")
+class GroupNorm(keras.layers.Layer):
+  """BiT's GroupNorm: variables `gamma`, `beta` of shape `[channels]` (the names and shapes of
+  `keras.layers.GroupNormalization` and of the BiT checkpoints), computed by `group_norm`."""
+
+  def __init__(self, groups=32, epsilon=GN_EPSILON, **kwargs):
+    super().__init__(**kwargs)
+    _check_positive_int("groups", groups)
+    self.groups, self.epsilon = groups, epsilon
+
+  def build(self, input_shape):
+    channels = input_shape[-1]
+    if channels % self.groups:
+      raise ValueError(f"GroupNorm groups={self.groups} must divide the channel count. "
+                       f"Received: channels={channels}")
+    self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+    self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+
+  def call(self, x):
+    return ops.cast(group_norm(x, self.groups, self.epsilon, self.gamma, self.beta),
+                    self.compute_dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), "groups": self.groups, "epsilon": self.epsilon}
+
+
 def make_group_norm(groups, num_experts=0, name="group_norm"):
   """Returns BiT's GroupNorm (eps 1e-5, `groups` groups), named as in the checkpoints.
 
@@ -74,7 +137,7 @@ def make_group_norm(groups, num_experts=0, name="group_norm"):
   """
   if num_experts:
     return GroupNormBank(num_experts, groups=groups, name=name)
-  return keras.layers.GroupNormalization(groups=groups, epsilon=GN_EPSILON, name=name)
+  return GroupNorm(groups=groups, epsilon=GN_EPSILON, name=name)
 
 
 def call_norm(norm, x, expert_ids):
@@ -114,20 +177,11 @@ class GroupNormBank(keras.layers.Layer):
                                 initializer="zeros")
 
   def call(self, x, expert_ids):
-    # Same arithmetic, in the same order, as keras.layers.GroupNormalization, so a bank whose rows
-    # all equal a GroupNorm's parameters reproduces it bit for bit.
-    in_dtype = x.dtype
-    shape = ops.shape(x)
-    channels = x.shape[-1]
-    grouped = ops.cast(ops.reshape(x, (shape[0], shape[1], shape[2], self.groups,
-                                       channels // self.groups)), "float32")
-    mean, variance = ops.moments(grouped, axes=(1, 2, 4), keepdims=True)
-    row_shape = (-1, 1, 1, self.groups, channels // self.groups)
-    gamma = ops.reshape(gather_rows(self.gamma, expert_ids, "float32"), row_shape)
-    beta = ops.reshape(gather_rows(self.beta, expert_ids, "float32"), row_shape)
-    inv = ops.rsqrt(variance + self.epsilon) * gamma
-    y = grouped * inv + (-mean * inv + beta)
-    return ops.cast(ops.reshape(ops.cast(y, in_dtype), shape), self.compute_dtype)
+    # The same function as GroupNorm, so a bank whose rows all equal a GroupNorm's parameters
+    # reproduces it bit for bit.
+    return ops.cast(group_norm(x, self.groups, self.epsilon,
+                               gather_rows(self.gamma, expert_ids, "float32"),
+                               gather_rows(self.beta, expert_ids, "float32")), self.compute_dtype)
 
   def get_config(self):
     return {**super().get_config(), "num_experts": self.num_experts, "groups": self.groups,

@@ -72,6 +72,40 @@ def _single_replica(value):
   return (value,)
 
 
+class _CompiledStep:
+  """`fn(images)` as an XLA-compiled tf.function for one fixed batch shape, with fallbacks.
+
+  Every batch is padded (zero images appended) to the size of the first one, so XLA compiles the
+  model once, and the padded rows are dropped from the result. When XLA cannot compile the model
+  (an op without an XLA kernel) the step logs why and runs as a plain tf.function from then on.
+  """
+
+  def __init__(self, fn, jit_compile):
+    self.plain = tf.function(fn, reduce_retracing=True, autograph=False)
+    self.compiled = tf.function(fn, jit_compile=True, autograph=False) if jit_compile else None
+    self.batch_size = None
+
+  def __call__(self, images):
+    if self.compiled is None:
+      return self.plain(images)
+    count = int(images.shape[0]) if images.shape[0] is not None else int(tf.shape(images)[0])
+    if self.batch_size is None:
+      self.batch_size = count
+    if count > self.batch_size:  # only the last batch may be smaller; a larger one: recompile
+      self.batch_size = count
+    padded = images
+    if count < self.batch_size:
+      padded = tf.pad(images, [[0, self.batch_size - count], [0, 0], [0, 0], [0, 0]])
+    try:
+      return self.compiled(padded)[:count]
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+            tf.errors.InternalError) as e:
+      logging.warning("XLA could not compile the model (%s: %s); embedding without XLA.",
+                      type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+      self.compiled = None
+      return self.plain(images)
+
+
 def _check_dataset(dataset):
   if not isinstance(dataset, tf.data.Dataset):
     raise ValueError(f"`dataset` must be a tf.data.Dataset of (images, labels) batches. "
@@ -83,7 +117,7 @@ def _check_dataset(dataset):
 
 
 def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0, stats=None,
-          name="embed"):
+          name="embed", jit_compile=False):
   """Features of every image of `dataset`, in dataset order.
 
   Args:
@@ -96,6 +130,11 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
     log_every_seconds: progress line interval (absl logging, INFO); None logs only the summary.
     stats: optional `EmbedStats` whose `images_embedded` is increased.
     name: prefix of the progress line.
+    jit_compile: without a strategy, run the model XLA-compiled for one fixed batch shape (the
+      last, smaller batch is padded with zero images, which the model then also sees; their
+      features are dropped), falling back to a plain tf.function when XLA cannot compile it.
+      Off by default: compiling an R50 takes tens of seconds per module on a CPU, more than it
+      saves on a VTAB-1k task (bench/forward.py prints both costs).
 
   Returns:
     `(features, labels)`: float32 `[n, d]` and `[n]` numpy arrays.
@@ -109,8 +148,8 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
   if strategy is None:
     # No autograph (nothing to convert): errors raised while tracing, e.g. a module's UserError
     # for a wrong image size, reach the caller as they are rather than as a StagingError.
-    step = tf.function(replica_step, reduce_retracing=True, autograph=False)
-    batches, local = dataset, _single_replica
+    step = _CompiledStep(replica_step, jit_compile)
+    batches, local = dataset.prefetch(tf.data.AUTOTUNE), _single_replica
   else:
     step = tf.function(lambda images: strategy.run(replica_step, args=(images,)),
                        reduce_retracing=True, autograph=False)

@@ -1,0 +1,123 @@
+"""Selection throughput: K exported R50x1 experts scored on N images by bin/select_expert's path.
+
+In one run (all in this process, on the same machine state):
+  selection  K untrained R50x1 hub modules (one export, copied K times under distinct names)
+             scored with the kNN proxy on N images of the offline task `shapes_fine_tiny` at
+             --resolution px, through the code bin/select_expert runs (`selection.load_candidates`,
+             `FeatureSource` with the feature cache off, `selection.score`): module loading and
+             checks, decoding and resizing the images (once per expert, as the cache is off),
+             embedding and the kNN; reported as images x experts per second
+  in-process our R50x1 as a tf.function on random images of the same shape and batch (the
+             in-process model of bench/forward.py, without XLA like the feature path)
+  by hand    what a user would write: for each module, `hub.KerasLayer(handle)` in a tf_keras
+             model and `model.predict` on the same N images, already decoded into memory
+and the ratios selection / in-process and selection / by hand.
+
+Usage: python bench/selection.py [--experts 4] [--images 256] [--resolution 224] [--batch 32]
+                                 [--seconds 10]
+"""
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import forward  # noqa: E402  (bench/forward.py: the in-process measurement)
+from tfexperts.data import offline  # noqa: E402
+from tfexperts.data import tasks  # noqa: E402
+from tfexperts.hub import export as hub_export  # noqa: E402
+from tfexperts.hub import metadata as metadata_lib  # noqa: E402
+from tfexperts.hub.tfhub import hub  # noqa: E402
+from tfexperts.models import bit  # noqa: E402
+from tfexperts.select import selection  # noqa: E402
+
+TASK = "shapes_fine_tiny"
+DATASET = "tfexperts_shapes_fine/tiny"
+
+
+def export_experts(root, count, resolution):
+  """Exports one untrained R50x1 and copies it to `count` modules named r50x1_<i>; handles."""
+  model = bit.create_model("r50x1")
+  first = os.path.join(root, "r50x1_0", "1")
+  hub_export.export_expert(model, first, metadata_lib.build("full", "r50x1_0", model,
+                                                            resolution=resolution))
+  handles = [first]
+  for i in range(1, count):
+    path = os.path.join(root, f"r50x1_{i}", "1")
+    shutil.copytree(first, path)
+    metadata = metadata_lib.read(path)
+    metadata["name"] = f"r50x1_{i}"
+    metadata_lib.write(path, metadata)
+    handles.append(path)
+  return handles
+
+
+def by_hand(handles, images, batch):
+  """Seconds of the hand-written loop: hub.KerasLayer + tf_keras model.predict per module."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  for handle in handles:
+    model = tf_keras.Sequential([tf_keras.Input(images.shape[1:]), hub.KerasLayer(handle)])
+    model.predict(images, batch_size=batch, verbose=0)
+  return time.perf_counter() - start
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--experts", type=int, default=4)
+  parser.add_argument("--images", type=int, default=256)
+  parser.add_argument("--resolution", type=int, default=224)
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--seconds", type=float, default=10.0,
+                      help="measuring time of the in-process model")
+  args = parser.parse_args()
+  print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+  with tempfile.TemporaryDirectory() as tmp:
+    data_dir = os.path.join(tmp, "tfds")
+    offline.prepare_offline_datasets(data_dir, DATASET, print_fn=None)
+    base = tasks.get_task(TASK)
+    task = dataclasses.replace(base, splits={**base.splits, "bench": f"train[:{args.images}]"})
+    handles = export_experts(os.path.join(tmp, "export"), args.experts, args.resolution)
+
+    # bin/select_expert's path (cache off): load, decode + resize per expert, embed, kNN.
+    start = time.perf_counter()
+    candidates = selection.load_candidates(handles)
+    source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None)
+    scores, seconds = selection.score(candidates, source, ["knn"])
+    select_seconds = time.perf_counter() - start
+    assert source.stats.images_embedded == args.images * args.experts, source.stats
+    select_rate = args.images * args.experts / select_seconds
+
+    images = np.concatenate([x.numpy() for x, _ in task.load(
+        "bench", data_dir, image_size=args.resolution, batch_size=args.batch)])
+    hand_seconds = by_hand(handles, images, args.batch)
+    hand_rate = args.images * args.experts / hand_seconds
+
+    model = bit.create_model("r50x1")
+    spec = tf.TensorSpec((args.batch, args.resolution, args.resolution, 3), tf.float32)
+    fn = tf.function(lambda x: model(x)["pre_logits"], input_signature=[spec])
+    inprocess_rate, _ = forward.throughput(fn, tf.constant(images[:args.batch]), args.seconds)
+
+  print(f"{args.experts} x R50x1 (untrained), {args.images} images of {TASK} at "
+        f"{args.resolution} px, batch {args.batch}, {os.cpu_count()} CPUs")
+  print(f"selection (bin/select_expert path, cache off): {select_seconds:7.1f} s  "
+        f"{select_rate:7.2f} images x experts/s  (features {seconds['features']:.1f} s, "
+        f"knn {seconds['knn']:.2f} s)")
+  print(f"in-process R50x1 forward:                                {inprocess_rate:7.2f} images/s")
+  print(f"by hand (hub.KerasLayer + model.predict):     {hand_seconds:7.1f} s  "
+        f"{hand_rate:7.2f} images x experts/s")
+  print(f"ratio selection / in-process:  {select_rate / inprocess_rate:6.3f}")
+  print(f"ratio selection / by hand:     {select_rate / hand_rate:6.3f}")
+  print(f"knn scores: {scores['knn']}")
+  print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+  main()
