@@ -161,7 +161,9 @@ def measure(method, n, args, workdir):
   out = os.path.join(workdir, f"{method}-{n}")
   command = [sys.executable, os.path.abspath(__file__), "--worker", "--method", method,
              "--n", str(n), "--dim", str(args.dim), "--classes", str(args.classes),
-             "--seed", str(args.seed), "--out", out] + (["--skip_floor"] if args.skip_floor else [])
+             "--seed", str(args.seed), "--out", out]
+  if args.skip_floor:
+    command.append("--skip_floor")
   env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
   if method == "faiss":
     # faiss-cpu wheels bundle an older OpenBLAS that falls back to its slow generic (Prescott)
