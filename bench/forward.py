@@ -131,8 +131,9 @@ def main():
           f"{firsts[name, xla]:.1f}s)")
   print(f"module via features.embed:       {module_rate:8.2f} images/s  (per-run fixed cost "
         f"{module_fixed:.1f}s: tracing, warm-up)")
-  print(f"ratio ours / ResNet50V2, no XLA:       {rates['ours', False] / rates['ResNet50V2', False]:8.3f}")
-  print(f"ratio ours / ResNet50V2, XLA:          {rates['ours', True] / rates['ResNet50V2', True]:8.3f}")
+  for xla in (False, True):
+    print(f"ratio ours / ResNet50V2, {'XLA:   ' if xla else 'no XLA:'}       "
+          f"{rates['ours', xla] / rates['ResNet50V2', xla]:8.3f}")
   print(f"ratio ours GFLOP/s (XLA) / matmul:     {achieved / gflops_machine:8.3f}  "
         f"({achieved:.1f} GFLOP/s)")
   print(f"ratio module via features / ours:      {module_rate / rates['ours', False]:8.3f}")
