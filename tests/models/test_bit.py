@@ -105,6 +105,18 @@ def test_group_norm_matches_numpy_reference():
                              rtol=1e-4, atol=1e-4)
 
 
+def test_group_norm_variance_has_no_cancellation_under_large_offsets():
+  # Channel means 1e3 times the spread within a group: an E[x^2] - E[x]^2 variance would lose
+  # every digit in float32; the two-pass variance about the group mean keeps them.
+  rng = np.random.default_rng(4)
+  x = (rng.normal(0.0, 1.0, (2, 6, 6, 8)) + 1000.0).astype("float32")
+  layer = bit_layers.make_group_norm(groups=2)
+  layer.build(x.shape)
+  np.testing.assert_allclose(layer(x).numpy(), _numpy_group_norm(x, 1.0, 0.0, 2), atol=2e-3)
+  compiled = tf.function(layer, jit_compile=True)  # the fused XLA form computes the same
+  np.testing.assert_allclose(compiled(x).numpy(), _numpy_group_norm(x, 1.0, 0.0, 2), atol=2e-3)
+
+
 def test_default_group_norm_is_bit_32_groups_eps_1e5():
   unit = bit.create_model("r26x1").blocks[0].units[0]
   assert unit.a.group_norm.groups == 32 and unit.a.group_norm.epsilon == 1e-5
