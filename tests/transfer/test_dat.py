@@ -1,21 +1,24 @@
 """Domain Adaptive Transfer: weights by hand, resampling, the baseline rebuild, a run end to end."""
+import json
 import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
 
 from tfexperts.data import offline
-from tfexperts.data import tasks
 from tfexperts.data import upstream as upstream_lib
 from tfexperts.errors import UserError
 from tfexperts.hub import export
 from tfexperts.hub import keras_baseline
 from tfexperts.hub import load
 from tfexperts.hub import metadata
-from tfexperts.transfer import dat
 from tfexperts.transfer import dat_weights
-from tfexperts.transfer import protocol
+from tfexperts.train import loop
 from tests.hub import collection_fixtures
+from tests.transfer import test_vtab_eval
 
 
 def test_weights_equal_a_hand_computation():
@@ -91,26 +94,37 @@ def test_rebuild_refuses_a_module_that_is_not_a_baseline(exported):
     keras_baseline.rebuild(expert)
 
 
-def test_dat_end_to_end_records_weights_accuracy_and_cost(tmp_path, baseline_module,
-                                                          shapes_upstream, offline_data_dir):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  _, expert = baseline_module
-  config = dat.DatConfig(steps=4, batch_size=8, checkpoint_every=2, log_every=2, warmup_steps=1)
-  proto = protocol.ProtocolConfig.quick(learning_rates=(0.1,), steps=(3,), batch_size=8,
-                                        resolution=32)
-  strategy = tf.distribute.get_strategy()
-  args = (tasks.get_task("shapes_fine_tiny"), expert, shapes_upstream, config, proto,
-          str(tmp_path / "dat"), strategy, offline_data_dir)
-  record = dat.run(*args)
-  assert 0.0 <= record["test_accuracy"] <= 1.0
-  assert record["weights"]["effective_sample_size"] > 0
-  cost = record["cost"]
+def test_killed_dat_run_resumes_and_writes_its_record(tmp_path, baseline_module, exported,
+                                                       offline_data_dir):
+  """bin/vtab_eval --selection=dat, SIGKILLed during the upstream fine-tuning, then rerun."""
+  results = str(tmp_path / "results")
+  pool = f"{baseline_module[1].handle},{os.path.join(exported.collection_dir, 'adapter_animal', '1')}"
+  args = ["--selection=dat", f"--experts={pool}", f"--data_dir={offline_data_dir}",
+          f"--results_dir={results}", "--upstream_dataset=tfexperts_shapes/tiny",
+          "--dat_steps=20", "--dat_batch_size=8", "--steps=3", "--learning_rates=0.1",
+          *test_vtab_eval.QUICK]
+  ckpt = os.path.join(results, "runs", "shapes_fine_tiny", "dat", "upstream", "ckpt")
+  proc = subprocess.Popen(test_vtab_eval._command("vtab_eval", args), env=test_vtab_eval._env(),  # pylint: disable=protected-access
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while loop.checkpointed_step(ckpt) < 5 and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  interrupted = loop.checkpointed_step(ckpt)
+  assert 5 <= interrupted < 20
+  resumed = test_vtab_eval._run("vtab_eval", args)  # pylint: disable=protected-access
+  assert f"resuming from step {interrupted}" in resumed.stdout
+  record = json.load(open(os.path.join(results, "shapes_fine_tiny__dat.json")))
+  assert record["chosen"] == ["dat_shapes_fine_tiny"] and 0 <= record["test_accuracy"] <= 1
+  low, high = record["test_interval"]
+  assert low <= record["test_accuracy"] <= high
+  assert record["dat"]["weights"]["effective_sample_size"] > 0
+  cost = record["dat"]["cost"]
   assert cost["label_distribution"]["images"] == 800
-  assert cost["upstream_training"]["images"] == 4 * 8
-  assert cost["transfer"]["images"] == (3 + 3) * 8  # one sweep run, one final run
-  exported_meta = load.load_expert(record["handle"]).metadata
-  assert exported_meta["kind"] == "full" and exported_meta["name"] == "dat_shapes_fine_tiny"
-  # A second run reuses every finished step: same weights, module and accuracy.
-  again = dat.run(*args)
-  assert again["test_accuracy"] == record["test_accuracy"]
-  assert again["cost"]["upstream_training"] == cost["upstream_training"]
+  assert cost["upstream_training"]["images"] == 20 * 8
+  assert cost["transfer"]["images"] == (3 + 3) * 16  # one sweep and one final run at batch 16
+  assert record["dat"]["upstream_training_over_knn"] > 0
+  assert loop.checkpointed_step(ckpt) == 20
+  module = load.load_expert(record["dat"]["handle"]).metadata
+  assert module["kind"] == "full" and module["name"] == "dat_shapes_fine_tiny"

@@ -5,13 +5,16 @@
   bin/vtab_eval --summary --results_dir=results        # the paper-style table of a results dir
 
 --selection: knn | label_matching | domain | random (a proxy picks one expert), knn_topk (kNN ranks,
-the top --topk get short fine-tunes, the best on val200 gets the full protocol), all_experts (every
+the top --topk get short fine-tunes, the best on val200 gets the full protocol), dat (Domain
+Adaptive Transfer: the baseline fine-tuned on upstream data reweighted for the task, then the
+protocol; needs --upstream_dataset; records its cost against kNN selection), all_experts (every
 expert is fine-tuned: the oracle, with each strategy's accuracy, regret and Kendall's tau),
 all_proxies (only the baseline and the experts some --report_proxies picks: every strategy's row of
 the table at a fraction of the oracle's cost), or the name of one expert (e.g. baseline). Each task
 writes a JSON record and a row of results.csv. Every test accuracy carries its 95% Wilson
 interval; multi-expert records add paired verdicts (exact McNemar, Newcombe interval).
 """
+import dataclasses
 import json
 import os
 import platform
@@ -21,7 +24,7 @@ from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
-SELECTIONS = ("knn", "label_matching", "domain", "random", "knn_topk", "all_experts",
+SELECTIONS = ("knn", "label_matching", "domain", "random", "knn_topk", "dat", "all_experts",
               "all_proxies")
 FINE_TUNE_SEVERAL = ("all_experts", "all_proxies")
 TOPK = "knn_topk"  # a strategy, not a scoring proxy: it fine-tunes
@@ -40,6 +43,19 @@ flags.DEFINE_float("topk_steps_fraction", 0.25,
 flags.DEFINE_float("topk_learning_rate", None,
                    "knn_topk: the short runs' learning rate at batch 512 (default: the sweep's "
                    "first).")
+flags.DEFINE_string("upstream_dataset", None, "dat: tfds name[/config][:version] of the "
+                    "baseline's upstream data (as bin/train_experts --dataset).")
+flags.DEFINE_string("upstream_data_dir", None, "dat: its tfds data dir (default: --data_dir).")
+flags.DEFINE_string("upstream_split", "train", "dat: upstream split.")
+flags.DEFINE_string("upstream_hierarchy", None, "dat: its hierarchy file (default: the offline "
+                    "dataset's shipped one).")
+flags.DEFINE_string("upstream_image_key", "image", "dat: upstream image feature key.")
+flags.DEFINE_string("upstream_label_key", "label", "dat: upstream label feature key.")
+flags.DEFINE_integer("dat_steps", 1000, "dat: upstream fine-tuning steps.")
+flags.DEFINE_integer("dat_batch_size", 512, "dat: upstream fine-tuning global batch size.")
+flags.DEFINE_float("dat_lr", 0.003, "dat: upstream learning rate at batch 512.")
+flags.DEFINE_integer("dat_resolution", None, "dat: upstream training resolution (default: the "
+                     "baseline module's).")
 flags.DEFINE_string("data_dir", None, "tfds data dir.")
 flags.DEFINE_string("results_dir", "results", "Records, results.csv, summary.md/png.")
 flags.DEFINE_string("workdir", None, "Fine-tuning checkpoints (default: RESULTS_DIR/runs).")
@@ -108,6 +124,72 @@ def _oracle_regret(dirs, task, config_dict, accuracy):
   if oracle.get("config") != config_dict or "oracle" not in oracle.get("strategy_accuracy", {}):
     return None
   return oracle["strategy_accuracy"]["oracle"] - accuracy
+
+
+def _dat_config():
+  from tfexperts.transfer import dat  # pylint: disable=g-import-not-at-top
+  return dat.DatConfig(steps=FLAGS.dat_steps, batch_size=FLAGS.dat_batch_size,
+                       base_lr=FLAGS.dat_lr, resolution=FLAGS.dat_resolution,
+                       checkpoint_every=max(min(100, FLAGS.dat_steps // 4), 1),
+                       log_every=max(min(10, FLAGS.dat_steps // 10), 1), seed=FLAGS.seed)
+
+
+def _upstream_for_dat():
+  from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
+  if not FLAGS.upstream_dataset:
+    raise app.UsageError("--selection=dat fine-tunes the baseline on its upstream data: name it "
+                         "with --upstream_dataset (and --upstream_hierarchy, --upstream_data_dir "
+                         "as for bin/train_experts).")
+  return offline.open_upstream(FLAGS.upstream_dataset, FLAGS.upstream_hierarchy,
+                               FLAGS.upstream_data_dir or FLAGS.data_dir,
+                               split=FLAGS.upstream_split, image_key=FLAGS.upstream_image_key,
+                               label_key=FLAGS.upstream_label_key)
+
+
+def evaluate_dat(task, candidates, upstream, config, strategy, dirs):
+  """--selection=dat: Domain Adaptive Transfer for one task, with kNN selection's cost beside it.
+
+  Returns the record (also written): the DAT model's protocol result, its weights summary, the
+  cost of each DAT step, and the ratio of DAT's upstream fine-tuning to kNN selection over the
+  pool, both measured in this run (kNN's features may come from the cache: its seconds are then
+  those of this run, and `knn_images_embedded` says how many images it embedded).
+  """
+  from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import dat  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution,
+                                   cache_dir=dirs["cache"])
+  scores, _ = selection.score(candidates, source, ["knn"])
+  knn_seconds = time.perf_counter() - start
+  result = dat.run(task, candidates.baseline, upstream, _dat_config(), config,
+                   os.path.join(dirs["work"], task.name, "dat"), strategy, FLAGS.data_dir,
+                   dirs["cache"])
+  name = f"dat_{task.name}"
+  protocol_result = result["protocol"]
+  cost = result["cost"]
+  ratio = cost["upstream_training"]["seconds"] / knn_seconds
+  print(f"   dat: test accuracy {result['test_accuracy']:.4f}; upstream fine-tuning "
+        f"{cost['upstream_training']['seconds']:.1f}s vs kNN selection over "
+        f"{len(candidates.experts)} experts {knn_seconds:.1f}s (x{ratio:.1f})", flush=True)
+  config_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
+  record = {"task": task.name, "group": task.group, "selection": "dat", "chosen": [name],
+            "proxy_scores": scores, "picks": {"knn": selection.best(scores["knn"])},
+            "per_expert": {name: protocol_result}, "test_accuracy": result["test_accuracy"],
+            "test_interval": protocol_result.get("test_interval"),
+            "test_size": protocol_result.get("test_size"), "config": config_dict,
+            "dat": {"handle": result["handle"], "weights": result["weights"], "cost": cost,
+                    "config": dataclasses.asdict(_dat_config()),
+                    "knn_selection": {"seconds": knn_seconds, "num_experts": len(
+                        candidates.experts), "images_embedded": source.stats.images_embedded},
+                    "upstream_training_over_knn": ratio},
+            "times": {"selection_seconds": cost["label_distribution"]["seconds"]
+                      + cost["upstream_training"]["seconds"],
+                      "finetune_seconds": protocol_result["seconds"]},
+            "images_embedded": source.stats.images_embedded, "versions": _versions(),
+            "num_experts": len(candidates.experts)}
+  report.write_record(dirs["results"], record)
+  return record
 
 
 def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
@@ -236,8 +318,12 @@ def main(argv):
   dirs = {"results": FLAGS.results_dir,
           "work": FLAGS.workdir or os.path.join(FLAGS.results_dir, "runs"),
           "cache": FLAGS.cache_dir or os.path.join(FLAGS.results_dir, "features")}
+  upstream = _upstream_for_dat() if FLAGS.selection == "dat" else None
   for task in task_list:
-    record = evaluate_task(task, candidates, FLAGS.selection, config, strategy, dirs)
+    if upstream is not None:
+      record = evaluate_dat(task, candidates, upstream, config, strategy, dirs)
+    else:
+      record = evaluate_task(task, candidates, FLAGS.selection, config, strategy, dirs)
     print(json.dumps({"task": task.name, "selection": FLAGS.selection, "chosen": record["chosen"],
                       "test_accuracy": record["test_accuracy"]}), flush=True)
   print(report.summarize(FLAGS.results_dir))

@@ -71,3 +71,30 @@ def prepare_offline_datasets(data_dir, configs=("tiny",), print_fn=print):
     if print_fn:
       print_fn(f"{name}: {status} in {seconds:.1f}s at {builder.data_dir} {splits}")
   return report
+
+
+def open_upstream(dataset, hierarchy=None, data_dir=None, prepare=True, **upstream_kwargs):
+  """Opens an upstream dataset as `upstream.Upstream`, the way bin/train_experts names it.
+
+  Args:
+    dataset: tfds name[/config][:version].
+    hierarchy: label hierarchy file; None for an offline `tfexperts_*` dataset's shipped one.
+    data_dir: tfds data dir.
+    prepare: build an offline `tfexperts_*` dataset into `data_dir` when it is missing.
+    **upstream_kwargs: `split`, `image_key`, `label_key`, `class_names` of `Upstream`.
+
+  Returns:
+    The `Upstream`. Raises UserError when a non-offline dataset has no hierarchy, and as
+    `Upstream` does for unprepared data or unknown keys.
+  """
+  from tfexperts.data import upstream as upstream_lib  # pylint: disable=g-import-not-at-top
+  from tfexperts.errors import UserError  # pylint: disable=g-import-not-at-top
+  offline_name = dataset.split("/")[0].split(":")[0] in builders.NAMES
+  if offline_name and prepare:
+    prepare_offline_datasets(data_dir, configs=(dataset.split(":")[0],))
+  if hierarchy is None:
+    if not offline_name:
+      raise UserError(f"A hierarchy file is required for upstream dataset {dataset!r} (only the "
+                      f"offline datasets {list(builders.NAMES)} ship one).")
+    hierarchy = upstream_hierarchy_path()
+  return upstream_lib.Upstream(dataset, hierarchy, data_dir=data_dir, **upstream_kwargs)
