@@ -28,17 +28,16 @@ def make_task():
   """A `TrainTask` over the synthetic arrays with a tiny BiT model (seeded)."""
   import keras
   import tensorflow as tf
+  from tfexperts.data import pipeline
+  from tfexperts.data import preprocess
   from tfexperts.models import bit
   from tfexperts.train import loop
   images, labels = synthetic_arrays()
 
   def make_dataset(ctx, per_replica_batch, start_step):
-    ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).repeat()
-    ds = ds.batch(per_replica_batch, drop_remainder=True)
-    if ctx is not None and ctx.num_input_pipelines > 1:
-      ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-    replicas_per_pipeline = 1 if ctx is None else ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    return ds.skip(start_step * replicas_per_pipeline)
+    ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
+    return pipeline.finish(ds, preprocess.get_preprocess_fn(None), repeat=True,
+                           **loop.resumed_input(ctx, per_replica_batch, start_step))
 
   def make_model():
     keras.utils.set_random_seed(3)

@@ -191,7 +191,7 @@ class Task:
 
   def load(self, split, data_dir=None, *, image_size=None, augment=False, preprocess=None,
            shuffle_buffer=0, repeat=False, batch_size=None, drop_remainder=False, seed=0,
-           download=False):
+           skip=0, shard=(1, 0), download=False):
     """Returns a `tf.data.Dataset` of `(image, label)` for a task split.
 
     Args:
@@ -202,7 +202,8 @@ class Task:
         and flip) instead of `eval_preprocess(image_size)`.
       preprocess: a custom preprocessing spec (see `preprocess`), run on the decoded uint8 image;
         it must produce float32 in [0, 1]. Excludes `image_size` and `augment`.
-      shuffle_buffer, repeat, batch_size, drop_remainder, seed: see `pipeline.finish`.
+      shuffle_buffer, repeat, batch_size, drop_remainder, seed, skip, shard: see
+        `pipeline.finish`.
       download: let tfds download and prepare missing data.
 
     Images come out float32 in [0, 1], `[h, w, 3]` (batched: `[b, h, w, 3]`); labels int32.
@@ -229,7 +230,8 @@ class Task:
       return user(features)
 
     ds = pipeline.finish(ds, preprocess_fn, shuffle_buffer=shuffle_buffer, repeat=repeat,
-                         batch_size=batch_size, drop_remainder=drop_remainder, seed=seed)
+                         batch_size=batch_size, drop_remainder=drop_remainder, seed=seed,
+                         skip=skip, shard=shard)
     return ds.map(lambda f: (f["image"], f["label"]))
 
 

@@ -5,7 +5,9 @@ momentum, BiT's warm-up and decay schedule, optional weight decay, label smoothi
 Checkpoints (model, optimizer, step) are written every `checkpoint_every` steps and at the end; the
 data position is the step itself: the input function is asked for the stream that starts at the
 restored step, so a killed run restarted with the same settings continues exactly where its last
-checkpoint was. A run whose checkpoint already holds `total_steps` is not retrained.
+checkpoint was. `resumed_input` turns that step into the input pipeline's position: what was
+consumed is skipped on the encoded records, before any image is decoded. A run whose checkpoint
+already holds `total_steps` is not retrained.
 """
 import dataclasses
 import os
@@ -63,7 +65,8 @@ class TrainTask:
     make_model: called under the strategy's scope; returns a built Keras model.
     make_dataset: `(input_context, per_replica_batch_size, start_step) -> tf.data.Dataset` of
       batches `{"image": [b,h,w,3] float32 in [0,1], "label": [b] int or [b,C] multi-hot, ...}`,
-      infinite, deterministic, beginning at batch number `start_step` of this replica's stream.
+      infinite, deterministic, beginning at batch number `start_step` of this replica's stream;
+      normally `pipeline.finish(..., **resumed_input(ctx, per_replica_batch_size, start_step))`.
     forward: `(model, batch) -> [b, num_classes] float32 logits`.
     decayed_tensors: `model -> list of tensors` that weight decay applies to (default: every
       trainable kernel). Banks return only the rows of the expert being trained.
@@ -74,6 +77,37 @@ class TrainTask:
   make_dataset: Callable[[Optional[tf.distribute.InputContext], int, int], tf.data.Dataset]
   forward: Callable[[keras.Model, dict], tf.Tensor]
   decayed_tensors: Optional[Callable[[keras.Model], list]] = None
+
+
+def resumed_input(input_context, per_replica_batch_size, start_step):
+  """Where one input pipeline's stream begins when a run resumes at `start_step`.
+
+  Every run reads one shared, seeded example stream in global batches of
+  `per_replica_batch_size * num_replicas_in_sync` examples; input pipeline `i` of `n` reads the
+  per-replica batches `i, i + n, ...` of it. After `start_step` steps, exactly the first
+  `start_step` global batches were consumed, whatever the number of pipelines, so they are
+  skipped as encoded records (nothing is decoded again) and the pipeline's share is then
+  picked by batch position, also before decoding.
+
+  Args:
+    input_context: the `tf.distribute.InputContext` (None: one pipeline, one replica).
+    per_replica_batch_size: examples per replica and step.
+    start_step: the step the run resumes at (0 for a fresh run).
+
+  Returns:
+    Keyword arguments for `tfexperts.data.pipeline.finish` (and the dataset functions that
+    pass them on, e.g. `Task.load`): `batch_size`, `drop_remainder`, `skip`, `shard`.
+  """
+  for name, value in (("per_replica_batch_size", per_replica_batch_size),
+                      ("start_step", start_step)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ValueError(f"`{name}` must be a non-negative integer. Received: {name}={value!r}")
+  replicas, pipelines, index = 1, 1, 0
+  if input_context is not None:
+    replicas, pipelines = input_context.num_replicas_in_sync, input_context.num_input_pipelines
+    index = input_context.input_pipeline_id
+  return {"batch_size": per_replica_batch_size, "drop_remainder": True,
+          "skip": start_step * per_replica_batch_size * replicas, "shard": (pipelines, index)}
 
 
 def model_variables(model):

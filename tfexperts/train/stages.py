@@ -75,19 +75,6 @@ def expert_dirname(domain):
   return f"{domain.expert_id:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', domain.name)}"
 
 
-def _skip_batches(ctx, start_step):
-  # Each global step consumes one per-replica batch per replica of this input pipeline.
-  if ctx is None:
-    return start_step
-  return start_step * (ctx.num_replicas_in_sync // ctx.num_input_pipelines)
-
-
-def _shard(dataset, ctx):
-  if ctx is None or ctx.num_input_pipelines == 1:
-    return dataset
-  return dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-
-
 def _to_loop_batch(multi_label, extra=None):
   def fn(batch):
     out = {"image": batch["image"], "label": batch["labels"] if multi_label else batch["label"]}
@@ -102,10 +89,9 @@ def _to_loop_batch(multi_label, extra=None):
 def _make_dataset_fn(sc, source, extra=None):
   """`(ctx, per_replica_batch, start_step) -> dataset` over `source(batch_size=..., ...)`."""
   def make(ctx, per_replica_batch, start_step):
-    ds = source(preprocess=sc.preprocess, shuffle_buffer=2048, repeat=True,
-                batch_size=per_replica_batch, drop_remainder=True, seed=sc.seed)
-    ds = _shard(ds, ctx).map(_to_loop_batch(sc.multi_label, extra))
-    return ds.skip(_skip_batches(ctx, start_step))
+    ds = source(preprocess=sc.preprocess, shuffle_buffer=2048, repeat=True, seed=sc.seed,
+                **loop.resumed_input(ctx, per_replica_batch, start_step))
+    return ds.map(_to_loop_batch(sc.multi_label, extra))
   return make
 
 

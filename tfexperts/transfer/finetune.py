@@ -89,13 +89,9 @@ class RunSpec:
 def _dataset_fn(spec):
   def make(ctx, per_replica_batch, start_step):
     ds = spec.task.load(spec.train_split, spec.data_dir, image_size=spec.resolution, augment=True,
-                        shuffle_buffer=1000, repeat=True, batch_size=per_replica_batch,
-                        drop_remainder=True, seed=spec.seed)
-    if ctx is not None and ctx.num_input_pipelines > 1:
-      ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-    ds = ds.map(lambda images, labels: {"image": images, "label": labels})
-    replicas = 1 if ctx is None else ctx.num_replicas_in_sync // ctx.num_input_pipelines
-    return ds.skip(start_step * replicas)
+                        shuffle_buffer=1000, repeat=True, seed=spec.seed,
+                        **loop.resumed_input(ctx, per_replica_batch, start_step))
+    return ds.map(lambda images, labels: {"image": images, "label": labels})
   return make
 
 
