@@ -167,3 +167,17 @@ def test_unknown_op_lists_known_ops():
 def test_bad_specs_explain_themselves(spec, message):
   with pytest.raises(ValueError, match=message):
     pp.get_preprocess_fn(spec)
+
+
+def test_compose_passes_the_seed_to_every_spec():
+  # A "decode" step made separately would drop the seed, leaving later random ops unseeded (and
+  # a resumed pipeline, which skips records before decoding, augmenting differently).
+  images = RNG.integers(0, 256, (40, 3, 4, 3), dtype=np.uint8)
+  ds = pp.add_seeds(tf.data.Dataset.from_tensor_slices({"image": images}), seed=5)
+  composed = pp.compose("value_range(0, 1)", [lambda f: f], "flip_lr")
+  whole = [ex["image"] for ex in ds.map(pp.get_preprocess_fn("value_range(0,1)|flip_lr"))
+           .as_numpy_iterator()]
+  out = [ex["image"] for ex in ds.map(composed).as_numpy_iterator()]
+  np.testing.assert_array_equal(out, whole)
+  resumed = [ex["image"] for ex in ds.skip(30).map(composed).as_numpy_iterator()]
+  np.testing.assert_array_equal(resumed, out[30:])

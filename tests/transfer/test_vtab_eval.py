@@ -143,3 +143,32 @@ def test_transfer_model_of_an_adapter_module_checkpoints_every_variable(tmp_path
   other(images)
   loop.restore_model(other, path)
   np.testing.assert_array_equal(other(images).numpy(), model(images).numpy())
+
+
+def test_vtab_eval_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, exported,
+                                                                   offline_data_dir):
+  # Selection features, fine-tuning and evaluation all run under the strategy; only float
+  # summation order differs between one device and two replicas.
+  args = [f"--experts={exported.collection_dir}", "--selection=knn",
+          "--report_proxies=knn,domain", f"--data_dir={offline_data_dir}", "--steps=6",
+          "--learning_rates=0.1", *QUICK]
+  records = {}
+  for strategy, cpus in (("one_device", "1"), ("mirrored", "2")):
+    results = str(tmp_path / strategy)
+    env = {**_env(), "TFEXPERTS_LOGICAL_CPUS": cpus}
+    proc = subprocess.run(_command("vtab_eval", [*args, f"--results_dir={results}",
+                                                 f"--strategy={strategy}"]),
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    records[strategy] = json.load(open(os.path.join(results, "shapes_fine_tiny__knn.json")))
+  one, two = records["one_device"], records["mirrored"]
+  assert two["picks"] == one["picks"] and two["chosen"] == one["chosen"]
+  for proxy, scores in one["proxy_scores"].items():
+    assert set(two["proxy_scores"][proxy]) == set(scores)
+    for name, value in scores.items():
+      assert abs(two["proxy_scores"][proxy][name] - value) <= 1e-6, (proxy, name)
+  assert two["images_embedded"] == one["images_embedded"] == 5 * 800 + 800  # + EPN logits
+  name = one["chosen"][0]
+  for phase, key in (("sweep", "val_accuracy"), ("final", "test_accuracy")):
+    for a, b in zip(one["per_expert"][name][phase], two["per_expert"][name][phase]):
+      assert abs(a[key] - b[key]) <= 0.01, (phase, a, b)  # at most a near-tie flipped

@@ -200,7 +200,7 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
   by_name = {selection.expert_key(e): e for e in candidates.experts}
   start = time.perf_counter()
   source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution,
-                                   cache_dir=dirs["cache"], strategy=None)
+                                   cache_dir=dirs["cache"], strategy=strategy)
   want_topk = selection_name == TOPK or (selection_name in FINE_TUNE_SEVERAL
                                          and TOPK in FLAGS.report_proxies)
   scoring = [p for p in FLAGS.report_proxies if p != TOPK]

@@ -73,6 +73,26 @@ def parse_op(text):
                    "with literal arguments.")
 
 
+def _items(spec):
+  if spec is None:
+    return []
+  if isinstance(spec, str):
+    return [s for s in spec.split("|") if s.strip()]
+  if isinstance(spec, (list, tuple)):
+    return list(spec)
+  raise ValueError("A preprocessing spec must be a '|'-separated string, a list of op strings "
+                   f"or callables, or None. Received: {spec!r}")
+
+
+def compose(*specs):
+  """One function running several specs in order, e.g. `compose("decode", user_spec)`.
+
+  Unlike chaining `get_preprocess_fn` results, which would drop `SEED_KEY` after the first, the
+  per-example seed reaches the random ops of every spec. Returns a function on feature dicts.
+  """
+  return get_preprocess_fn([item for spec in specs for item in _items(spec)])
+
+
 def get_preprocess_fn(spec):
   """Composes a pipeline into one function `features -> features`.
 
@@ -80,15 +100,7 @@ def get_preprocess_fn(spec):
   The returned function applies the ops in order on a shallow copy of the dict and drops
   `SEED_KEY`. Raises ValueError on unknown ops (listing the known ones) or unparsable text.
   """
-  if spec is None:
-    items = []
-  elif isinstance(spec, str):
-    items = [s for s in spec.split("|") if s.strip()]
-  elif isinstance(spec, (list, tuple)):
-    items = list(spec)
-  else:
-    raise ValueError("A preprocessing spec must be a '|'-separated string, a list of op strings "
-                     f"or callables, or None. Received: {spec!r}")
+  items = _items(spec)
   ops = []
   for item in items:
     if callable(item):

@@ -220,14 +220,9 @@ class Task:
       decoders = {self.image_key: tfds.decode.SkipDecoding()}  # decode after shuffling
     ds = builder.as_dataset(split=tfds_split, shuffle_files=False, decoders=decoders)
     ds = ds.map(self.extract, num_parallel_calls=tf.data.AUTOTUNE)
-    decode, user = pp.get_preprocess_fn("decode"), pp.get_preprocess_fn(preprocess)
     image_fn = self.image_fn
-
-    def preprocess_fn(features):
-      features = decode(features)
-      if image_fn is not None:
-        features = {**features, "image": image_fn(features["image"])}
-      return user(features)
+    task_image = [lambda f: {**f, "image": image_fn(f["image"])}] if image_fn else []
+    preprocess_fn = pp.compose("decode", task_image, preprocess)
 
     ds = pipeline.finish(ds, preprocess_fn, shuffle_buffer=shuffle_buffer, repeat=repeat,
                          batch_size=batch_size, drop_remainder=drop_remainder, seed=seed,

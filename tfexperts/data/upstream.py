@@ -282,9 +282,7 @@ class Upstream:
     return lambda ex: tf.reduce_any(tf.logical_and(tf.cast(ex["label"], tf.bool), column))
 
   def _preprocess_fn(self, preprocess):
-    decode = pp.get_preprocess_fn("decode")
-    user = pp.get_preprocess_fn(DEFAULT_PREPROCESS if preprocess is None else preprocess)
-    return lambda features: user(decode(features))
+    return pp.compose("decode", DEFAULT_PREPROCESS if preprocess is None else preprocess)
 
   def _expert_slice(self, domains, expert_id):
     if not 0 <= expert_id < len(domains):

@@ -14,8 +14,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfexperts import replicated
 from tfexperts.errors import UserError
 
+DEFAULT_REPLICATED_BATCH = 64  # global batch under a strategy when the dataset's is not static
 Features = collections.namedtuple("Features", ["features", "labels", "images_embedded"])
 Features.__doc__ = """Embedded dataset: float32 `[n, d]` features, `[n]` labels, and how many
 images were run through the model for it (0 when read from the cache)."""
@@ -123,9 +125,10 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
   Args:
     model: callable, images `[b, h, w, 3]` float32 in [0, 1] -> `[b, d]` (or {"pre_logits": ...}).
     dataset: batched `tf.data.Dataset` of `(images, labels)`.
-    strategy: optional `tf.distribute.Strategy`; batches are split over its replicas with
-      `strategy.run` (the model's variables should be created under `strategy.scope()`). Results
-      are gathered in replica order, which is dataset order for a single worker.
+    strategy: optional `tf.distribute.Strategy`; images are split over its replicas (see
+      `tfexperts.replicated`: full global batches of the dataset's batch size, the last
+      padded, every image embedded once, results in dataset order on every worker). The model's
+      variables should be created under `strategy.scope()`.
     num_images: total image count, if known, for the ETA in the progress line.
     log_every_seconds: progress line interval (absl logging, INFO); None logs only the summary.
     stats: optional `EmbedStats` whose `images_embedded` is increased.
@@ -145,16 +148,12 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
   def replica_step(images):
     return _pre_logits(model(images))
 
-  if strategy is None:
-    # No autograph (nothing to convert): errors raised while tracing, e.g. a module's UserError
-    # for a wrong image size, reach the caller as they are rather than as a StagingError.
-    step = _CompiledStep(replica_step, jit_compile)
-    batches, local = dataset.prefetch(tf.data.AUTOTUNE), _single_replica
-  else:
-    step = tf.function(lambda images: strategy.run(replica_step, args=(images,)),
-                       reduce_retracing=True, autograph=False)
-    batches = strategy.experimental_distribute_dataset(dataset)
-    local = strategy.experimental_local_results
+  if strategy is not None:
+    return _embed_replicated(strategy, replica_step, dataset, progress, stats)
+  # No autograph (nothing to convert): errors raised while tracing, e.g. a module's UserError
+  # for a wrong image size, reach the caller as they are rather than as a StagingError.
+  step = _CompiledStep(replica_step, jit_compile)
+  batches, local = dataset.prefetch(tf.data.AUTOTUNE), _single_replica
   features, labels = [], []
   for images, batch_labels in batches:
     batch_features = [f.numpy() for f in local(step(images))]
@@ -180,6 +179,20 @@ def check_finite(features, key):
                     f"{int(np.argmax(bad))}); its scores would be meaningless. Check the module "
                     "(e.g. load it and embed a few images) or leave it out of --experts.")
   return features
+
+
+def _embed_replicated(strategy, replica_step, dataset, progress, stats):
+  def on_batch(count):
+    progress.update(count)
+    if stats is not None:
+      stats.images_embedded += count
+
+  batch_size = dataset.element_spec[0].shape[0] or DEFAULT_REPLICATED_BATCH
+  features, labels = replicated.ordered_outputs(
+      strategy, lambda example: (replica_step(example[0]), example[1]), dataset.unbatch(),
+      batch_size, on_batch=on_batch)
+  progress.finish()
+  return features.astype(np.float32), labels
 
 
 def cached_features(cache, key, make_model, make_dataset, strategy=None, num_images=None,

@@ -105,15 +105,23 @@ class FeatureSource:
     return self.task.load(self.split, self.data_dir, image_size=self.resolution,
                           batch_size=self.batch_size)
 
+  def _loaded(self, expert):
+    # Loaded here, not on first call: under a strategy that call is inside a replica function.
+    # (Loading under the strategy's scope would mirror the variables, but restored functions then
+    # refuse to run in the cross-replica context that the load's own check uses.)
+    if self.strategy is not None:
+      expert.module  # pylint: disable=pointless-statement
+    return expert
+
   def features(self, expert):
     """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
-    return features_lib.cached_features(self.cache, self.key(expert), lambda: expert.embed,
+    return features_lib.cached_features(self.cache, self.key(expert), lambda: self._loaded(expert).embed,
                                         self._dataset, strategy=self.strategy, stats=self.stats)
 
   def logits(self, module):
     """`Features` whose features are `module`'s upstream-head logits on the split."""
     return features_lib.cached_features(self.cache, self.key(module, "logits"),
-                                        lambda: module.logits, self._dataset,
+                                        lambda: self._loaded(module).logits, self._dataset,
                                         strategy=self.strategy, stats=self.stats)
 
 

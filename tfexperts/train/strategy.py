@@ -15,6 +15,26 @@ TPU_TIMEOUT_SECONDS = 30.0
 
 class TPUConnectionError(UserError, RuntimeError):
   """No TPU answers at the given name or address (within the timeout)."""
+# Splits the host CPU into this many logical devices before a strategy is made, so `mirrored`
+# can be tried (and tested) with several replicas on a machine without accelerators.
+LOGICAL_CPUS_ENV = "TFEXPERTS_LOGICAL_CPUS"
+
+
+def _split_cpu_from_env():
+  value = os.environ.get(LOGICAL_CPUS_ENV)
+  if not value:
+    return
+  if not value.isdigit() or int(value) < 1:
+    raise UserError(f"{LOGICAL_CPUS_ENV} must be a positive integer. Received: {value!r}")
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  wanted = [tf.config.LogicalDeviceConfiguration()] * int(value)
+  if len(tf.config.get_logical_device_configuration(cpu) or [None]) == int(value):
+    return
+  try:
+    tf.config.set_logical_device_configuration(cpu, wanted)
+  except RuntimeError as e:
+    raise RuntimeError(f"{LOGICAL_CPUS_ENV}={value} must take effect before TensorFlow "
+                       f"initializes its devices: {e}") from None
 
 
 def _no_tpu_error(tpu, reason):
@@ -93,7 +113,9 @@ def make_strategy(tpu=None, strategy="auto", tpu_timeout=TPU_TIMEOUT_SECONDS):
     tpu_timeout: seconds the connection to the TPU may take (not its initialisation); then a
       `TPUConnectionError` naming the address.
     strategy: one of STRATEGIES. `auto` = MirroredStrategy over the visible GPUs when there are
-      any, else OneDeviceStrategy on the CPU. `multi_worker` reads the cluster from TF_CONFIG.
+      any, else OneDeviceStrategy on the CPU. `mirrored` without GPUs mirrors over the logical
+      CPUs (one unless the environment variable TFEXPERTS_LOGICAL_CPUS=N splits the CPU).
+      `multi_worker` reads the cluster from TF_CONFIG.
 
   Raises:
     `TPUConnectionError` (a `UserError` and RuntimeError) when no TPU answers at `tpu`;
@@ -104,12 +126,15 @@ def make_strategy(tpu=None, strategy="auto", tpu_timeout=TPU_TIMEOUT_SECONDS):
     return _tpu_strategy(tpu, tpu_timeout)
   if strategy not in STRATEGIES:
     raise ValueError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}.")
+  _split_cpu_from_env()
   if strategy == "multi_worker":
     if "TF_CONFIG" not in os.environ:
       raise RuntimeError("--strategy=multi_worker needs the cluster in the TF_CONFIG environment "
                          "variable (see tf.distribute.MultiWorkerMirroredStrategy).")
     return tf.distribute.MultiWorkerMirroredStrategy()
   gpus = tf.config.list_logical_devices("GPU")
+  if strategy == "mirrored" and not gpus:
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
   if strategy == "mirrored" or (strategy == "auto" and gpus):
     return tf.distribute.MirroredStrategy()
   return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")

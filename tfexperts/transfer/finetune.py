@@ -16,7 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfexperts import fileio
+from tfexperts import replicated
 from tfexperts.hub import load as hub_load
+from tfexperts.hub import metadata as hub_metadata
 from tfexperts.hub import third_party
 from tfexperts.models import inputs
 from tfexperts.transfer import stats
@@ -57,13 +59,35 @@ class TransferModel(keras.Model):
     self.input_range = third_party.input_range(handle)
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
 
-  def call(self, images, training=False):
+  def _features(self, images, training=False):
     images = third_party.rescale(tf.cast(inputs.prepare(images), tf.float32), self.input_range)
     features = self.expert(images, training=training)
     if isinstance(features, dict):
       features = features["pre_logits"] if "pre_logits" in features else (
           next(iter(features.values())) if len(features) == 1 else features["pre_logits"])
-    return self.head(tf.cast(features, tf.float32))
+    return tf.cast(features, tf.float32)
+
+  def _feature_dim(self):
+    dim = (hub_metadata.read(hub_load.resolve(self.handle)) or {}).get("feature_dim")
+    if dim:
+      return int(dim)
+    probe = tf.zeros([1, 32, 32, 3])
+    if not tf.distribute.has_strategy():
+      return int(self._features(probe).shape[-1])
+    strategy = tf.distribute.get_strategy()
+    outputs = strategy.run(tf.function(self._features), args=(probe,))
+    return int(strategy.experimental_local_results(outputs)[0].shape[-1])
+
+  def build(self, input_shape):
+    """Builds the head for the expert's feature size, without calling the model.
+
+    Under a MirroredStrategy the restored SavedModel functions only run in a replica context,
+    while Keras would build by tracing `call` in the cross-replica one.
+    """
+    self.head.build((None, self._feature_dim()))
+
+  def call(self, images, training=False):
+    return self.head(self._features(images, training))
 
 
 @dataclasses.dataclass
@@ -95,23 +119,31 @@ def _dataset_fn(spec):
   return make
 
 
-def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128):
+def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128, strategy=None):
   """Per-example top-1 correctness of `model` (images -> logits) on a task split, in the split's
-  (deterministic) order: a bool array, the same examples for every model of the task."""
-  correct = []
-  predict = tf.function(lambda images: tf.argmax(model(images, training=False), axis=-1),
-                        reduce_retracing=True)
-  for images, labels in task.load(split, data_dir, image_size=resolution,
-                                  batch_size=batch_size):
-    correct.append(tf.equal(predict(images), tf.cast(labels, tf.int64)).numpy())
-  if not correct:
+  (deterministic) order: a bool array, the same examples for every model of the task.
+
+  Runs under `strategy` (None: the default strategy) like the training that made `model`: global
+  batches of `batch_size` split over the replicas, the last one padded, every example counted
+  exactly once (checked against the split's size).
+  """
+  examples = task.load(split, data_dir, image_size=resolution)
+
+  def predict(example):
+    images, labels = example
+    return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32), labels
+
+  expected = task.num_examples(split, data_dir)
+  if expected == 0:
     raise ValueError(f"Split {split!r} of task {task.name!r} is empty.")
-  return np.concatenate(correct)
+  predictions, labels = replicated.ordered_outputs(strategy, predict, examples, batch_size,
+                                                   num_examples=expected)
+  return predictions == labels.astype(np.int32)
 
 
-def evaluate(model, task, split, data_dir, resolution, batch_size=128):
+def evaluate(model, task, split, data_dir, resolution, batch_size=128, strategy=None):
   """Top-1 accuracy of `model` (images -> logits) on a task split; returns (accuracy, count)."""
-  correct = evaluate_correct(model, task, split, data_dir, resolution, batch_size)
+  correct = evaluate_correct(model, task, split, data_dir, resolution, batch_size, strategy)
   return float(correct.mean()), int(correct.size)
 
 
@@ -135,7 +167,7 @@ def run(spec, strategy):
   def make_model():
     keras.utils.set_random_seed(spec.seed)
     model = TransferModel(spec.handle, spec.task.num_classes)
-    model(np.zeros((1, spec.resolution, spec.resolution, 3), np.float32))
+    model.build((None, spec.resolution, spec.resolution, 3))
     return model
 
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(spec.directory)}",
@@ -143,7 +175,7 @@ def run(spec, strategy):
                         lambda model, batch: model(batch["image"], training=True))
   model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
-                             spec.eval_batch_size)
+                             spec.eval_batch_size, strategy)
   accuracy, count = float(correct.mean()), int(correct.size)
   result = {"handle": spec.handle, "task": spec.task.name, "train_split": spec.train_split,
             "eval_split": spec.eval_split, "learning_rate": spec.learning_rate,

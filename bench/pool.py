@@ -1,0 +1,243 @@
+"""Benchmark: an expert pool at the paper's shape (48 R50x1 adapter experts, 224 px, 1000 images).
+
+Simulated on this machine: the weights are untrained (a seeded random R50x1 backbone, adapters
+with small random rows so the experts differ), and the task is the offline `shapes_fine_tiny`
+train800val200 split (1000 images) resized to 224 px. Two ways to ship the pool are compared:
+  bank      one SavedModel holding all 48 experts, routed per image by expert id (export_bank)
+  separate  48 single-expert SavedModels; to save time one expert is exported and copied 47 times
+            (identical weights change nothing for load time, disk, memory or throughput)
+Each runs in a fresh subprocess through select_expert's path (`selection.score` with the knn
+proxy: `FeatureSource.features` -> `features.cached_features` -> `features.embed`, feature cache
+off), on a budget: `--measure_experts` experts on `--images` sampled images each (decoded and
+resized as the task does). It prints the measured numbers and the projection to the full pool
+(all experts, all task images) on this machine:
+  load      seconds to load (and check) the modules the pool needs (bank: 1; separate: one per
+            expert, measured for the sampled experts and scaled linearly)
+  rss       resident memory added by loading those modules, and the process's peak (ru_maxrss)
+  disk      bytes on disk of the whole pool
+  img*exp/s images x experts per second of feature extraction
+  full pool projected wall time: load + 48 x 1000 / (img*exp/s)
+Modules are written to a temp directory (removed at the end; the separate pool takes ~4.5 GB).
+
+Usage: flock /tmp/bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+         python bench/pool.py [--experts 48] [--images 64] [--measure_experts 3] [--seconds 600]
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASK, SPLIT = "shapes_fine_tiny", "train800val200"
+
+
+def current_rss_mb():
+  """Resident set size now (VmRSS of /proc/self/status), in MiB."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def peak_rss_mb():
+  """Peak resident set size of this process (ru_maxrss), in MiB."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def disk_bytes(path):
+  """Total size of the files under `path`."""
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def export_pool(root, num_experts, resolution, seed):
+  """Writes the bank module and the separate modules under `root`; returns their handles."""
+  import numpy as np
+  from tfexperts.hub import export
+  from tfexperts.models import adapters
+  from tfexperts.models import bit
+  import keras
+  keras.utils.set_random_seed(seed)
+  bank = adapters.create_adapter_experts(bit.create_model("r50x1"), num_experts)
+  rng = np.random.default_rng(seed)
+  for v in bank.trainable_weights:  # untrained, but every expert different (A2 starts at zero)
+    if v.path.endswith("kernel"):
+      v.assign(rng.normal(0.0, 0.02, v.shape).astype("float32"))
+  experts = [{"expert_id": e, "name": f"expert{e:02d}", "node": f"expert{e:02d}",
+              "num_images": 1000} for e in range(num_experts)]
+  metadata = {"kind": "adapter_bank", "name": "adapter_bank", "experts": experts,
+              "input": {"resolution": resolution}}
+  start = time.perf_counter()
+  bank_path = export.export_bank(bank, os.path.join(root, "bank", "1"), metadata)
+  print(f"exported the bank module in {time.perf_counter() - start:.0f}s", flush=True)
+  start = time.perf_counter()
+  first = os.path.join(root, "separate", "expert00", "1")
+  export.export_expert(bank.extract_expert(0), first,
+                       {"kind": "adapter", "name": "expert00", "input": {"resolution": resolution}})
+  separate = [first]
+  for e in range(1, num_experts):
+    path = os.path.join(root, "separate", f"expert{e:02d}", "1")
+    shutil.copytree(first, path)
+    separate.append(path)
+  print(f"exported 1 separate module and copied it {num_experts - 1} times in "
+        f"{time.perf_counter() - start:.0f}s", flush=True)
+  return bank_path, separate
+
+
+class _BankExpert:
+  """One expert of a loaded bank, looking like a `hub.load.Expert` to the selection code."""
+
+  def __init__(self, bank, expert_id):
+    self.bank, self.expert_id = bank, expert_id
+    self.name = f"expert{expert_id:02d}"
+    self.handle = f"{bank.handle}#{expert_id}"
+    self.metadata = {"module": self.name, "kind": "adapter"}
+    self.kind = "adapter"
+
+  @property
+  def module(self):
+    return self.bank.module
+
+  def embed(self, images):
+    import tensorflow as tf
+    ids = tf.fill([tf.shape(images)[0]], tf.constant(self.expert_id, tf.int32))
+    return self.bank.embed(images, ids)
+
+
+def measure(mode, handles, args):
+  """In this (fresh) process: load the pool's modules and score the sampled experts with knn."""
+  import tensorflow as tf
+  from tfexperts.data import builders  # pylint: disable=unused-import
+  from tfexperts.data import tasks
+  from tfexperts.hub import load as hub_load
+  from tfexperts.select import selection
+
+  class SampledSource(selection.FeatureSource):
+    """The task's images, only the first `args.images` of them (decoded and resized as usual)."""
+
+    def _dataset(self):
+      return super()._dataset().unbatch().take(args.images).batch(self.batch_size)
+
+  task = tasks.get_task(TASK)
+  source = SampledSource(task, SPLIT, args.data_dir, args.resolution, args.batch)
+  source._dataset().take(1).get_single_element()  # tfds and tf.data start-up, outside timings
+  rss_before = current_rss_mb()
+  start = time.perf_counter()
+  if mode == "bank":
+    bank = hub_load.load_bank(handles[0])
+    experts = [_BankExpert(bank, e) for e in range(args.measure_experts)]
+  else:
+    experts = [hub_load.load_expert(h) for h in handles[:args.measure_experts]]
+  load_seconds = time.perf_counter() - start
+  rss_loaded = current_rss_mb() - rss_before
+  budget_start = time.perf_counter()
+  measured, embed_seconds = 0, 0.0
+  for expert in experts:  # one at a time, so the --seconds budget can stop early
+    start = time.perf_counter()
+    scores, _ = selection.score(selection.Candidates([expert]), source, ["knn"])
+    embed_seconds += time.perf_counter() - start
+    measured += 1
+    assert len(scores["knn"]) == 1
+    if measured >= 2 and time.perf_counter() - budget_start > args.seconds:
+      break
+  if mode == "separate":  # loads of experts the budget left unscored do not count
+    load_seconds *= measured / len(experts)
+    rss_loaded *= measured / len(experts)
+  return {"mode": mode, "loaded_modules": 1 if mode == "bank" else measured,
+          "load_seconds": load_seconds, "rss_loaded_mb": rss_loaded,
+          "peak_rss_mb": peak_rss_mb(), "experts_measured": measured,
+          "images": source.stats.images_embedded // max(measured, 1),
+          "seconds": embed_seconds, "tf": tf.__version__}
+
+
+def _child(mode, handles, args):
+  cmd = [sys.executable, os.path.abspath(__file__), "--_child", mode, "--_handles",
+         ",".join(handles), *(f"--{k}={getattr(args, k)}" for k in
+                              ("images", "measure_experts", "seconds", "resolution", "batch",
+                               "data_dir"))]
+  env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+  if out.returncode:
+    raise RuntimeError(out.stdout[-3000:] + out.stderr[-5000:])
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _blas():
+  try:
+    from threadpoolctl import threadpool_info
+    return ", ".join(f"{i.get('internal_api')} {i.get('architecture')} x{i.get('num_threads')}"
+                     for i in threadpool_info()) or "none found"
+  except ImportError:
+    return "threadpoolctl not installed"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--experts", type=int, default=48, help="Pool size.")
+  parser.add_argument("--images", type=int, default=64, help="Sampled images per expert.")
+  parser.add_argument("--measure_experts", type=int, default=3,
+                      help="Experts scored per configuration (separate: also modules loaded).")
+  parser.add_argument("--seconds", type=float, default=600.0,
+                      help="Budget per configuration for scoring (at least 2 experts).")
+  parser.add_argument("--resolution", type=int, default=224)
+  parser.add_argument("--batch", type=int, default=32, help="Embedding batch size.")
+  parser.add_argument("--task_images", type=int, default=1000, help="Images of the full task.")
+  parser.add_argument("--data_dir", default="", help="tfds data dir (default: built in a temp dir)")
+  parser.add_argument("--_child", default="", help=argparse.SUPPRESS)
+  parser.add_argument("--_handles", default="", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args._child:  # pylint: disable=protected-access
+    print(json.dumps(measure(args._child, args._handles.split(","), args)))  # pylint: disable=protected-access
+    return
+  if args.measure_experts < 2 or args.measure_experts > args.experts:
+    parser.error(f"--measure_experts must be in [2, --experts]. Received: {args.measure_experts}")
+  print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+  print(f"BLAS: {_blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
+  root = tempfile.mkdtemp(prefix="tfexperts_pool_")
+  try:
+    if not args.data_dir:
+      from tfexperts.data import offline
+      args.data_dir = os.path.join(root, "tfds")
+      offline.prepare_offline_datasets(args.data_dir, "tfexperts_shapes_fine/tiny", print_fn=None)
+    bank_path, separate = export_pool(root, args.experts, args.resolution, seed=0)
+    disk = {"bank": disk_bytes(os.path.dirname(bank_path)),
+            "separate": disk_bytes(os.path.join(root, "separate"))}
+    print(f"pool: {args.experts} R50x1 adapter experts, {args.resolution} px, task {TASK}/{SPLIT} "
+          f"({args.task_images} images), sampled {args.images} images x "
+          f"{args.measure_experts} experts per configuration, batch {args.batch}")
+    rows = {"bank": _child("bank", [bank_path], args), "separate": _child("separate", separate,
+                                                                           args)}
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+  print(f"\n{'':10s} {'load s':>10s} {'rss+ MiB':>10s} {'peak MiB':>9s} {'disk MB':>9s} "
+        f"{'img*exp/s':>10s} {'measured':>17s} {'full pool (proj.)':>18s}")
+  projected = {}
+  for mode, r in rows.items():
+    rate = r["images"] * r["experts_measured"] / r["seconds"]
+    scale = args.experts / r["loaded_modules"]
+    load_full = r["load_seconds"] * scale
+    rss_full = r["rss_loaded_mb"] * scale
+    total = load_full + args.experts * args.task_images / rate
+    projected[mode] = {"load": load_full, "rss": rss_full, "rate": rate, "total": total}
+    print(f"{mode:10s} {load_full:10.1f} {rss_full:10.0f} {r['peak_rss_mb']:9.0f} "
+          f"{disk[mode] / 1e6:9.0f} {rate:10.2f} "
+          f"{r['experts_measured']:3d}x{r['images']:3d} in {r['seconds']:5.0f}s "
+          f"{total / 3600:14.2f} h")
+    if r["loaded_modules"] != args.experts:
+      print(f"{'':10s} (load and rss+ scaled from {r['loaded_modules']} loaded modules: "
+            f"{r['load_seconds']:.1f}s, {r['rss_loaded_mb']:.0f} MiB)")
+  b, s = projected["bank"], projected["separate"]
+  print(f"\nratios separate / bank: load {s['load'] / b['load']:.1f}x, memory "
+        f"{s['rss'] / max(b['rss'], 1e-9):.1f}x, disk {disk['separate'] / disk['bank']:.1f}x, "
+        f"throughput {s['rate'] / b['rate']:.2f}x, full-pool wall time "
+        f"{s['total'] / b['total']:.2f}x")
+  print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+
+
+if __name__ == "__main__":
+  main()
