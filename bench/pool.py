@@ -33,16 +33,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from knn import current_rss_mb  # pylint: disable=g-import-not-at-top,wrong-import-position
 TASK, SPLIT = "shapes_fine_tiny", "train800val200"
-
-
-def current_rss_mb():
-  """Resident set size now (VmRSS of /proc/self/status), in MiB."""
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError("VmRSS not found in /proc/self/status")
 
 
 def peak_rss_mb():

@@ -2,7 +2,7 @@
 
 Run as a separate process (logical devices and TF_CONFIG must be set before TF starts):
   python tests/train/strategy_worker.py compare_mirrored OUT.json
-  TF_CONFIG=... python tests/train/strategy_worker.py multi_worker OUT.npz
+  TF_CONFIG=... python tests/train/strategy_worker.py multi_worker OUT.npz EXPORT_DIR
 """
 import json
 import os
@@ -69,17 +69,36 @@ def compare_mirrored(out_path):
     json.dump(results, f)
 
 
-def multi_worker(out_path):
-  """Trains 4 steps under MultiWorkerMirroredStrategy (TF_CONFIG); writes this worker's weights."""
+def multi_worker(out_path, export_dir):
+  """Trains 4 steps under MultiWorkerMirroredStrategy (TF_CONFIG); the chief exports the model as
+  a hub module, then every worker embeds 37 images with it under the strategy. Writes this
+  worker's weights, losses and features, and the module's features computed without a strategy."""
+  import time
   import tensorflow as tf
+  from tfexperts.hub import export
+  from tfexperts.hub import load as hub_load
+  from tfexperts.select import features
   from tfexperts.train import loop
+  from tfexperts.train import strategy as strategy_lib
   strategy = tf.distribute.MultiWorkerMirroredStrategy()
   checkpoint_dir = os.path.join(os.path.dirname(out_path), "ckpt")
   model, history = loop.train(strategy, make_task(), _config(4), checkpoint_dir)
+  module_path = os.path.join(export_dir, "synthetic", "1")
+  if strategy_lib.is_chief(strategy):
+    export.export_expert(model, module_path, {"kind": "baseline", "name": "synthetic",
+                                              "input": {"resolution": 32}}, with_logits=True)
+  deadline = time.time() + 300
+  while not tf.io.gfile.exists(module_path) and time.time() < deadline:  # the chief's rename
+    time.sleep(0.2)
+  expert = hub_load.load_expert(module_path)
+  images, labels = synthetic_arrays(37, seed=1)
+  dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+  embedded, embedded_labels = features.embed(expert.embed, dataset, strategy=strategy)
   np.savez(out_path, *[v.numpy() for v in model.weights],
            losses=np.array([e["loss"] for e in history["log"]]),
-           replicas=strategy.num_replicas_in_sync)
+           replicas=strategy.num_replicas_in_sync, features=embedded, labels=embedded_labels,
+           direct=expert.embed(images).numpy(), trained=model(images)["pre_logits"].numpy())
 
 
 if __name__ == "__main__":
-  {"compare_mirrored": compare_mirrored, "multi_worker": multi_worker}[sys.argv[1]](sys.argv[2])
+  {"compare_mirrored": compare_mirrored, "multi_worker": multi_worker}[sys.argv[1]](*sys.argv[2:])

@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from tests.train import strategy_worker
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(REPO, "tests", "train", "strategy_worker.py")
 
@@ -39,7 +41,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
   assert one[-1] < one[0]
 
 
-def test_multi_worker_two_processes_agree_on_weights(tmp_path):
+def test_multi_worker_two_processes_agree_on_weights_export_and_embed(tmp_path):
   ports = _free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   procs = []
@@ -47,7 +49,8 @@ def test_multi_worker_two_processes_agree_on_weights(tmp_path):
     (tmp_path / f"w{index}").mkdir()
     tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
     procs.append(subprocess.Popen(
-        [sys.executable, WORKER, "multi_worker", str(tmp_path / f"w{index}" / "weights.npz")],
+        [sys.executable, WORKER, "multi_worker", str(tmp_path / f"w{index}" / "weights.npz"),
+         str(tmp_path / "export")],
         env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
   logs = []
   for proc in procs:
@@ -61,3 +64,10 @@ def test_multi_worker_two_processes_agree_on_weights(tmp_path):
     np.testing.assert_array_equal(first[key], second[key])
   assert os.listdir(tmp_path / "w0" / "ckpt")  # the chief (worker 0) kept the checkpoint
   assert not (tmp_path / "w1" / "ckpt").exists()
+  # The chief exported the trained model; both workers embedded with it under the strategy:
+  # every image once, in dataset order, the same on both and as without a strategy.
+  assert os.listdir(tmp_path / "export" / "synthetic") == ["1"]
+  np.testing.assert_allclose(first["direct"], first["trained"], rtol=1e-4, atol=1e-4)
+  assert first["features"].shape == (37, first["direct"].shape[1])
+  np.testing.assert_allclose(first["features"], first["direct"], rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(first["labels"], strategy_worker.synthetic_arrays(37, seed=1)[1])
