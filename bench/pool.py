@@ -19,8 +19,10 @@ resized as the task does). It prints the measured numbers and the projection to 
   full pool projected wall time: load + 48 x 1000 / (img*exp/s)
 Modules are written to a temp directory (removed at the end; the separate pool takes ~4.5 GB).
 
-Usage: flock /tmp/bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
-         python bench/pool.py [--experts 48] [--images 64] [--measure_experts 3] [--seconds 600]
+Usage: python bench/pool.py --pool_dir=/tmp/pool --prepare_only    # export (slow, no lock needed)
+       flock /tmp/bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+         python bench/pool.py --pool_dir=/tmp/pool [--experts 48] [--images 64] \\
+         [--measure_experts 3] [--seconds 600]; rm -r /tmp/pool
 """
 import argparse
 import json
@@ -49,6 +51,11 @@ def peak_rss_mb():
 def disk_bytes(path):
   """Total size of the files under `path`."""
   return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _pool_paths(root, num_experts):
+  return (os.path.join(root, "bank", "1"),
+          [os.path.join(root, "separate", f"expert{e:02d}", "1") for e in range(num_experts)])
 
 
 def export_pool(root, num_experts, resolution, seed):
@@ -193,6 +200,12 @@ def main():
   parser.add_argument("--batch", type=int, default=32, help="Embedding batch size.")
   parser.add_argument("--task_images", type=int, default=1000, help="Images of the full task.")
   parser.add_argument("--data_dir", default="", help="tfds data dir (default: built in a temp dir)")
+  parser.add_argument("--pool_dir", default="",
+                      help="Keep the modules here (reused when present; default: a temp dir, "
+                      "removed at the end).")
+  parser.add_argument("--prepare_only", action="store_true",
+                      help="Only write the pool to --pool_dir (no measuring, so no bench lock "
+                      "needed).")
   parser.add_argument("--_child", default="", help=argparse.SUPPRESS)
   parser.add_argument("--_handles", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -203,13 +216,18 @@ def main():
     parser.error(f"--measure_experts must be in [2, --experts]. Received: {args.measure_experts}")
   print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
   print(f"BLAS: {_blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
-  root = tempfile.mkdtemp(prefix="tfexperts_pool_")
+  root = args.pool_dir or tempfile.mkdtemp(prefix="tfexperts_pool_")
   try:
     if not args.data_dir:
       from tfexperts.data import offline
       args.data_dir = os.path.join(root, "tfds")
       offline.prepare_offline_datasets(args.data_dir, "tfexperts_shapes_fine/tiny", print_fn=None)
-    bank_path, separate = export_pool(root, args.experts, args.resolution, seed=0)
+    bank_path, separate = _pool_paths(root, args.experts)
+    if not all(os.path.exists(p) for p in [bank_path, *separate]):
+      bank_path, separate = export_pool(root, args.experts, args.resolution, seed=0)
+    if args.prepare_only:
+      print(f"pool written to {root}")
+      return
     disk = {"bank": disk_bytes(os.path.dirname(bank_path)),
             "separate": disk_bytes(os.path.join(root, "separate"))}
     print(f"pool: {args.experts} R50x1 adapter experts, {args.resolution} px, task {TASK}/{SPLIT} "
@@ -218,7 +236,8 @@ def main():
     rows = {"bank": _child("bank", [bank_path], args), "separate": _child("separate", separate,
                                                                            args)}
   finally:
-    shutil.rmtree(root, ignore_errors=True)
+    if not args.pool_dir:
+      shutil.rmtree(root, ignore_errors=True)
   print(f"\n{'':9s} {'load s':>7s} {'rss+ MiB':>8s} {'peak MiB':>8s} {'disk MB':>7s} "
         f"{'img*exp/s':>9s} {'steady':>7s} {'fixed s':>7s} {'measured':>17s} "
         f"{'full pool (proj.)':>17s}")
