@@ -100,6 +100,8 @@ def test_resume_decodes_only_unconsumed_records_and_matches_an_uninterrupted_run
   assert decoded_after <= set(seeds)  # beyond that, only the prefetch's read-ahead
   # Before: the first run decoded the whole stream it trained on; after: only the rest (plus
   # read-ahead), where skipping decoded batches would have decoded at least `total` again.
+  print(f"decoded: uninterrupted run {len(straight_counter.decoded)} for {total} consumed; "
+        f"resumed at {consumed}: {len(resumed_counter.decoded)} for {total - consumed} consumed")
   assert len(straight_counter.decoded) >= total
   assert total - consumed <= len(resumed_counter.decoded) < total
 
