@@ -10,8 +10,8 @@ import time
 from tfexperts.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QUICK = ["--task=shapes_fine_tiny", "--quick", "--resolution=32", "--final_repeats=1",
-         "--batch_size=16"]
+# No --resolution: every module is fed at its metadata's input.resolution (32 in this collection).
+QUICK = ["--task=shapes_fine_tiny", "--quick", "--final_repeats=1", "--batch_size=16"]
 
 
 def _command(binary, args):
@@ -20,6 +20,13 @@ def _command(binary, args):
 
 def _env():
   return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+
+
+def metadata_resolutions(collection_dir, names):
+  """`{module: metadata input.resolution}` of the named modules of a collection's index."""
+  index = json.load(open(os.path.join(collection_dir, "index.json")))
+  return {m["name"]: m["metadata"]["input"]["resolution"] for m in index["modules"]
+          if m["name"] in names}
 
 
 def _run(binary, args):
@@ -56,6 +63,11 @@ def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_da
   proc = _run("vtab_eval", ["--selection=all_proxies", *common])
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__all_proxies.json")))
   assert record["group"] == "offline" and record["num_experts"] == 5
+  # select_expert (test below) and vtab_eval share the default: each module's metadata resolution.
+  assert record["resolution"] == metadata_resolutions(exported.collection_dir,
+                                                      record["resolution"])
+  assert set(record["resolution"].values()) == {32}
+  assert "resolution: each expert's metadata input.resolution (else 224): 32 px" in proc.stdout
   assert set(record["proxy_scores"]) == {"knn", "label_matching", "domain", "random"}
   assert record["topk"]["candidates"] == block["candidates"]
   assert record["strategy_accuracy"]["knn_topk"] == topk["test_accuracy"]
@@ -112,13 +124,18 @@ def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
 def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported,
                                                               offline_data_dir):
   args = ["--task=shapes_fine_tiny", f"--experts={exported.collection_dir}", "--proxy=all",
-          f"--data_dir={offline_data_dir}", "--resolution=32", f"--cache_dir={tmp_path}/cache",
+          f"--data_dir={offline_data_dir}", f"--cache_dir={tmp_path}/cache",
           f"--output_dir={tmp_path}/out"]
   first = _run("select_expert", args)
   ranking = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
   assert set(ranking["scores"]) >= {"knn", "label_matching", "domain", "random", "logme",
                                      "hscore", "linear_probe", "leep"}
   assert ranking["images_embedded"] == 5 * 800 + 2 * 800  # 5 experts + baseline and EPN logits
+  # The same default as vtab_eval (test above): each module's metadata resolution.
+  assert ranking["resolution"] == metadata_resolutions(exported.collection_dir,
+                                                       ranking["experts"])
+  assert len(ranking["resolution"]) == 5 and set(ranking["resolution"].values()) == {32}
+  assert "resolution: each expert's metadata input.resolution (else 224): 32 px" in first.stdout
   assert (tmp_path / "out" / "shapes_fine_tiny" / "knn.png").exists()
   assert "knn on shapes_fine_tiny" in first.stdout
   _run("select_expert", args)

@@ -1,26 +1,34 @@
 """bin/export_experts: a training workdir's finished models as a collection of TF-Hub modules.
 
+Usage: bin/export_experts --workdir=DIR [--collection=NAME] [--export_dir=DIR] [flags]
+
+  bin/export_experts --workdir=runs/shapes --collection=shapes     # -> export/shapes/<module>/1/
+  bin/export_experts --workdir=gs://bucket/run --export_dir=gs://bucket/export --version=2
+
 Every finished model below --workdir (baseline, full experts, adapter and patch banks, the expert
 prediction network) becomes modules under <export_dir>/<collection>/<module>/<version>/, each a
 reusable SavedModel with assets/metadata.json, checked against the Keras model after writing; the
 collection's index.json lists them all (see tfexperts/hub/collection.py for the module names).
 A rerun resumes an interrupted export: modules already written are checked and kept, missing ones
 are written, and temp directories a killed run left are removed; --overwrite rewrites them all.
-
-Example:
-  bin/export_experts --workdir=/tmp/run                 # -> export/run/<module>/1/
-  bin/export_experts --workdir=gs://bucket/run --export_dir=gs://bucket/export --version=2
-Then: tfexperts.hub.load.load_collection("export/run"), or hub.KerasLayer("export/run/baseline/1").
+Then: tfexperts.hub.load.load_collection("export/shapes") or
+hub.KerasLayer("export/shapes/baseline/1").
 """
-from absl import app
+import os
+import sys
+
 from absl import flags
+
+from tfexperts import errors
+from tfexperts.cli import checks
+from tfexperts.cli import run as run_lib
 
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("workdir", None, "Training workdir whose finished models are exported.")
 flags.DEFINE_string("collection", None, "Collection name (default: the workdir's base name).")
 flags.DEFINE_string("export_dir", "export", "Root directory of exported collections.")
-flags.DEFINE_integer("version", 1, "Version number of every module written (positive).")
+flags.DEFINE_integer("version", 1, "Version number of every module written.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Rewrite modules that already exist at --version (without "
                   "it they are checked against their finished model and kept).")
 
@@ -37,28 +45,28 @@ def format_entries(entries):
 
 
 def main(argv):
-  """Runs the export with the parsed flags.
+  """Exports the workdir's finished models with the parsed flags; prints the modules written.
 
-  Returns 0, or 1 after printing the reason when the workdir cannot be exported as asked (no
-  finished models, clashing names, an existing module that differs from its finished model
-  without --overwrite). Raises
-  app.UsageError on bad arguments; a module that does not match its Keras model raises.
+  Raises UserError when the workdir cannot be exported as asked (missing, no finished models,
+  clashing names, modules already exported without --overwrite); a module that does not match
+  its Keras model raises an internal error.
   """
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required (a training workdir with finished models).")
-  # Heavy imports here, so --help answers at once.
-  import os  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
+    raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
+  checks.required("workdir", FLAGS.workdir, " (a training workdir with finished models)")
+  checks.existing_path("workdir", FLAGS.workdir)
   from tfexperts.hub import collection  # pylint: disable=g-import-not-at-top
-  try:
-    entries = collection.export_workdir(FLAGS.workdir, FLAGS.export_dir, FLAGS.collection,
-                                        FLAGS.version, FLAGS.overwrite)
-  except (ValueError, FileExistsError, FileNotFoundError) as e:
-    print(f"export_experts: error: {e}", file=sys.stderr, flush=True)
-    return 1
+  entries = collection.export_workdir(FLAGS.workdir, FLAGS.export_dir, FLAGS.collection,
+                                      FLAGS.version, FLAGS.overwrite)
   name = FLAGS.collection or os.path.basename(FLAGS.workdir.rstrip("/"))
   print(f"Exported {len(entries)} modules to {os.path.join(FLAGS.export_dir, name)}:")
   print(format_entries(entries), flush=True)
-  return 0
+
+
+def run():
+  """Console-script entry point (`export_experts`)."""
+  run_lib.run(sys.modules[__name__])
+
+
+if __name__ == "__main__":
+  run()

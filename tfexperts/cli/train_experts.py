@@ -1,34 +1,42 @@
 """bin/train_experts: baseline and expert training on TPUStrategy, MirroredStrategy or multi-worker.
 
+Usage: bin/train_experts --workdir=DIR [--stage=baseline,full,adapter,patch,epn] [flags]
+
+  bin/train_experts --workdir=runs/shapes --stage=baseline,full,adapter,patch,epn \\
+      --dataset=tfexperts_shapes/demo --model=tiny --resolution=64 --batch_size=64
+  bin/train_experts --tpu=my-tpu --workdir=gs://bucket/runs/in21k --dataset=imagenet21k \\
+      --hierarchy=gs://bucket/in21k_hierarchy.tsv --label_key=labels --num_experts=50 --model=r50x1
+
 Stages (run in the order given; each resumes from its checkpoints and skips finished models):
   baseline  stage 1, the BiT baseline on the whole upstream dataset
   full      each expert = the baseline fine-tuned on its slice
   adapter   frozen baseline + one residual adapter per expert, each trained on its slice
   patch     frozen baseline + one GroupNorm patch per expert
   epn       expert prediction network (multi-label over the expert domains)
-
-Example (offline data, CPU):
-  bin/train_experts --workdir=/tmp/run --stage=baseline,adapter --model=tiny --batch_size=32 \
-      --baseline_steps=200 --expert_steps=100
-On a TPU:  bin/train_experts --tpu=NAME --workdir=gs://bucket/run --data_dir=gs://bucket/tfds ...
 """
 import json
 import os
+import sys
 
-from absl import app
 from absl import flags
+
+from tfexperts import errors
+from tfexperts.cli import checks
+from tfexperts.cli import run as run_lib
+from tfexperts.models import presets
+from tfexperts.train import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
 MIXED_PRECISION = ("none", "auto", "bfloat16", "float16")
 SLICES = ("semantic", "random")
+STAGES = ("baseline", "full", "adapter", "patch", "epn")
 
 flags.DEFINE_string("workdir", None, "Where checkpoints, summaries and finished models go.")
-flags.DEFINE_list("stage", ["baseline"], "Stages to run, in order: baseline, full, adapter, patch, "
-                  "epn.")
+flags.DEFINE_list("stage", ["baseline"], f"Stages to run, in order: {', '.join(STAGES)}.")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (`local` on a TPU VM).")
 flags.DEFINE_float("tpu_timeout", 30.0, "Seconds to wait for the TPU to accept the connection "
                    "before failing with its address.")
-flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
+flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES,
                   "Distribution strategy without --tpu (auto: MirroredStrategy over GPUs, else one "
                   "device; multi_worker reads TF_CONFIG).")
 flags.DEFINE_string("dataset", "tfexperts_shapes/demo", "tfds name[/config][:version] of the "
@@ -44,35 +52,40 @@ flags.DEFINE_bool("prepare_offline", True, "Build the offline tfexperts_* datase
                   "when it is missing.")
 flags.DEFINE_list("experts", [], "Explicit expert domains (hierarchy node names); default: the "
                   "--num_experts largest nodes.")
-flags.DEFINE_integer("num_experts", 5, "How many domains to choose automatically (top by count).")
-flags.DEFINE_integer("min_count", 1, "Minimum images for a node to become an expert domain.")
+flags.DEFINE_integer("num_experts", 5, "How many domains to choose automatically (top by count).",
+                     lower_bound=1)
+flags.DEFINE_integer("min_count", 1, "Minimum images for a node to become an expert domain.",
+                     lower_bound=1)
 flags.DEFINE_enum("slices", "semantic", SLICES, "Expert data: the domains' images, or random "
                   "subsets of the same sizes (control).")
-flags.DEFINE_string("model", "r50x1", "Model preset (bit.PRESETS).")
+flags.DEFINE_string("model", "r50x1", f"Model preset: {', '.join(presets.PRESETS)}.")
 flags.DEFINE_float("width", None, "Override the preset's width multiplier.")
-flags.DEFINE_integer("groups", None, "Override the GroupNorm group count.")
-flags.DEFINE_integer("resolution", 64, "Training resolution (images are resized to it).")
+flags.DEFINE_integer("groups", None, "Override the GroupNorm group count.", lower_bound=1)
+flags.DEFINE_integer("resolution", 64, "Training resolution (images are resized to it).",
+                     lower_bound=1)
 flags.DEFINE_string("preprocess", "resize({res})|flip_lr|value_range(0, 1)", "Training "
                     "preprocessing after decode; {res} is replaced by --resolution.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size (split across replicas).")
-flags.DEFINE_integer("baseline_steps", 1000, "Steps of stage 1.")
+flags.DEFINE_integer("batch_size", 512, "Global batch size (split across replicas).", lower_bound=1)
+flags.DEFINE_integer("baseline_steps", 1000, "Steps of stage 1.", lower_bound=1)
 flags.DEFINE_integer("expert_steps", 500, "Steps of every expert (and of the EPN), whatever its "
-                     "slice size.")
+                     "slice size.", lower_bound=1)
 flags.DEFINE_float("base_lr", 0.003, "Learning rate at batch 512 (scaled linearly with batch).")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_integer("warmup_steps", 50, "Linear warm-up steps.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum.", lower_bound=0.0)
+flags.DEFINE_integer("warmup_steps", 50, "Linear warm-up steps.", lower_bound=0)
 flags.DEFINE_enum("decay", "step", ["step", "cosine"], "Decay after warm-up (step: x0.1 at 30%, "
                   "60%, 90%).")
-flags.DEFINE_float("weight_decay", 0.0, "L2 weight decay on kernels.")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing (single-label data).")
-flags.DEFINE_float("mixup_alpha", 0.0, "Mixup Beta(alpha, alpha); 0 turns it off.")
+flags.DEFINE_float("weight_decay", 0.0, "L2 weight decay on kernels.", lower_bound=0.0)
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing (single-label data).", lower_bound=0.0)
+flags.DEFINE_float("mixup_alpha", 0.0, "Mixup Beta(alpha, alpha); 0 turns it off.", lower_bound=0.0)
 flags.DEFINE_enum("mixed_precision", "none", MIXED_PRECISION, "Compute dtype: auto = bfloat16 on "
                   "TPU, float16 on GPU, float32 on CPU.")
-flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.")
-flags.DEFINE_integer("log_every", 10, "Steps between progress lines.")
-flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call (raise on TPU).")
+flags.DEFINE_integer("checkpoint_every", 100, "Steps between checkpoints.", lower_bound=1)
+flags.DEFINE_integer("log_every", 10, "Steps between progress lines.", lower_bound=1)
+flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call (raise on TPU).",
+                     lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and initialisation.")
 flags.DEFINE_bool("deterministic", False, "Deterministic ops (bit-identical reruns; slower).")
+checks.must_be_positive("width", "base_lr")
 
 
 def _policy(mixed_precision, tpu):
@@ -94,18 +107,22 @@ def _check_run_config(workdir, is_chief):
 
 
 def _upstream(data_dir):
+  """The upstream dataset; the hierarchy and --experts are checked before any data is built."""
   from tfexperts.data import builders  # pylint: disable=g-import-not-at-top,unused-import
+  from tfexperts.data import hierarchy as hierarchy_lib  # pylint: disable=g-import-not-at-top
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
   from tfexperts.data import upstream as upstream_lib  # pylint: disable=g-import-not-at-top
   offline_name = FLAGS.dataset.split("/")[0].split(":")[0] in builders.NAMES
+  if FLAGS.hierarchy is None and not offline_name:
+    raise errors.UserError(f"--hierarchy is required for dataset {FLAGS.dataset!r} (only the "
+                           "offline tfexperts_* datasets ship one).")
+  hierarchy = hierarchy_lib.load_hierarchy(FLAGS.hierarchy or offline.upstream_hierarchy_path())
+  unknown = [e for e in FLAGS.experts if e not in hierarchy]
+  if unknown:
+    raise errors.UserError(f"--experts names unknown hierarchy nodes {unknown}. Known nodes: "
+                           f"{list(hierarchy.nodes)[:50]}")
   if offline_name and FLAGS.prepare_offline:
     offline.prepare_offline_datasets(data_dir, configs=(FLAGS.dataset.split(":")[0],))
-  hierarchy = FLAGS.hierarchy
-  if hierarchy is None:
-    if not offline_name:
-      raise app.UsageError(f"--hierarchy is required for dataset {FLAGS.dataset!r} (only the "
-                           "offline tfexperts_* datasets ship one).")
-    hierarchy = offline.upstream_hierarchy_path()
   return upstream_lib.Upstream(FLAGS.dataset, hierarchy, split=FLAGS.split, data_dir=data_dir,
                                image_key=FLAGS.image_key, label_key=FLAGS.label_key)
 
@@ -121,10 +138,6 @@ def _domains(upstream, workdir):
     return domains
   counts = upstream.count_nodes()
   if FLAGS.experts:
-    unknown = [e for e in FLAGS.experts if e not in counts]
-    if unknown:
-      raise app.UsageError(f"--experts names unknown hierarchy nodes {unknown}. Known nodes: "
-                           f"{sorted(counts)[:50]}")
     domains = [upstream_lib.Domain(i, name, counts[name]) for i, name in enumerate(FLAGS.experts)]
     print("Expert domains (explicit):\n" + upstream_lib.format_domains(domains,
                                                                        upstream.num_images))
@@ -135,28 +148,27 @@ def _domains(upstream, workdir):
                                             min_count=FLAGS.min_count, output_path=path)
 
 
+def check_flags(argv):
+  """Checks every flag that needs nothing loaded; raises UserError naming a bad value."""
+  if len(argv) > 1:
+    raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
+  checks.required("workdir", FLAGS.workdir, " (checkpoints and finished models go there)")
+  checks.known_names("stage", FLAGS.stage, STAGES)
+  checks.known_names("model", FLAGS.model, list(presets.PRESETS))
+  checks.existing_path("hierarchy", FLAGS.hierarchy)
+
+
 def main(argv):
   """Runs the stages named by --stage with the flags' settings."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required.")
-  unknown = [s for s in FLAGS.stage if s not in ("baseline", "full", "adapter", "patch", "epn")]
-  if unknown:
-    raise app.UsageError(f"Unknown --stage {unknown}. Choose from baseline, full, adapter, "
-                         "patch, epn.")
+  check_flags(argv)
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfexperts.train import loop  # pylint: disable=g-import-not-at-top
   from tfexperts.train import stages  # pylint: disable=g-import-not-at-top
-  from tfexperts.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
 
   if FLAGS.deterministic:
     tf.config.experimental.enable_op_determinism()
-  try:
-    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
-  except RuntimeError as e:
-    raise app.UsageError(str(e)) from None
+  strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
   policy = _policy(FLAGS.mixed_precision, FLAGS.tpu)
   if policy:
     keras.mixed_precision.set_global_policy(policy)
@@ -200,8 +212,8 @@ def main(argv):
 
 
 def run():
-  """Console-script entry point."""
-  app.run(main)
+  """Console-script entry point (`train_experts`)."""
+  run_lib.run(sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """bin/vtab_eval: select an expert for a task, fine-tune it with the VTAB-1k protocol, report.
 
-  bin/vtab_eval --task=shapes_fine,digits --experts=export/demo --selection=knn [--quick]
-  bin/vtab_eval --task=vtab --experts=DIR --selection=all_experts --tpu=NAME
+Usage: bin/vtab_eval --task=TASK[,...] --experts=COLLECTION_DIR_OR_HANDLE[,...] [flags]
+       bin/vtab_eval --summary [--results_dir=DIR]
+
+  bin/vtab_eval --task=shapes_fine,digits --experts=export/shapes --selection=knn --quick
+  bin/vtab_eval --task=vtab --experts=export/in21k --selection=all_experts --tpu=my-tpu
   bin/vtab_eval --summary --results_dir=results        # the paper-style table of a results dir
 
 --selection: knn | label_matching | domain | random (a proxy picks one expert), knn_topk (kNN ranks,
@@ -12,16 +15,25 @@ expert is fine-tuned: the oracle, with each strategy's accuracy, regret and Kend
 all_proxies (only the baseline and the experts some --report_proxies picks: every strategy's row of
 the table at a fraction of the oracle's cost), or the name of one expert (e.g. baseline). Each task
 writes a JSON record and a row of results.csv. Every test accuracy carries its 95% Wilson
-interval; multi-expert records add paired verdicts (exact McNemar, Newcombe interval).
+interval; multi-expert records add paired verdicts (exact McNemar, Newcombe interval). Each expert
+is embedded and fine-tuned at its own resolution (its metadata's input.resolution, else 224)
+unless --resolution sets one for all.
 """
 import dataclasses
 import json
 import os
 import platform
+import sys
 import time
 
-from absl import app
 from absl import flags
+
+from tfexperts import errors
+from tfexperts.cli import checks
+from tfexperts.cli import run as run_lib
+from tfexperts.data import tasks
+from tfexperts.select import proxies as proxies_lib
+from tfexperts.train import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
 SELECTIONS = ("knn", "label_matching", "domain", "random", "knn_topk", "dat", "all_experts",
@@ -33,11 +45,12 @@ flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), `vtab` for all
                   "task strings tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY], folder:PATH.")
 flags.DEFINE_list("experts", [], "Collection directories, hub handles (a handle may end in "
                   "?range=-1:1) and/or published collections (tfhub:NAME).")
-flags.DEFINE_string("selection", "knn", f"One of {SELECTIONS} or an expert's name.")
+flags.DEFINE_string("selection", "knn", f"One of {', '.join(SELECTIONS)}, or an expert's name.")
 flags.DEFINE_list("report_proxies", ["knn", "label_matching", "domain", "random", TOPK],
                   "Proxies scored (and recorded) for every task; knn_topk (short fine-tunes) is "
                   "reported by all_experts / all_proxies when listed.")
-flags.DEFINE_integer("topk", 3, "knn_topk: number of kNN-ranked experts given a short fine-tune.")
+flags.DEFINE_integer("topk", 3, "knn_topk: number of kNN-ranked experts given a short fine-tune.",
+                     lower_bound=1)
 flags.DEFINE_float("topk_steps_fraction", 0.25,
                    "knn_topk: short-run steps as a fraction of the shortest sweep step count.")
 flags.DEFINE_float("topk_learning_rate", None,
@@ -56,23 +69,26 @@ flags.DEFINE_integer("dat_batch_size", 512, "dat: upstream fine-tuning global ba
 flags.DEFINE_float("dat_lr", 0.003, "dat: upstream learning rate at batch 512.")
 flags.DEFINE_integer("dat_resolution", None, "dat: upstream training resolution (default: the "
                      "baseline module's).")
-flags.DEFINE_string("data_dir", None, "tfds data dir.")
+flags.DEFINE_string("data_dir", None, "tfds data dir (default: tfds's own).")
 flags.DEFINE_string("results_dir", "results", "Records, results.csv, summary.md/png.")
 flags.DEFINE_string("workdir", None, "Fine-tuning checkpoints (default: RESULTS_DIR/runs).")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default: RESULTS_DIR/features).")
 flags.DEFINE_bool("quick", False, "CPU preset: batch 32, 150 steps, lr {0.1, 0.03}, one retrain.")
 flags.DEFINE_list("learning_rates", None, "Sweep learning rates at batch 512 (default 0.01,0.001).")
 flags.DEFINE_list("steps", None, "Sweep step counts (default 2500,10000).")
-flags.DEFINE_integer("batch_size", None, "Fine-tuning batch size (default 512).")
-flags.DEFINE_integer("resolution", None, "Input resolution (default 224; --quick: 64).")
-flags.DEFINE_integer("sweep_repeats", None, "Seeds per sweep point (default 1).")
-flags.DEFINE_integer("final_repeats", None, "Retrains on train800val200; median reported (3).")
+flags.DEFINE_integer("batch_size", None, "Fine-tuning batch size (default 512).", lower_bound=1)
+flags.DEFINE_integer("resolution", None, "Image size for every expert, embedding and fine-tuning "
+                     "(default: each expert's metadata input.resolution, else 224).",
+                     lower_bound=1)
+flags.DEFINE_integer("sweep_repeats", None, "Seeds per sweep point (default 1).", lower_bound=1)
+flags.DEFINE_integer("final_repeats", None, "Retrains on train800val200; median reported (3).",
+                     lower_bound=1)
 flags.DEFINE_enum("decay", None, ["step", "cosine"], "Learning-rate decay.")
-flags.DEFINE_float("mixup_alpha", None, "Mixup alpha (0: off).")
+flags.DEFINE_float("mixup_alpha", None, "Mixup alpha (0: off).", lower_bound=0.0)
 flags.DEFINE_integer("seed", 0, "Base seed (fine-tuning runs use seed + repeat).")
-flags.DEFINE_string("tpu", None, "TPU name or address.")
+flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (`local` on a TPU VM).")
 flags.DEFINE_float("tpu_timeout", 30.0, "Seconds to wait for the TPU to accept the connection.")
-flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
+flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES,
                   "Distribution strategy without --tpu.")
 flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.md/png.")
 
@@ -81,9 +97,10 @@ def _protocol_config():
   from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
   overrides = {}
   if FLAGS.learning_rates:
-    overrides["learning_rates"] = tuple(float(v) for v in FLAGS.learning_rates)
+    overrides["learning_rates"] = tuple(checks.numbers("learning_rates", FLAGS.learning_rates,
+                                                       float))
   if FLAGS.steps:
-    overrides["steps"] = tuple(int(v) for v in FLAGS.steps)
+    overrides["steps"] = tuple(checks.numbers("steps", FLAGS.steps, int))
   for name in ("batch_size", "resolution", "sweep_repeats", "final_repeats", "decay",
                "mixup_alpha"):
     if getattr(FLAGS, name) is not None:
@@ -91,6 +108,38 @@ def _protocol_config():
   overrides["seed"] = FLAGS.seed
   return protocol.ProtocolConfig.quick(**overrides) if FLAGS.quick else (
       protocol.ProtocolConfig(**overrides))
+
+
+def task_names():
+  """The task names --task asks for (`vtab`: the 19 VTAB-1k tasks)."""
+  return list(tasks.VTAB_TASKS) if FLAGS.task == ["vtab"] else FLAGS.task
+
+
+def check_flags(argv):
+  """Checks every flag that needs nothing loaded; raises UserError naming a bad value."""
+  if len(argv) > 1:
+    raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.summary:
+    checks.existing_path("results_dir", FLAGS.results_dir)
+    return
+  checks.required("task", FLAGS.task, " (or --summary)")
+  checks.required("experts", FLAGS.experts, " (collection directories and/or hub handles)")
+  for name in task_names():
+    tasks.get_task(name, FLAGS.data_dir)
+  checks.known_names("report_proxies", FLAGS.report_proxies,
+                     sorted(proxies_lib.PROXIES) + [TOPK])
+  if not 0.0 < FLAGS.topk_steps_fraction <= 1.0:
+    raise errors.UserError(f"--topk_steps_fraction: {FLAGS.topk_steps_fraction!r} must be in "
+                           "(0, 1].")
+  checks.numbers("learning_rates", FLAGS.learning_rates or [], float)
+  checks.numbers("steps", FLAGS.steps or [], int)
+  modules = checks.hub_handles("experts", FLAGS.experts)
+  if FLAGS.selection not in SELECTIONS and modules is not None and (
+      FLAGS.selection not in modules):
+    raise errors.UserError(f"--selection: {FLAGS.selection!r} is neither one of "
+                           f"{', '.join(SELECTIONS)} nor a module of the collection "
+                           f"({', '.join(modules)}).")
+  checks.existing_path("data_dir", FLAGS.data_dir)
 
 
 def _versions():
@@ -201,6 +250,7 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
   start = time.perf_counter()
   source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution,
                                    cache_dir=dirs["cache"], strategy=strategy)
+  print(f"\n== {task.name}: {source.describe_resolution(candidates.experts)}", flush=True)
   want_topk = selection_name == TOPK or (selection_name in FINE_TUNE_SEVERAL
                                          and TOPK in FLAGS.report_proxies)
   scoring = [p for p in FLAGS.report_proxies if p != TOPK]
@@ -227,7 +277,7 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
     chosen = [n for n in by_name if n == baseline or n in picks.values()]
   elif selection_name in SELECTIONS:
     if picks.get(selection_name) is None:
-      raise app.UsageError(f"--selection={selection_name} could not score any expert on "
+      raise errors.UserError(f"--selection={selection_name} could not score any expert on "
                            f"{task.name} (does the collection have what it needs?).")
     chosen = [picks[selection_name]]
   else:
@@ -258,6 +308,7 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
                       "finetune_seconds": sum(r["seconds"] for r in per_expert.values())},
             "images_embedded": source.stats.images_embedded, "versions": _versions()}
   record["num_experts"] = len(by_name)
+  record["resolution"] = {name: source.resolution_of(e) for name, e in by_name.items()}
   if topk_block is not None:
     record["topk"] = topk_block
     record["times"]["topk_seconds"] = topk_block["seconds"]
@@ -288,33 +339,20 @@ def evaluate_task(task, candidates, selection_name, config, strategy, dirs):
 
 def main(argv):
   """Runs vtab_eval for every --task (or only the summary)."""
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  check_flags(argv)
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
   if FLAGS.summary:
     print(report.summarize(FLAGS.results_dir))
     return
-  if not FLAGS.task or not FLAGS.experts:
-    raise app.UsageError("--task and --experts are required (or --summary).")
-  if FLAGS.topk <= 0 or not 0.0 < FLAGS.topk_steps_fraction <= 1.0:
-    raise app.UsageError(f"--topk must be positive and --topk_steps_fraction in (0, 1]. "
-                         f"Received: --topk={FLAGS.topk}, "
-                         f"--topk_steps_fraction={FLAGS.topk_steps_fraction}")
-  from tfexperts.data import builders  # pylint: disable=g-import-not-at-top,unused-import
-  from tfexperts.data import tasks  # pylint: disable=g-import-not-at-top
   from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
-  from tfexperts.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
-  names = list(tasks.VTAB_TASKS) if FLAGS.task == ["vtab"] else FLAGS.task
-  try:
-    task_list = [tasks.get_task(n, FLAGS.data_dir) for n in names]
-    candidates = selection.load_candidates(FLAGS.experts)
-    strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
-    config = _protocol_config()
-  except (ValueError, FileNotFoundError, RuntimeError) as e:
-    raise app.UsageError(str(e)) from None
+  task_list = [tasks.get_task(n, FLAGS.data_dir) for n in task_names()]
+  candidates = selection.load_candidates(FLAGS.experts)
   if FLAGS.selection not in SELECTIONS and FLAGS.selection not in candidates.names():
-    raise app.UsageError(f"--selection={FLAGS.selection!r} is neither one of {SELECTIONS} nor an "
-                         f"expert of the pool {candidates.names()}.")
+    raise errors.UserError(f"--selection: {FLAGS.selection!r} is neither one of "
+                           f"{', '.join(SELECTIONS)} nor an expert of the pool "
+                           f"({', '.join(candidates.names())}).")
+  config = _protocol_config()
+  strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
   dirs = {"results": FLAGS.results_dir,
           "work": FLAGS.workdir or os.path.join(FLAGS.results_dir, "runs"),
           "cache": FLAGS.cache_dir or os.path.join(FLAGS.results_dir, "features")}
@@ -329,5 +367,10 @@ def main(argv):
   print(report.summarize(FLAGS.results_dir))
 
 
+def run():
+  """Console-script entry point (`vtab_eval`)."""
+  run_lib.run(sys.modules[__name__])
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

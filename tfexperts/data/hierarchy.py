@@ -21,6 +21,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.errors import UserError
 
@@ -50,7 +51,8 @@ class Hierarchy:
     unknown = []
     for edge in edges:
       if not isinstance(edge, (tuple, list)) or len(edge) != 2:
-        raise ValueError(f"Each hierarchy edge must be a (child, parent) pair. Received: {edge!r}")
+        raise errors.UserError("Each hierarchy edge must be a (child, parent) pair. Received: "
+                               f"{edge!r}")
       child, parent = edge
       _check_name(child, "child")
       _check_name(parent, "parent")
@@ -61,8 +63,8 @@ class Hierarchy:
       if parent not in self._parents[child]:
         self._parents[child].append(parent)
     if unknown:
-      raise ValueError(f"Hierarchy edges name {len(unknown)} node(s) missing from the declared "
-                       f"nodes: {_preview(unknown)}")
+      raise errors.UserError(f"Hierarchy edges name {len(unknown)} node(s) missing from the "
+                             f"declared nodes: {_preview(unknown)}")
     self.nodes = tuple(self._parents)
     self.index = {node: i for i, node in enumerate(self.nodes)}
     self._children = {node: [] for node in self.nodes}
@@ -109,8 +111,8 @@ class Hierarchy:
     """Raises ValueError naming every class of `class_names` that is not a hierarchy node."""
     unknown = [c for c in class_names if c not in self.index]
     if unknown:
-      raise ValueError(f"{len(unknown)} of {len(class_names)} dataset classes are not in the "
-                       f"hierarchy ({len(self.nodes)} nodes): {_preview(unknown)}")
+      raise errors.UserError(f"{len(unknown)} of {len(class_names)} dataset classes are not in "
+                             f"the hierarchy ({len(self.nodes)} nodes): {_preview(unknown)}")
 
   def class_ancestors(self, class_names):
     """Maps each class to its ancestor node indices.
@@ -134,7 +136,7 @@ class Hierarchy:
     domains = self.nodes if domains is None else tuple(domains)
     unknown = [d for d in domains if d not in self.index]
     if unknown:
-      raise ValueError(f"Unknown domain node(s): {_preview(unknown)}")
+      raise errors.UserError(f"Unknown domain node(s): {_preview(unknown)}")
     column = {d: j for j, d in enumerate(domains)}
     matrix = np.zeros((len(class_names), len(domains)), bool)
     for i, name in enumerate(class_names):
@@ -153,15 +155,15 @@ class Hierarchy:
 
   def _check_known(self, node):
     if node not in self.index:
-      raise ValueError(f"Unknown hierarchy node {node!r}. The hierarchy has {len(self.nodes)} "
-                       f"nodes, e.g. {_preview(self.nodes)}")
+      raise errors.UserError(f"Unknown hierarchy node {node!r}. The hierarchy has "
+                             f"{len(self.nodes)} nodes, e.g. {_preview(self.nodes)}")
     return node
 
 
 def _check_name(name, what):
   if not isinstance(name, str) or not name.strip() or name != name.strip():
-    raise ValueError(f"Hierarchy {what} names must be non-empty strings without surrounding "
-                     f"whitespace. Received: {name!r}")
+    raise errors.UserError(f"Hierarchy {what} names must be non-empty strings without surrounding "
+                           f"whitespace. Received: {name!r}")
 
 
 def _preview(names, limit=10):
@@ -187,8 +189,8 @@ def _topological_order(nodes, parents):
         order.append(node)
       elif state.get(parent) == 1:
         cycle = path[path.index(parent):] + [parent]
-        raise ValueError("The label hierarchy must be acyclic, but it has the cycle (child -> "
-                         f"parent): {' -> '.join(cycle)}")
+        raise errors.UserError("The label hierarchy must be acyclic, but it has the cycle (child "
+                               f"-> parent): {' -> '.join(cycle)}")
       elif not state.get(parent):
         state[parent] = 1
         stack.append((parent, iter(parents[parent])))
@@ -201,11 +203,11 @@ def parse_json(text):
   try:
     data = json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f"Hierarchy JSON is not valid JSON: {e}") from e
+    raise errors.UserError(f"Hierarchy JSON is not valid JSON: {e}") from e
   if not isinstance(data, dict) or "edges" not in data:
     keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-    raise ValueError("Hierarchy JSON must be an object with an 'edges' list of [child, parent] "
-                     f"pairs (and optionally 'nodes'). Received keys: {keys}")
+    raise errors.UserError("Hierarchy JSON must be an object with an 'edges' list of [child, "
+                           f"parent] pairs (and optionally 'nodes'). Received keys: {keys}")
   return Hierarchy(data["edges"], nodes=data.get("nodes"))
 
 
@@ -237,11 +239,17 @@ def parse_tsv(text):
 def load_hierarchy(path):
   """Reads a hierarchy file (JSON, or TSV for `.tsv`/`.txt`) through tf.io.gfile.
 
-  Returns a `Hierarchy`. Raises ValueError on an unknown extension or an invalid hierarchy.
+  Returns a `Hierarchy`. Raises UserError (a ValueError) naming the file when it is missing, has
+  an unknown extension or holds an invalid hierarchy.
   """
   lower = str(path).lower()
   if not lower.endswith(FORMATS):
-    raise ValueError(f"Hierarchy files must end with one of {FORMATS}. Received: {path!r}")
+    raise errors.UserError(f"Hierarchy files must end with one of {FORMATS}. Received: {path!r}")
+  if not tf.io.gfile.exists(path):
+    raise errors.MissingFileError(f"Hierarchy file {path!r} does not exist.")
   with tf.io.gfile.GFile(path, "r") as f:
     text = f.read()
-  return parse_json(text) if lower.endswith(".json") else parse_tsv(text)
+  try:
+    return parse_json(text) if lower.endswith(".json") else parse_tsv(text)
+  except errors.UserError as e:
+    raise errors.UserError(f"Hierarchy file {path!r}: {e}") from e

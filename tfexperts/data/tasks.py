@@ -24,24 +24,29 @@ the data dir; otherwise the error names the version and how to prepare it.
 """
 import dataclasses
 import difflib
+import importlib
 from typing import Callable, Mapping, Optional
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from tfexperts.data import builders  # noqa: F401  (registers the offline builders with tfds)
-from tfexperts.data import pipeline
-from tfexperts.data import preprocess as pp
-from tfexperts.data import task_specs
+from tfexperts import errors
+from tfexperts import lazy
 from tfexperts.errors import UserError
+
+# Imported on first use: the registry (names, splits) is read by the binaries' flag checks before
+# TensorFlow loads (task_specs imports tensorflow_datasets).
+task_specs = lazy.LazyModule("tfexperts.data.task_specs")
+tf = lazy.LazyModule("tensorflow")
+tfds = lazy.LazyModule("tensorflow_datasets")
+pipeline = lazy.LazyModule("tfexperts.data.pipeline")
+pp = lazy.LazyModule("tfexperts.data.preprocess")
 
 STANDARD_SPLITS = ("train800", "val200", "train800val200", "test")
 GROUPS = ("natural", "specialized", "structured", "offline")
 SUITES = ("vtab", "dat", "offline")
 
 
-class DataNotPreparedError(FileNotFoundError):
+class DataNotPreparedError(errors.UserError, FileNotFoundError):
   """A task's tfds dataset (at its version) is not in the data dir; the message says how to fix."""
 
 
@@ -119,6 +124,7 @@ class Task:
     Takes a tfds data dir (None: tfds's default) and whether tfds may download and prepare the
     data when it is missing. Raises `DataNotPreparedError` naming the version and how to prepare it.
     """
+    importlib.import_module("tfexperts.data.builders")  # registers the offline builders with tfds
     if self.builder_fn is not None:
       return self.builder_fn(data_dir, download)
     where = data_dir or "the default tfds data dir"
@@ -159,7 +165,7 @@ class Task:
   def tfds_split(self, split, builder):
     """Resolves a task split name to the tfds split string of `builder`'s data."""
     if split not in self.splits:
-      raise ValueError(f"Unknown split {split!r} for task {self.name!r}. Known splits: "
+      raise errors.UserError(f"Unknown split {split!r} for task {self.name!r}. Known splits: "
                        f"{list(self.splits)}")
     sizes = {name: info.num_examples for name, info in builder.info.splits.items()}
     return _resolve(self.splits[split], sizes)
@@ -406,6 +412,8 @@ def get_task(name, data_dir=None):
   (its features and split sizes are read now). Raises UserError (a ValueError) listing the known
   names for an unknown name, or naming what is wrong with a task string.
   """
+  if name in TASKS:
+    return TASKS[name]
   if task_specs.is_spec(name):
     return Task(**task_specs.task_fields(name, data_dir, _prepared_builder))
   if name not in TASKS:

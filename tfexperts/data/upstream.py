@@ -26,6 +26,7 @@ from scipy import sparse
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.data import hierarchy as hierarchy_lib
 from tfexperts.data import pipeline
@@ -62,8 +63,8 @@ def label_spec(features, label_key, class_names=None):
   node ids). Returns a `LabelSpec`. Raises ValueError on a missing key or unsupported feature.
   """
   if label_key not in features.keys():
-    raise ValueError(f"Label key {label_key!r} is not a feature of the dataset. Available keys: "
-                     f"{sorted(features.keys())}")
+    raise errors.UserError(f"Label key {label_key!r} is not a feature of the dataset. Available "
+                           f"keys: {sorted(features.keys())}")
   feature = features[label_key]
   if isinstance(feature, tfds.features.ClassLabel):
     kind, names = "single", feature.names
@@ -73,12 +74,13 @@ def label_spec(features, label_key, class_names=None):
   elif (isinstance(feature, tfds.features.Tensor) and len(feature.shape) == 1 and
         feature.shape[0]):
     if class_names is None:
-      raise ValueError(f"Label {label_key!r} is a multi-hot tensor of shape {feature.shape}; pass "
-                       "`class_names` (one name per position) to map it onto the hierarchy.")
+      raise errors.UserError(f"Label {label_key!r} is a multi-hot tensor of shape {feature.shape}"
+                             "; pass `class_names` (one name per position) to map it onto the "
+                             "hierarchy.")
     kind, names = "multi_hot", class_names
   else:
-    raise ValueError(f"Label {label_key!r} must be a ClassLabel, a Sequence of ClassLabel or a "
-                     f"1-D multi-hot Tensor. Received feature: {feature!r}")
+    raise errors.UserError(f"Label {label_key!r} must be a ClassLabel, a Sequence of ClassLabel "
+                           f"or a 1-D multi-hot Tensor. Received feature: {feature!r}")
   if class_names is not None:
     if len(class_names) != len(names):
       raise ValueError(f"`class_names` must have one name per class ({len(names)}). Received "
@@ -199,15 +201,18 @@ class Upstream:
     self.image_key, self.label_key = image_key, label_key
     self.hierarchy = (hierarchy if isinstance(hierarchy, hierarchy_lib.Hierarchy)
                       else hierarchy_lib.load_hierarchy(hierarchy))
-    self.builder = tfds.builder(name, data_dir=data_dir)
+    try:
+      self.builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise errors.UserError(f"Unknown tfds dataset {name!r}: {str(e).splitlines()[0]}") from e
     if not self.builder.is_prepared():
-      raise ValueError(f"Dataset {name!r} is not prepared in {self.builder.data_dir}. Build it "
-                       "first (tfexperts.data.offline.prepare_offline_datasets for the offline "
-                       "datasets, `tfds build` for others).")
+      raise errors.UserError(f"Dataset {name!r} is not prepared in {self.builder.data_dir}. Build "
+                             "it first (tfexperts.data.offline.prepare_offline_datasets for the "
+                             "offline datasets, `tfds build` for others).")
     features = self.builder.info.features
     if image_key not in features.keys():
-      raise ValueError(f"Image key {image_key!r} is not a feature of {name!r}. Available keys: "
-                       f"{sorted(features.keys())}")
+      raise errors.UserError(f"Image key {image_key!r} is not a feature of {name!r}. Available "
+                             f"keys: {sorted(features.keys())}")
     self.spec = label_spec(features, label_key, class_names)
     self.hierarchy.check_classes(self.spec.class_names)
     self.num_images = self.builder.info.splits[split].num_examples  # also validates the split

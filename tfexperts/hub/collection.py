@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.hub import copies
 from tfexperts.hub import export
@@ -51,15 +52,15 @@ def safe_name(name):
 def check_collection_name(collection):
   """Returns `collection` if it is a valid directory name, else raises ValueError."""
   if not isinstance(collection, str) or not _NAME_OK.match(collection):
-    raise ValueError("The collection name must be letters, digits, '.', '_' or '-' (not "
-                     f"starting with '.', '_' or '-'). Received: {collection!r}")
+    raise errors.UserError("The collection name must be letters, digits, '.', '_' or '-' (not "
+                           f"starting with '.', '_' or '-'). Received: {collection!r}")
   return collection
 
 
 def check_version(version):
   """Returns `version` if it is a positive int (hub versions are), else raises ValueError."""
   if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
-    raise ValueError(f"`version` must be a positive integer. Received: version={version!r}")
+    raise errors.UserError(f"`version` must be a positive integer. Received: version={version!r}")
   return version
 
 
@@ -71,7 +72,7 @@ def find_finished_models(workdir):
   ValueError naming the file when a metadata.json has an unknown kind.
   """
   if not tf.io.gfile.isdir(workdir):
-    raise FileNotFoundError(f"Workdir {workdir!r} does not exist or is not a directory.")
+    raise errors.MissingFileError(f"Workdir {workdir!r} does not exist or is not a directory.")
   found = []
   pending = [workdir.rstrip("/")]
   while pending:
@@ -80,8 +81,8 @@ def find_finished_models(workdir):
       path = os.path.join(directory, artifacts.METADATA)
       kind = fileio.read_json(path).get("kind")
       if kind not in artifacts.ARTIFACT_KINDS:
-        raise ValueError(f"{path!r} has kind {kind!r}; expected one of "
-                         f"{artifacts.ARTIFACT_KINDS}.")
+        raise errors.UserError(f"{path!r} has kind {kind!r}; expected one of "
+                               f"{artifacts.ARTIFACT_KINDS}.")
       found.append((directory, kind))
       continue
     for child in tf.io.gfile.listdir(directory):
@@ -105,9 +106,9 @@ def _bank_experts(meta, artifact):
   experts = meta.get("experts")
   if not isinstance(experts, list) or not experts or not all(isinstance(e, dict)
                                                              for e in experts):
-    raise ValueError(f"{artifact!r}: a bank's metadata needs 'experts', a list of dicts "
-                     f"({{name, node, num_images, label_prior}}, one per expert index). "
-                     f"Received: {str(experts)[:200]}")
+    raise errors.UserError(f"{artifact!r}: a bank's metadata needs 'experts', a list of dicts ({{"
+                           "name, node, num_images, label_prior}, one per expert index). "
+                           f"Received: {str(experts)[:200]}")
   return experts
 
 
@@ -137,15 +138,16 @@ def plan(workdir):
   for directory, kind in find_finished_models(workdir):
     planned.extend(_plan_artifact(directory, kind))
   if not planned:
-    raise ValueError(f"No finished models (directories with {artifacts.MODEL_CONFIG}, "
-                     f"{artifacts.MODEL_WEIGHTS} and {artifacts.METADATA}) below {workdir!r}.")
+    raise errors.UserError(f"No finished models (directories with {artifacts.MODEL_CONFIG}, "
+                           f"{artifacts.MODEL_WEIGHTS} and {artifacts.METADATA}) below {workdir!r}"
+                           ".")
   by_name = {}
   for p in planned:
     if p.module in by_name:
       other = by_name[p.module]
-      raise ValueError(f"Two modules would be named {p.module!r}: {p.kind} from {p.artifact!r} "
-                       f"and {other.kind} from {other.artifact!r}. Give the finished models "
-                       "distinct names in their metadata.")
+      raise errors.UserError(f"Two modules would be named {p.module!r}: {p.kind} from "
+                             f"{p.artifact!r} and {other.kind} from {other.artifact!r}. Give the "
+                             "finished models distinct names in their metadata.")
     by_name[p.module] = p
   return planned
 
@@ -267,8 +269,8 @@ def _load_artifact(directory):
   if not count:
     return model, meta
   if count != len(meta.get("experts") or []):
-    raise ValueError(f"{directory!r}: the bank holds {count} experts but its metadata lists "
-                     f"{len(meta.get('experts') or [])}.")
+    raise errors.UserError(f"{directory!r}: the bank holds {count} experts but its metadata lists "
+                           f"{len(meta.get('experts') or [])}.")
   # One headless, fully trainable copy serves the bank module and every extracted expert, so
   # the experts need no copy of their own.
   ready = copies.export_ready(model)

@@ -17,7 +17,7 @@ from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
 from tfexperts.hub import verify
 
-DEFAULT_RESOLUTION = 224
+DEFAULT_RESOLUTION = metadata_lib.DEFAULT_RESOLUTION
 
 
 def _check_metadata(metadata):

@@ -15,6 +15,7 @@ import os
 
 import tensorflow as tf
 
+from tfexperts import errors
 from tfexperts import fileio
 
 INDEX_FILE = "index.json"
@@ -45,15 +46,16 @@ def read(collection_dir):
   """
   path = index_path(collection_dir)
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{collection_dir!r} is not a hub module collection: no {path!r}.")
+    raise errors.MissingFileError(f"{collection_dir!r} is not a hub module collection: no {path!r}"
+                                  ".")
   try:
     data = fileio.read_json(path)
   except ValueError as e:
-    raise ValueError(f"Collection index {path!r} is not valid JSON: {e}") from e
+    raise errors.UserError(f"Collection index {path!r} is not valid JSON: {e}") from e
   if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or not isinstance(
       data.get("modules"), list):
-    raise ValueError(f"{path!r} is not a tfexperts collection index (format {INDEX_FORMAT!r} "
-                     "with a 'modules' list).")
+    raise errors.UserError(f"{path!r} is not a tfexperts collection index (format {INDEX_FORMAT!r}"
+                           " with a 'modules' list).")
   return data
 
 

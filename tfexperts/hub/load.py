@@ -19,6 +19,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import errors
 from tfexperts.errors import UserError
 from tfexperts.hub import identity as identity_lib
 from tfexperts.hub import index as index_lib
@@ -28,7 +29,6 @@ from tfexperts.hub import third_party
 from tfexperts.hub.tfhub import hub
 from tfexperts.models import inputs
 
-PROBE_RESOLUTION = 224
 _REMOTE = re.compile(r"^https?://", re.IGNORECASE)
 _TEMP_NAME = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
@@ -62,18 +62,19 @@ def resolve(handle):
     try:
       return hub.resolve(handle)
     except Exception as e:  # tensorflow_hub raises many types (URLError, IOError, ValueError...)
-      raise OSError(f"Could not fetch hub handle {handle!r}: {type(e).__name__}: {e}") from e
+      raise errors.UnreachableError(f"Could not fetch hub handle {handle!r}: {type(e).__name__}: "
+                                    f"{e}") from e
   path = _local_path(handle).rstrip("/")
   if _TEMP_NAME.search(path):
-    raise ValueError(f"Hub handle {handle!r} is the temp directory of an unfinished export, not "
-                     "a module.")
+    raise errors.UserError(f"Hub handle {handle!r} is the temp directory of an unfinished export, "
+                           "not a module.")
   if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"Hub handle {handle!r} does not exist.")
+    raise errors.MissingFileError(f"Hub handle {handle!r} does not exist.")
   if not tf.io.gfile.exists(os.path.join(path, tf.saved_model.SAVED_MODEL_FILENAME_PB)):
     hint = (" It is a collection: use load_collection or load_experts." if
             index_lib.is_collection(path) else "")
-    raise ValueError(f"Hub handle {handle!r} is not a SavedModel: no "
-                     f"{tf.saved_model.SAVED_MODEL_FILENAME_PB} in {path!r}.{hint}")
+    raise errors.UserError(f"Hub handle {handle!r} is not a SavedModel: no "
+                           f"{tf.saved_model.SAVED_MODEL_FILENAME_PB} in {path!r}.{hint}")
   return path
 
 
@@ -94,7 +95,7 @@ def fixed_input_size(module):
 
 
 def _probe_images(metadata, size=None, count=2):
-  resolution = (metadata.get("input") or {}).get("resolution") or PROBE_RESOLUTION
+  resolution = metadata_lib.input_resolution(metadata)
   height, width = size or (resolution, resolution)
   images = np.random.default_rng(0).uniform(size=(count, height, width, 3))
   return tf.constant(images, tf.float32)
@@ -102,15 +103,15 @@ def _probe_images(metadata, size=None, count=2):
 
 def _check_features(handle, outputs, count):
   if isinstance(outputs, dict):
-    raise ValueError(f"Hub handle {handle!r} returns a dict (keys {sorted(outputs)}), not a "
-                     "[batch, d] feature tensor.")
+    raise errors.UserError(f"Hub handle {handle!r} returns a dict (keys {sorted(outputs)}), not a "
+                           "[batch, d] feature tensor.")
   if not isinstance(outputs, tf.Tensor) or outputs.shape.rank != 2 or (
       outputs.shape[0] != count) or not outputs.dtype.is_floating:
     shape = getattr(outputs, "shape", None)
     dtype = getattr(outputs, "dtype", type(outputs).__name__)
-    raise ValueError(f"Hub handle {handle!r} is not a feature-vector module: on images "
-                     f"[{count}, h, w, 3] it returns shape {shape} dtype {dtype}, expected "
-                     f"[{count}, d] float.")
+    raise errors.UserError(f"Hub handle {handle!r} is not a feature-vector module: on images ["
+                           f"{count}, h, w, 3] it returns shape {shape} dtype {dtype}, expected ["
+                           f"{count}, d] float.")
 
 
 def load_checked(handle, metadata, with_ids=False):
@@ -123,7 +124,7 @@ def load_checked(handle, metadata, with_ids=False):
   try:
     module = hub.load(path)
   except Exception as e:  # a corrupt or incompatible SavedModel
-    raise ValueError(f"Hub handle {handle!r} could not be loaded as a SavedModel: "
+    raise UserError(f"Hub handle {handle!r} could not be loaded as a SavedModel: "
                      f"{type(e).__name__}: {e}") from e
   images = _probe_images(metadata, fixed_input_size(module))
   module = third_party.feature_module(module, handle)  # __call__, serve or a signature; ?range
@@ -132,15 +133,21 @@ def load_checked(handle, metadata, with_ids=False):
   try:
     outputs = module(*args)
   except (TypeError, ValueError, tf.errors.OpError) as e:
-    raise ValueError(f"Hub handle {handle!r} is not {what}: calling it on probe images "
-                     f"{images.shape} failed: {type(e).__name__}: {e}") from e
+    raise errors.UserError(f"Hub handle {handle!r} is not {what}: calling it on probe images "
+                           f"{images.shape} failed: {type(e).__name__}: {e}") from e
   _check_features(handle, outputs, images.shape[0])
   return module
 
 
 def _module_input(images):
-  """`images` checked against the input contract (`models.inputs.prepare`), as float32."""
-  return tf.cast(inputs.prepare(images), tf.float32)
+  """`images` checked against the input contract (`models.inputs.prepare`), as float32.
+
+  Also raises UserError for a rank other than 4 or a channel count other than 3."""
+  images = tf.cast(inputs.prepare(images), tf.float32)
+  if images.shape.rank is not None and (images.shape.rank != 4 or images.shape[-1] != 3):
+    raise UserError("Images must have shape [batch, height, width, 3] (RGB); received shape "
+                    f"{images.shape}.")
+  return images
 
 
 @dataclasses.dataclass
@@ -256,8 +263,8 @@ def load_expert(handle, lazy=False):
   path = resolve(handle)
   metadata = metadata_lib.read(path) or {}
   if metadata.get("kind") in metadata_lib.BANK_KINDS:
-    raise ValueError(f"Hub handle {handle!r} is a {metadata['kind']} module taking expert ids; "
-                     "load it with load_bank.")
+    raise errors.UserError(f"Hub handle {handle!r} is a {metadata['kind']} module taking expert "
+                           "ids; load it with load_bank.")
   expert = Expert(_name(handle, metadata), handle, metadata)
   if not lazy:
     expert.module  # pylint: disable=pointless-statement

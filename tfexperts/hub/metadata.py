@@ -35,6 +35,19 @@ EXPERT_KINDS = ("baseline", "full", "adapter", "patch")
 MODULE_KINDS = EXPERT_KINDS + ("epn", "adapter_bank", "patch_bank")
 BANK_KINDS = ("adapter_bank", "patch_bank")
 INPUT_RANGE = [0.0, 1.0]
+DEFAULT_RESOLUTION = 224  # BiT's; published hub experts carry no tfexperts metadata
+
+
+def input_resolution(metadata, override=None):
+  """The image size a module is fed at, the one rule of select_expert, vtab_eval and the API.
+
+  Takes the module's metadata dict (empty for modules without tfexperts metadata) and an optional
+  override (the binaries' `--resolution`). Returns `override` when given, else the metadata's
+  `input.resolution` (the size the expert was trained at), else DEFAULT_RESOLUTION (224).
+  """
+  if override is not None:
+    return override
+  return ((metadata or {}).get("input") or {}).get("resolution") or DEFAULT_RESOLUTION
 
 
 def to_json(value):

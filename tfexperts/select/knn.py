@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from tfexperts import errors
+
 METRICS = ("euclidean", "cosine")
 DEFAULT_MAX_BLOCK_BYTES = 256 * 2**20
 # Bytes per entry of a tile: float32 distances and scratch, a mask, and a float32 partition copy
@@ -32,14 +34,14 @@ def _check_features(features, min_points=2):
   features = np.asarray(features)
   if features.ndim != 2 or not np.issubdtype(features.dtype, np.number) or (
       np.issubdtype(features.dtype, np.complexfloating)):
-    raise ValueError("`features` must be a real 2-D array [num_points, dim]. "
-                     f"Received: shape={features.shape}, dtype={features.dtype}")
+    raise errors.UserError("`features` must be a real 2-D array [num_points, dim]. Received: "
+                           f"shape={features.shape}, dtype={features.dtype}")
   if features.shape[0] < min_points or features.shape[1] < 1:
-    raise ValueError(f"`features` needs at least {min_points} points (leave-one-out needs another "
-                     f"point) and 1 dimension. Received: shape={features.shape}")
+    raise errors.UserError(f"`features` needs at least {min_points} points (leave-one-out needs "
+                           f"another point) and 1 dimension. Received: shape={features.shape}")
   if not np.all(np.isfinite(features)):
-    raise ValueError("`features` must be finite; found NaN or inf in rows "
-                     f"{np.flatnonzero(~np.isfinite(features).all(axis=1))[:10].tolist()}")
+    raise errors.UserError("`features` must be finite; found NaN or inf in rows "
+                           f"{np.flatnonzero(~np.isfinite(features).all(axis=1))[:10].tolist()}")
   return features
 
 
@@ -47,8 +49,8 @@ def _check_positive_int(name, value, allow_none=False):
   if allow_none and value is None:
     return
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-    raise ValueError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}. "
-                     f"Received: {name}={value!r}")
+    raise errors.UserError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}"
+                           f". Received: {name}={value!r}")
 
 
 class _Exact:
@@ -283,10 +285,10 @@ def loo_neighbors(features, k=1, metric="euclidean", block_size=None,
   n, d = features.shape
   _check_positive_int("k", k)
   if k > n - 1:
-    raise ValueError(f"`k` must be at most num_points - 1 = {n - 1} (leave-one-out). "
-                     f"Received: k={k}")
+    raise errors.UserError(f"`k` must be at most num_points - 1 = {n - 1} (leave-one-out). "
+                           f"Received: k={k}")
   if metric not in METRICS:
-    raise ValueError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
+    raise errors.UserError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
   _check_positive_int("block_size", block_size, allow_none=True)
   _check_positive_int("max_block_bytes", max_block_bytes)
   if block_size is None:
@@ -327,8 +329,8 @@ def majority_vote(neighbor_labels):
   """
   neighbor_labels = np.asarray(neighbor_labels)
   if neighbor_labels.ndim != 2 or neighbor_labels.shape[1] < 1:
-    raise ValueError("`neighbor_labels` must be a 2-D array [n, k] with k >= 1. "
-                     f"Received: shape={neighbor_labels.shape}")
+    raise errors.UserError("`neighbor_labels` must be a 2-D array [n, k] with k >= 1. Received: "
+                           f"shape={neighbor_labels.shape}")
   if neighbor_labels.shape[1] == 1:
     return neighbor_labels[:, 0]
   votes = (neighbor_labels[:, :, None] == neighbor_labels[:, None, :]).sum(axis=2)
@@ -344,8 +346,9 @@ def loo_predictions(features, labels, k=1, metric="euclidean", **block_kwargs):
   labels = np.asarray(labels)
   features = np.asarray(features)
   if labels.ndim != 1 or features.ndim < 1 or labels.shape[0] != features.shape[0]:
-    raise ValueError("`labels` must be a 1-D array with one label per row of `features`. "
-                     f"Received: labels.shape={labels.shape}, features.shape={features.shape}")
+    raise errors.UserError("`labels` must be a 1-D array with one label per row of `features`. "
+                           f"Received: labels.shape={labels.shape}, features.shape="
+                           f"{features.shape}")
   indices, _ = loo_neighbors(features, k=k, metric=metric, **block_kwargs)
   return majority_vote(labels[indices]), indices
 

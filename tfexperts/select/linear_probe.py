@@ -4,12 +4,12 @@ A seeded split (stratified when every class has at least 2 images and the holdou
 each) keeps the score deterministic; it is the most expensive proxy here (one L-BFGS fit).
 """
 import numpy as np
-from sklearn import linear_model, model_selection, pipeline, preprocessing
 
 from tfexperts.select import _checks
 
 
 def _split(classes, num_classes, holdout_fraction, seed):
+  from sklearn import model_selection  # pylint: disable=g-import-not-at-top  (slow import)
   n = len(classes)
   counts = np.bincount(classes, minlength=num_classes)
   num_holdout = int(np.ceil(holdout_fraction * n))
@@ -40,6 +40,7 @@ def linear_probe_accuracy(features, labels, holdout_fraction=0.2, seed=0, c=1.0,
   if len(np.unique(classes[train])) < 2:
     raise ValueError("The training split has a single class; use more images or a smaller "
                      f"`holdout_fraction`. Received: holdout_fraction={holdout_fraction!r}")
+  from sklearn import linear_model, pipeline, preprocessing  # pylint: disable=g-import-not-at-top
   model = pipeline.make_pipeline(
       preprocessing.StandardScaler(),
       linear_model.LogisticRegression(C=c, max_iter=max_iter))

@@ -10,9 +10,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import errors
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import published
+from tfexperts.hub import metadata as metadata_lib
 from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
@@ -71,20 +73,24 @@ def load_candidates(specs):
   keys = [expert_key(e) for e in experts]
   duplicates = sorted({k for k in keys if keys.count(k) > 1})
   if duplicates:
-    raise ValueError(f"Expert names must be unique; {duplicates} appear more than once in "
-                     f"{specs!r}.")
+    raise errors.UserError(f"Expert names must be unique; {duplicates} appear more than once in "
+                           f"{specs!r}.")
   if not experts:
-    raise ValueError(f"No experts found in {specs!r}.")
+    raise errors.UserError(f"No experts found in {specs!r}.")
   return Candidates(experts, baseline, epn)
 
 
 @dataclasses.dataclass
 class FeatureSource:
-  """Where task images come from: task, split, data dir, resolution, batch size, cache."""
+  """Where task images come from: task, split, data dir, resolution, batch size, cache.
+
+  `resolution=None` feeds each module at its own size, `hub.metadata.input_resolution` (the
+  metadata's `input.resolution`, else 224); an integer overrides it for every module.
+  """
   task: tasks_lib.Task
   split: str = "train800"
   data_dir: str = None
-  resolution: int = 64
+  resolution: int = None
   batch_size: int = 64
   cache_dir: str = None
   strategy: tf.distribute.Strategy = None
@@ -96,14 +102,29 @@ class FeatureSource:
   def key(self, expert, output="pre_logits"):
     """The `CacheKey` of `expert`'s `output` on this split: keyed on the module's content."""
     suffix = "" if output == "pre_logits" else "#" + output
+    resolution = self.resolution_of(expert)
     return feature_cache.CacheKey(handle=expert.handle + suffix,
                                   module=expert.content_id + suffix, task=self.task.name,
-                                  split=self.split, resolution=self.resolution,
-                                  preprocessing=tasks_lib.eval_preprocess(self.resolution))
+                                  split=self.split, resolution=resolution,
+                                  preprocessing=tasks_lib.eval_preprocess(resolution))
 
-  def _dataset(self):
-    return self.task.load(self.split, self.data_dir, image_size=self.resolution,
-                          batch_size=self.batch_size)
+  def resolution_of(self, module):
+    """The image size `module` (an Expert, the baseline or the EPN) is fed at."""
+    return metadata_lib.input_resolution(module.metadata, self.resolution)
+
+  def describe_resolution(self, experts):
+    """One line: the size `experts` are fed at, and whether metadata or an override decides."""
+    if self.resolution is not None:
+      return f"resolution: {self.resolution} px for every expert (--resolution overrides metadata)"
+    sizes = {}
+    for expert in experts:
+      sizes.setdefault(self.resolution_of(expert), []).append(expert_key(expert))
+    return "resolution: each expert's metadata input.resolution (else 224): " + "; ".join(
+        f"{size} px for {', '.join(names)}" for size, names in sorted(sizes.items()))
+
+  def _dataset(self, resolution):
+    return lambda: self.task.load(self.split, self.data_dir, image_size=resolution,
+                                  batch_size=self.batch_size)
 
   def _loaded(self, expert):
     # Loaded here, not on first call: under a strategy that call is inside a replica function.
@@ -115,13 +136,16 @@ class FeatureSource:
 
   def features(self, expert):
     """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
-    return features_lib.cached_features(self.cache, self.key(expert), lambda: self._loaded(expert).embed,
-                                        self._dataset, strategy=self.strategy, stats=self.stats)
+    return features_lib.cached_features(self.cache, self.key(expert),
+                                        lambda: self._loaded(expert).embed,
+                                        self._dataset(self.resolution_of(expert)),
+                                        strategy=self.strategy, stats=self.stats)
 
   def logits(self, module):
     """`Features` whose features are `module`'s upstream-head logits on the split."""
     return features_lib.cached_features(self.cache, self.key(module, "logits"),
-                                        lambda: self._loaded(module).logits, self._dataset,
+                                        lambda: self._loaded(module).logits,
+                                        self._dataset(self.resolution_of(module)),
                                         strategy=self.strategy, stats=self.stats)
 
 
@@ -151,7 +175,8 @@ def score(candidates, source, proxies=("knn",), seed=0):
   """
   unknown = [p for p in proxies if p not in proxies_lib.PROXIES]
   if unknown:
-    raise ValueError(f"Unknown proxies {unknown}. Known proxies: {sorted(proxies_lib.PROXIES)}")
+    raise errors.UserError(f"Unknown proxies {unknown}. Known proxies: "
+                           f"{sorted(proxies_lib.PROXIES)}")
   seconds = {}
   start = time.perf_counter()
   needs_features = any(set(proxies_lib.get(p).requires) & {"features", "labels"} for p in proxies)

@@ -5,7 +5,11 @@ import socket
 import threading
 
 import grpc
-import tensorflow as tf
+
+from tfexperts import errors
+from tfexperts import lazy
+
+tf = lazy.LazyModule("tensorflow")  # STRATEGIES is read by the binaries' flag checks
 
 from tfexperts.errors import UserError
 
@@ -118,19 +122,18 @@ def make_strategy(tpu=None, strategy="auto", tpu_timeout=TPU_TIMEOUT_SECONDS):
       `multi_worker` reads the cluster from TF_CONFIG.
 
   Raises:
-    `TPUConnectionError` (a `UserError` and RuntimeError) when no TPU answers at `tpu`;
-    RuntimeError when `multi_worker` is asked
-    without TF_CONFIG; ValueError for an unknown `strategy`.
+    `TPUConnectionError` (a UserError) when no TPU answers at `tpu`; UserError when `multi_worker` is
+    asked without TF_CONFIG, or for an unknown `strategy`.
   """
   if tpu:
     return _tpu_strategy(tpu, tpu_timeout)
   if strategy not in STRATEGIES:
-    raise ValueError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}.")
+    raise errors.UserError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}.")
   _split_cpu_from_env()
   if strategy == "multi_worker":
     if "TF_CONFIG" not in os.environ:
-      raise RuntimeError("--strategy=multi_worker needs the cluster in the TF_CONFIG environment "
-                         "variable (see tf.distribute.MultiWorkerMirroredStrategy).")
+      raise errors.UserError("--strategy=multi_worker needs the cluster in the TF_CONFIG "
+                             "environment variable (see tf.distribute.MultiWorkerMirroredStrategy).")
     return tf.distribute.MultiWorkerMirroredStrategy()
   gpus = tf.config.list_logical_devices("GPU")
   if strategy == "mirrored" and not gpus:

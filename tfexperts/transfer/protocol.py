@@ -13,6 +13,8 @@ import dataclasses
 import os
 import statistics
 
+from tfexperts.hub import load as hub_load
+from tfexperts.hub import metadata as metadata_lib
 from tfexperts.transfer import finetune
 from tfexperts.transfer import stats
 
@@ -21,11 +23,15 @@ VTAB_BATCH = 512
 
 @dataclasses.dataclass
 class ProtocolConfig:
-  """Sweep and retrain settings (defaults: VTAB's {0.01, 0.001} x {2500, 10000} at batch 512)."""
+  """Sweep and retrain settings (defaults: VTAB's {0.01, 0.001} x {2500, 10000} at batch 512).
+
+  `resolution=None` fine-tunes each module at `hub.metadata.input_resolution` (its metadata's
+  `input.resolution`, else 224); an integer overrides that for every module.
+  """
   learning_rates: tuple = (0.01, 0.001)
   steps: tuple = (2500, 10000)
   batch_size: int = 512
-  resolution: int = 224
+  resolution: int = None
   sweep_repeats: int = 1
   final_repeats: int = 3
   decay: str = "step"
@@ -38,6 +44,8 @@ class ProtocolConfig:
                        f"learning_rates={self.learning_rates!r}, steps={self.steps!r}")
     for name in ("batch_size", "resolution", "sweep_repeats", "final_repeats"):
       value = getattr(self, name)
+      if name == "resolution" and value is None:
+        continue
       if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
@@ -45,8 +53,15 @@ class ProtocolConfig:
   def quick(cls, **overrides):
     """A CPU-sized preset: small batch and few steps, one sweep repeat, one final run."""
     return cls(**{"learning_rates": (0.1, 0.03), "steps": (150,), "batch_size": 32,
-                  "resolution": 64, "sweep_repeats": 1, "final_repeats": 1, "decay": "cosine",
+                  "sweep_repeats": 1, "final_repeats": 1, "decay": "cosine",
                   **overrides})
+
+
+def module_resolution(config, handle):
+  """The image size `handle` is fine-tuned at: `config.resolution`, else its metadata's rule."""
+  if config.resolution is not None:
+    return config.resolution
+  return metadata_lib.input_resolution(hub_load.load_expert(handle, lazy=True).metadata)
 
 
 def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
@@ -55,7 +70,7 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
   return finetune.RunSpec(
       handle=handle, task=task, train_split=train, eval_split=evaluate,
       learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
-      batch_size=config.batch_size, resolution=config.resolution, seed=seed,
+      batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
       directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}"),
       data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha)
 

@@ -19,6 +19,7 @@ import statistics
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.errors import UserError
 from tfexperts.transfer import stats
@@ -260,7 +261,7 @@ def summarize(results_dir):
   from tfexperts.select import plots  # pylint: disable=g-import-not-at-top
   records = read_records(results_dir)
   if not records:
-    raise FileNotFoundError(f"No vtab_eval records (*__*.json) in {results_dir!r}.")
+    raise errors.MissingFileError(f"No vtab_eval records (*__*.json) in {results_dir!r}.")
   markdown = markdown_table(records)
   markdown += ("\n± is half the width of the 95% Wilson interval on the test size (means: "
                "normal approximation).\n")

@@ -1,0 +1,78 @@
+"""How every binary runs: flag parsing, `--help`, and the one error convention.
+
+* `--help` (also `-h`, `--helpshort`) prints the binary's usage block (its module docstring) and
+  its own flags with their help and defaults, then exits 0. `--helpfull` also lists absl's flags.
+* User errors exit with status 2 (`EXIT_USER_ERROR`) after one or a few lines
+  `<binary>: error: <message>` on stderr, and no traceback. They are a bad or unknown flag, a
+  missing `--flagfile`, and every `tfexperts.errors.UserError` (bad value, unknown task / proxy /
+  expert / preset, missing or malformed file, unprepared data, unreachable TPU, ...).
+  `--verbose` (or the environment variable `TFEXPERTS_VERBOSE=1`) shows their traceback as well.
+* Any other exception is an internal error and keeps Python's traceback (exit status 1).
+"""
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from tfexperts import errors
+
+FLAGS = flags.FLAGS
+EXIT_USER_ERROR = 2
+VERBOSE_ENV = "TFEXPERTS_VERBOSE"
+HELP_ARGS = ("-h", "-help", "--help", "-helpshort", "--helpshort", "-?")
+
+flags.DEFINE_bool("verbose", False, f"Show the traceback of user errors too (or set "
+                  f"{VERBOSE_ENV}=1); also prints the Python and tfexperts in use.")
+
+
+def verbose():
+  """True when `--verbose` or `TFEXPERTS_VERBOSE=1` asks for tracebacks of user errors."""
+  flag = FLAGS["verbose"].value if FLAGS.is_parsed() else False
+  return flag or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def fail(prog, message):
+  """Prints `<prog>: error: <message>` on stderr and exits with EXIT_USER_ERROR."""
+  sys.stderr.write(f"{prog}: error: {message}\n")
+  sys.stderr.flush()
+  sys.exit(EXIT_USER_ERROR)
+
+
+def help_text(module, prog):
+  """The `--help` text of the binary whose flags are defined in `module`: usage, then flags."""
+  own = FLAGS.module_help(module.__name__).strip().split("\n", 1)[-1]  # drop the module name
+  common = FLAGS.module_help(__name__).strip().split("\n", 1)[-1]
+  return (f"{(module.__doc__ or '').strip()}\n\nflags of {prog}:\n{own}\n\ncommon flags:\n"
+          f"{common}\n  --flagfile: Read flags from a file, one --name=value a line.\n"
+          "  --helpfull: Also list absl's own flags.\n")
+
+
+def _parse_flags(module, prog, argv):
+  args = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+  if any(a in HELP_ARGS for a in args):
+    sys.stdout.write(help_text(module, prog))
+    sys.exit(0)
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(prog, e)
+
+
+def run(module):
+  """Runs `module.main(argv)` as a binary with the flags, help and error convention above."""
+  prog = os.path.basename(sys.argv[0])
+
+  def main(argv):
+    if verbose():
+      import tfexperts  # pylint: disable=g-import-not-at-top
+      sys.stderr.write(f"{prog}: python {sys.executable}, tfexperts from "
+                       f"{os.path.dirname(os.path.abspath(tfexperts.__file__))}\n")
+    try:
+      return module.main(argv)
+    except (errors.UserError, app.UsageError) as e:
+      if verbose():
+        raise
+      fail(prog, e)
+
+  app.run(main, flags_parser=lambda argv: _parse_flags(module, prog, argv))
