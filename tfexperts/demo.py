@@ -12,7 +12,9 @@
 5. paired verdicts per task (each strategy's expert against the baseline's, random's and kNN's
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
-   with the quick protocol and estimated for the full VTAB protocol.
+   with the quick protocol and estimated for the full VTAB protocol;
+6. bin/vtab_eval --selection=dat on shapes_fine with a short upstream budget: Domain Adaptive
+   Transfer's accuracy and its upstream fine-tuning cost against kNN selection.
 Every step resumes: re-running `make demo` skips what is finished.
 
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
@@ -32,6 +34,8 @@ TRAIN_FLAGS = ["--dataset=tfexperts_shapes/demo", "--model=tiny", "--resolution=
                "--num_experts=4", "--base_lr=0.4", "--decay=cosine", "--warmup_steps=30",
                "--checkpoint_every=100", "--log_every=50", "--stage=baseline,full,adapter,epn"]
 EVAL_PROTOCOL = {"steps": (100,), "learning_rates": (0.3, 0.1)}  # on top of ProtocolConfig.quick
+DAT_FLAGS = ["--selection=dat", "--upstream_dataset=tfexperts_shapes/demo", "--dat_steps=100",
+             "--dat_batch_size=64", "--dat_lr=0.1"]  # a short upstream budget for a CPU
 EVAL_FLAGS = ["--quick", "--resolution=64",
               f"--steps={','.join(str(v) for v in EVAL_PROTOCOL['steps'])}",
               f"--learning_rates={','.join(str(v) for v in EVAL_PROTOCOL['learning_rates'])}"]
@@ -125,7 +129,24 @@ def _verdicts(results_dir):
     lines += [f"- {record['task']}: {report.verdict_text(c)}" for c in record["comparisons"]]
   lines.append("\nCost of selection:")
   lines += _cost_lines(oracle, results_dir)
+  lines.append("\nDomain Adaptive Transfer (the paper's competing approach):")
+  lines.append(_dat_line(_read_record(results_dir, ORACLE_TASK, "dat"), oracle))
   return "\n".join(lines)
+
+
+def _dat_line(record, oracle):
+  """DAT's accuracy beside kNN's pick, and its upstream fine-tuning cost against kNN selection."""
+  low, high = record.get("test_interval") or (record["test_accuracy"],) * 2
+  dat = record["dat"]
+  training = dat["cost"]["upstream_training"]
+  return (f"- {record['task']}: DAT {100 * record['test_accuracy']:.1f}% "
+          f"±{100 * (high - low) / 2:.1f} vs kNN's pick {_pct(oracle, 'knn')}; its upstream "
+          f"fine-tuning ({training['steps']} steps x {training['batch_size']} images, effective "
+          f"sample size {dat['weights']['effective_sample_size']:.0f} of "
+          f"{dat['weights']['num_upstream_images']}) took {training['seconds']:.0f}s against "
+          f"{dat['knn_selection']['seconds']:.1f}s for kNN over {dat['knn_selection']['num_experts']}"
+          f" experts: {dat['upstream_training_over_knn']:.0f}x (paper: 500-1000x at 240 experts "
+          "and DAT's full budget; python bench/cost.py projects it).")
 
 
 def main(argv=None):
@@ -154,6 +175,7 @@ def main(argv=None):
                                             *eval_flags])
   seconds["proxies"] = _binary("vtab_eval", [f"--task={','.join(TASKS[1:])}",
                                              "--selection=all_proxies", *eval_flags])
+  seconds["dat"] = _binary("vtab_eval", [f"--task={ORACLE_TASK}", *DAT_FLAGS, *eval_flags])
 
   print("\n== Verdict", flush=True)
   print(_verdicts(results_dir))

@@ -200,15 +200,13 @@ def evaluate_dat(task, candidates, upstream, config, strategy, dirs):
 
   Returns the record (also written): the DAT model's protocol result, its weights summary, the
   cost of each DAT step, and the ratio of DAT's upstream fine-tuning to kNN selection over the
-  pool, both measured in this run (kNN's features may come from the cache: its seconds are then
-  those of this run, and `knn_images_embedded` says how many images it embedded).
+  pool, both measured in this run (kNN embeds with the feature cache off, so it is timed whole).
   """
   from tfexperts.select import selection  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import dat  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
-  source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution,
-                                   cache_dir=dirs["cache"])
+  source = selection.FeatureSource(task, "train800", FLAGS.data_dir, config.resolution)
   scores, _ = selection.score(candidates, source, ["knn"])
   knn_seconds = time.perf_counter() - start
   result = dat.run(task, candidates.baseline, upstream, _dat_config(), config,
