@@ -140,6 +140,19 @@ def check_flags(argv):
                            f"{', '.join(SELECTIONS)} nor a module of the collection "
                            f"({', '.join(modules)}).")
   checks.existing_path("data_dir", FLAGS.data_dir)
+  if FLAGS.selection == "dat":
+    if not FLAGS.upstream_dataset:
+      raise errors.UserError("--selection=dat fine-tunes the baseline on its upstream data: name "
+                             "it with --upstream_dataset (and --upstream_hierarchy, "
+                             "--upstream_data_dir as for bin/train_experts).")
+    checks.existing_path("upstream_hierarchy", FLAGS.upstream_hierarchy)
+    checks.existing_path("upstream_data_dir", FLAGS.upstream_data_dir)
+    for name in ("dat_steps", "dat_batch_size"):
+      if FLAGS[name].value <= 0:
+        raise errors.UserError(f"--{name} must be a positive integer. Received: "
+                               f"{FLAGS[name].value}")
+    if not FLAGS.dat_lr > 0:
+      raise errors.UserError(f"--dat_lr must be > 0. Received: {FLAGS.dat_lr}")
 
 
 def _versions():
@@ -185,10 +198,6 @@ def _dat_config():
 
 def _upstream_for_dat():
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
-  if not FLAGS.upstream_dataset:
-    raise app.UsageError("--selection=dat fine-tunes the baseline on its upstream data: name it "
-                         "with --upstream_dataset (and --upstream_hierarchy, --upstream_data_dir "
-                         "as for bin/train_experts).")
   return offline.open_upstream(FLAGS.upstream_dataset, FLAGS.upstream_hierarchy,
                                FLAGS.upstream_data_dir or FLAGS.data_dir,
                                split=FLAGS.upstream_split, image_key=FLAGS.upstream_image_key,
@@ -220,7 +229,9 @@ def evaluate_dat(task, candidates, upstream, config, strategy, dirs):
         f"{cost['upstream_training']['seconds']:.1f}s vs kNN selection over "
         f"{len(candidates.experts)} experts {knn_seconds:.1f}s (x{ratio:.1f})", flush=True)
   config_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
-  record = {"task": task.name, "group": task.group, "selection": "dat", "chosen": [name],
+  record = {"task": task.name, "task_spec": task.spec or task.name,
+            "splits": task.describe_splits(FLAGS.data_dir), "group": task.group,
+            "selection": "dat", "chosen": [name],
             "proxy_scores": scores, "picks": {"knn": selection.best(scores["knn"])},
             "per_expert": {name: protocol_result}, "test_accuracy": result["test_accuracy"],
             "test_interval": protocol_result.get("test_interval"),
