@@ -396,6 +396,7 @@ def list_tasks(suite=None, group=None):
 def _prepared_builder(spec, tfds_name, version, data_dir):
   """The prepared builder of a `tfds:` task string (errors as `Task.builder`'s)."""
   dataset = tfds_name.split("/")[0]
+  importlib.import_module("tfexperts.data.builders")  # the project's own builders count too
   known = tfds.list_builders(with_community_datasets=False)
   if dataset not in known:
     close = difflib.get_close_matches(dataset, known, n=5)
