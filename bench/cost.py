@@ -33,6 +33,7 @@ from tfexperts.models import bit
 from tfexperts.select import knn
 from tfexperts.transfer import cost
 from tfexperts.transfer import protocol
+from _common import blas_kernel  # pylint: disable=wrong-import-order  (bench/ is on sys.path)
 
 
 def timed(fn, batch, seconds, warmup=2, min_calls=3):
@@ -85,17 +86,6 @@ def knn_seconds(task_size, dim=2048, classes=10, repeats=3):
   return best
 
 
-def blas_info():
-  """The BLAS kernel NumPy uses (threadpoolctl), e.g. `openblas Haswell x2`."""
-  try:
-    import threadpoolctl  # pylint: disable=g-import-not-at-top
-    infos = threadpoolctl.threadpool_info()
-    return ", ".join(f"{i.get('internal_api')} {i.get('architecture')} x{i.get('num_threads')}"
-                     for i in infos) or "none found"
-  except ImportError:
-    return "threadpoolctl not installed"
-
-
 def _hours(seconds):
   return f"{seconds / 3600:10.1f} h" if seconds >= 3600 else f"{seconds:10.1f} s"
 
@@ -130,7 +120,7 @@ def main():
 
   load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
   print(f"load before: {load}")
-  print(f"BLAS: {blas_info()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
+  print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
         f"TF intra-op threads {tf.config.threading.get_intra_op_parallelism_threads()} "
         f"(0 = all {os.cpu_count()} cores)")
   forward_ips, train_ips = forward_and_train_throughput(args.size, args.forward_batch,

@@ -40,6 +40,8 @@ import tracemalloc
 
 import numpy as np
 
+from _common import blas_kernel  # bench/ is the script's directory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("ours", "sklearn", "faiss", "numpy")
 GEMM_OUT_BYTES = 256 * 2**20
@@ -105,17 +107,6 @@ def faiss_available():
     return True
   except ImportError:
     return False
-
-
-def blas_kernel():
-  """The BLAS library, kernel and thread count NumPy uses (threadpoolctl), as one line."""
-  try:
-    import threadpoolctl
-  except ImportError:
-    return "unknown (threadpoolctl not installed)"
-  return "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} "
-                   f"{i.get('num_threads')} threads"
-                   for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas")
 
 
 def run_numpy(features):

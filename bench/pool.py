@@ -35,6 +35,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import blas_kernel  # pylint: disable=g-import-not-at-top,wrong-import-position
 from knn import current_rss_mb  # pylint: disable=g-import-not-at-top,wrong-import-position
 TASK, SPLIT = "shapes_fine_tiny", "train800val200"
 
@@ -178,16 +179,6 @@ def _child(mode, handles, args):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _blas():
-  import numpy  # pylint: disable=unused-import  (loads the BLAS threadpoolctl reports)
-  try:
-    from threadpoolctl import threadpool_info
-    return ", ".join(f"{i.get('internal_api')} {i.get('architecture')} x{i.get('num_threads')}"
-                     for i in threadpool_info()) or "none found"
-  except ImportError:
-    return "threadpoolctl not installed"
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--experts", type=int, default=48, help="Pool size.")
@@ -215,7 +206,7 @@ def main():
   if args.measure_experts < 2 or args.measure_experts > args.experts:
     parser.error(f"--measure_experts must be in [2, --experts]. Received: {args.measure_experts}")
   print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
-  print(f"BLAS: {_blas()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
+  print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
   root = args.pool_dir or tempfile.mkdtemp(prefix="tfexperts_pool_")
   try:
     if not args.data_dir:
