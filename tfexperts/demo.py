@@ -1,20 +1,24 @@
 """The offline demo behind `make demo`: the whole pipeline on built-in data, on a CPU.
 
+Each step calls in-process the library function its binary calls, so `tfexperts-demo` runs from
+any install (no `bin/` needed):
 1. builds the offline tfds datasets (upstream shapes hierarchy + downstream tasks) in WORKDIR/tfds;
-2. bin/train_experts: a small BiT baseline, full experts and adapter experts for the largest
-   hierarchy branches, and the expert prediction network;
-3. bin/export_experts: every expert as a TF-Hub module under export/demo/;
-4. bin/vtab_eval with the (quick) VTAB-1k protocol: --selection=all_experts on shapes_fine (every
-   expert fine-tuned: the oracle, each strategy's regret, Kendall's tau, and knn_topk, i.e. short
-   fine-tunes of kNN's top 3), then --selection=all_proxies on shapes_mixed and shapes_count (kNN,
-   label matching, domain prediction, random and knn_topk pick experts; the picks and the
-   baseline are fine-tuned); the paper-style table with 95% intervals is printed;
+2. training (bin/train_experts, `train.workdir.train`): a small BiT baseline, full experts and
+   adapter experts for the largest hierarchy branches, and the expert prediction network;
+3. export (bin/export_experts, `hub.collection.export_workdir`): every expert as a TF-Hub module
+   under export/demo/;
+4. evaluation (bin/vtab_eval, `transfer.evaluate.run`) with the (quick) VTAB-1k protocol:
+   --selection=all_experts on shapes_fine (every expert fine-tuned: the oracle, each strategy's
+   regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3), then
+   --selection=all_proxies on shapes_mixed and shapes_count (kNN, label matching, domain
+   prediction, random and knn_topk pick experts; the picks and the baseline are fine-tuned); the
+   paper-style table with 95% intervals is printed;
 5. paired verdicts per task (each strategy's expert against the baseline's, random's and kNN's
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
    with the quick protocol and estimated for the full VTAB protocol;
-6. bin/vtab_eval --selection=dat on shapes_fine with a short upstream budget: Domain Adaptive
-   Transfer's accuracy and its upstream fine-tuning cost against kNN selection.
+6. --selection=dat on shapes_fine with a short upstream budget: Domain Adaptive Transfer's
+   accuracy and its upstream fine-tuning cost against kNN selection.
 Every step resumes: re-running `make demo` skips what is finished.
 
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
@@ -22,32 +26,31 @@ Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORACLE_TASK = "shapes_fine"
 TASKS = (ORACLE_TASK, "shapes_mixed", "shapes_count")
-TRAIN_FLAGS = ["--dataset=tfexperts_shapes/demo", "--model=tiny", "--resolution=64",
-               "--batch_size=64", "--baseline_steps=600", "--expert_steps=200",
-               "--num_experts=4", "--base_lr=0.4", "--decay=cosine", "--warmup_steps=30",
-               "--checkpoint_every=100", "--log_every=50", "--stage=baseline,full,adapter,epn"]
+# bin/train_experts --dataset=tfexperts_shapes/demo --model=tiny --resolution=64 --batch_size=64
+# --baseline_steps=600 --expert_steps=200 --num_experts=4 --base_lr=0.4 --decay=cosine
+# --warmup_steps=30 --checkpoint_every=100 --log_every=50 --stage=baseline,full,adapter,epn
+TRAIN_SETTINGS = {"dataset": "tfexperts_shapes/demo", "model": "tiny", "resolution": 64,
+                  "batch_size": 64, "baseline_steps": 600, "expert_steps": 200,
+                  "num_experts": 4, "base_lr": 0.4, "decay": "cosine", "warmup_steps": 30,
+                  "checkpoint_every": 100, "log_every": 50,
+                  "stage": ["baseline", "full", "adapter", "epn"]}
 EVAL_PROTOCOL = {"steps": (100,), "learning_rates": (0.3, 0.1)}  # on top of ProtocolConfig.quick
-DAT_FLAGS = ["--selection=dat", "--upstream_dataset=tfexperts_shapes/demo", "--dat_steps=100",
-             "--dat_batch_size=64", "--dat_lr=0.1"]  # a short upstream budget for a CPU
-EVAL_FLAGS = ["--quick", "--resolution=64",
-              f"--steps={','.join(str(v) for v in EVAL_PROTOCOL['steps'])}",
-              f"--learning_rates={','.join(str(v) for v in EVAL_PROTOCOL['learning_rates'])}"]
+# --selection=dat --dat_steps=100 --dat_batch_size=64 --dat_lr=0.1: a short upstream budget for
+# a CPU (checkpoints every 25 steps, progress every 10, as bin/vtab_eval derives them).
+DAT_SETTINGS = {"steps": 100, "batch_size": 64, "base_lr": 0.1, "checkpoint_every": 25,
+                "log_every": 10}
+UPSTREAM_DATASET = "tfexperts_shapes/demo"
 
 
-def _binary(name, args):
-  """Runs bin/NAME with `args`, streaming its output; returns seconds taken. Raises on failure."""
+def _step(title, fn):
+  """Runs `fn()` after printing `title`; returns the seconds it took."""
   start = time.perf_counter()
-  command = [sys.executable, os.path.join(REPO, "bin", name), *args]
-  print(f"\n$ bin/{name} {' '.join(args)}", flush=True)
-  env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  subprocess.run(command, check=True, env=env)
+  print(f"\n$ {title}", flush=True)
+  fn()
   return time.perf_counter() - start
 
 
@@ -149,6 +152,31 @@ def _dat_line(record, oracle):
           "and DAT's full budget; python bench/cost.py projects it).")
 
 
+def _train(workdir, data_dir):
+  from tfexperts.train import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  workdir_lib.train(config_lib.TrainConfig(workdir=workdir, data_dir=data_dir, **TRAIN_SETTINGS))
+
+
+def _export(workdir, export_dir):
+  from tfexperts.hub import collection  # pylint: disable=g-import-not-at-top
+  entries = collection.export_workdir(workdir, export_dir, "demo", overwrite=True)
+  print(f"Exported {len(entries)} modules to {os.path.join(export_dir, 'demo')}:")
+  print(collection.format_entries(entries), flush=True)
+
+
+def _evaluate(tasks, selection, experts, data_dir, results_dir, dat=False):
+  from tfexperts.transfer import dat as dat_lib  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
+  upstream = evaluate.UpstreamSpec(UPSTREAM_DATASET, data_dir=data_dir) if dat else None
+  evaluate.run(evaluate.EvalConfig(
+      tasks=list(tasks), experts=[experts], selection=selection,
+      protocol=protocol.ProtocolConfig.quick(resolution=64, **EVAL_PROTOCOL), data_dir=data_dir,
+      results_dir=results_dir, dat=dat_lib.DatConfig(**DAT_SETTINGS) if dat else None,
+      upstream=upstream))
+
+
 def main(argv=None):
   """Runs the demo stages in order and prints what each did and how long it took."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -158,6 +186,8 @@ def main(argv=None):
   workdir = os.path.abspath(args.workdir)
   data_dir = os.path.join(workdir, "tfds")
   results_dir = os.path.join(workdir, "results")
+  train_dir = os.path.join(workdir, "train")
+  experts = os.path.join(args.export_dir, "demo")
   seconds = {}
 
   start = time.perf_counter()
@@ -165,17 +195,19 @@ def main(argv=None):
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
   offline.prepare_offline_datasets(data_dir, "demo")
   seconds["datasets"] = time.perf_counter() - start
-  seconds["train"] = _binary("train_experts", [f"--workdir={workdir}/train",
-                                               f"--data_dir={data_dir}", *TRAIN_FLAGS])
-  seconds["export"] = _binary("export_experts", [f"--workdir={workdir}/train", "--collection=demo",
-                                                 f"--export_dir={args.export_dir}", "--overwrite"])
-  eval_flags = [f"--experts={os.path.join(args.export_dir, 'demo')}", f"--data_dir={data_dir}",
-                f"--results_dir={results_dir}", *EVAL_FLAGS]
-  seconds["oracle"] = _binary("vtab_eval", [f"--task={ORACLE_TASK}", "--selection=all_experts",
-                                            *eval_flags])
-  seconds["proxies"] = _binary("vtab_eval", [f"--task={','.join(TASKS[1:])}",
-                                             "--selection=all_proxies", *eval_flags])
-  seconds["dat"] = _binary("vtab_eval", [f"--task={ORACLE_TASK}", *DAT_FLAGS, *eval_flags])
+  seconds["train"] = _step(f"train_experts --workdir={train_dir} (tiny BiT, 4 experts)",
+                           lambda: _train(train_dir, data_dir))
+  seconds["export"] = _step(f"export_experts --workdir={train_dir} --collection=demo",
+                            lambda: _export(train_dir, args.export_dir))
+  seconds["oracle"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=all_experts --quick",
+                            lambda: _evaluate([ORACLE_TASK], "all_experts", experts, data_dir,
+                                              results_dir))
+  seconds["proxies"] = _step(f"vtab_eval --task={','.join(TASKS[1:])} --selection=all_proxies "
+                             "--quick", lambda: _evaluate(TASKS[1:], "all_proxies", experts,
+                                                          data_dir, results_dir))
+  seconds["dat"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=dat --quick",
+                         lambda: _evaluate([ORACLE_TASK], "dat", experts, data_dir, results_dir,
+                                           dat=True))
 
   print("\n== Verdict", flush=True)
   print(_verdicts(results_dir))
@@ -185,7 +217,7 @@ def main(argv=None):
 
 
 def run():
-  """Console-script entry point."""
+  """Console-script entry point (`tfexperts-demo`)."""
   main()
 
 

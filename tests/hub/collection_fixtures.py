@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+from tfexperts import artifacts
 from tfexperts.models import adapters
 from tfexperts.models import bit
+from tfexperts.models import finished
 from tfexperts.models import patches
-from tfexperts.train import artifacts
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.path.join(REPO, "bin", "export_experts")
@@ -29,7 +30,7 @@ EXPERTS = [
 COMMON = {"upstream_dataset": "tfexperts_shapes/tiny", "upstream_split": "train",
           "num_upstream_images": 17, "num_upstream_classes": 6, "upstream_class_names": CLASSES,
           "preset": "tiny", "resolution": RESOLUTION, "input_range": [0.0, 1.0], "steps": 3,
-          "multi_label": False}
+          "multi_label": False, "model_overrides": {}}
 
 
 def images(count=4, seed=0):
@@ -97,16 +98,16 @@ def workdir(tmp_path_factory, models):
   root = str(tmp_path_factory.mktemp("runs") / "shapes_run")
   paths = Workdir(root, *(os.path.join(root, k, "final")
                           for k in ("baseline", "adapter", "patch", "epn")))
-  artifacts.save_final(models.baseline, paths.baseline, {**COMMON, "kind": "baseline",
-                                                         "name": "baseline"})
-  artifacts.save_final(models.adapter_bank, paths.adapter, {
-      **COMMON, "kind": "adapter_bank", "name": "adapter_bank", "experts": EXPERTS})
-  artifacts.save_final(models.patch_bank, paths.patch, {
-      **COMMON, "kind": "patch_bank", "name": "patch_bank", "experts": EXPERTS})
-  artifacts.save_final(models.epn, paths.epn, {
-      **COMMON, "kind": "epn", "name": "epn", "multi_label": True,
-      "domains": [{"expert_id": e["expert_id"], "name": e["name"], "num_images": e["num_images"]}
-                  for e in EXPERTS]})
+  record = lambda **kw: artifacts.ModelRecord.from_json({**COMMON, **kw})  # noqa: E731
+  finished.save_final(models.baseline, paths.baseline, record(kind="baseline", name="baseline"))
+  finished.save_final(models.adapter_bank, paths.adapter,
+                      record(kind="adapter_bank", name="adapter_bank", experts=EXPERTS))
+  finished.save_final(models.patch_bank, paths.patch,
+                      record(kind="patch_bank", name="patch_bank", experts=EXPERTS))
+  finished.save_final(models.epn, paths.epn, record(
+      kind="epn", name="epn", multi_label=True,
+      domains=[{"expert_id": e["expert_id"], "name": e["name"], "num_images": e["num_images"]}
+               for e in EXPERTS]))
   return paths
 
 

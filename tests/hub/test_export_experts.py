@@ -102,7 +102,11 @@ def _fake_final(directory, metadata):
   os.makedirs(directory)
   for name in ("model.json", "model.weights.h5"):
     open(os.path.join(directory, name), "w").close()
-  json.dump(metadata, open(os.path.join(directory, "metadata.json"), "w"))
+  record = {**conftest.COMMON, **metadata}
+  for expert in record.get("experts") or []:
+    expert.update({"expert_id": 0, "node": expert["name"], "num_images": 1, "label_prior": [1.0],
+                   "slices": "semantic", **expert})
+  json.dump(record, open(os.path.join(directory, "metadata.json"), "w"))
 
 
 def test_plan_names_full_experts_and_refuses_clashes(tmp_path):
@@ -125,6 +129,6 @@ def test_plan_refuses_unknown_kinds_and_banks_without_experts(tmp_path):
   _fake_final(str(tmp_path / "a" / "final"), {"kind": "teacher"})
   with pytest.raises(ValueError, match="'teacher'"):
     collection.plan(str(tmp_path / "a"))
-  _fake_final(str(tmp_path / "b" / "final"), {"kind": "adapter_bank"})
+  _fake_final(str(tmp_path / "b" / "final"), {"kind": "adapter_bank", "name": "bank"})
   with pytest.raises(ValueError, match="needs 'experts'"):
     collection.plan(str(tmp_path / "b"))

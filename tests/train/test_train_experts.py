@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfexperts.data import offline
-from tfexperts.train import artifacts
+from tfexperts.models import finished
 from tfexperts.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,7 +34,7 @@ def _run(args, timeout=900, check=True):
 
 
 def _weights(directory):
-  model, metadata = artifacts.load_final(directory)
+  model, metadata = finished.load_final(directory)
   return [v.numpy() for v in model.weights], metadata
 
 
@@ -50,17 +50,17 @@ def test_baseline_then_full_and_adapter_experts_through_the_binary(tmp_path, dat
   names = [d["name"] for d in domains["domains"]]
   assert len(names) == 2
   base, base_meta = _weights(workdir + "/baseline/final")
-  assert base_meta["kind"] == "baseline" and base_meta["num_upstream_classes"] > 2
+  assert base_meta.kind == "baseline" and base_meta.num_upstream_classes > 2
   for i, name in enumerate(names):
     full_dir = os.path.join(workdir, "full", f"{i:02d}_{name}", "final")
     full, meta = _weights(full_dir)
-    assert meta["kind"] == "full" and meta["experts"][0]["node"] == name
-    prior = np.array(meta["experts"][0]["label_prior"])
+    assert meta.kind == "full" and meta.experts[0].node == name
+    prior = np.array(meta.experts[0].label_prior)
     assert prior.sum() == pytest.approx(1.0) and (prior > 0).sum() < len(prior)
     assert any(not np.array_equal(a, b) for a, b in zip(full, base))
-  bank, bank_meta = artifacts.load_final(workdir + "/adapter/final")
-  assert bank_meta["kind"] == "adapter_bank" and bank.num_experts == 2
-  assert [e["name"] for e in bank_meta["experts"]] == names
+  bank, bank_meta = finished.load_final(workdir + "/adapter/final")
+  assert bank_meta.kind == "adapter_bank" and bank.num_experts == 2
+  assert [e.name for e in bank_meta.experts] == names
   for a, b in zip(bank.backbone.weights, base):  # the backbone stayed frozen
     np.testing.assert_array_equal(a.numpy(), b)
   for adapter in bank.adapters:  # every expert's adapter trained (A2 starts at zero), in turn
@@ -97,12 +97,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   interrupted_at = loop.checkpointed_step(killed + "/baseline/ckpt")
-  assert 10 <= interrupted_at < 40 and not artifacts.is_final(killed + "/baseline/final")
+  assert 10 <= interrupted_at < 40 and not finished.is_final(killed + "/baseline/final")
   resumed = _run([f"--workdir={killed}", *common])
   assert f"resuming from step {interrupted_at}" in resumed.stdout
   straight, _ = _weights(f"{tmp_path}/straight/baseline/final")
   again, meta = _weights(killed + "/baseline/final")
-  assert meta["steps"] == 40 and loop.checkpointed_step(killed + "/baseline/ckpt") == 40
+  assert meta.steps == 40 and loop.checkpointed_step(killed + "/baseline/ckpt") == 40
   for a, b in zip(straight, again):
     np.testing.assert_array_equal(a, b)
 

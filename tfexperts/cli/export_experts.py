@@ -33,17 +33,6 @@ flags.DEFINE_bool("overwrite", False, "Rewrite modules that already exist at --v
                   "it they are checked against their finished model and kept).")
 
 
-def format_entries(entries):
-  """A printable table of index entries: module, kind, handle, feature size, logits."""
-  rows = [("module", "kind", "handle", "features", "logits")]
-  for e in entries:
-    outputs = e["metadata"].get("outputs") or {}
-    rows.append((e["name"], e["kind"], e["handle"], str(outputs.get("pre_logits", "")),
-                 str(outputs.get("logits", ""))))
-  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
 def main(argv):
   """Exports the workdir's finished models with the parsed flags; prints the modules written.
 
@@ -60,7 +49,7 @@ def main(argv):
                                       FLAGS.version, FLAGS.overwrite)
   name = FLAGS.collection or os.path.basename(FLAGS.workdir.rstrip("/"))
   print(f"Exported {len(entries)} modules to {os.path.join(FLAGS.export_dir, name)}:")
-  print(format_entries(entries), flush=True)
+  print(collection.format_entries(entries), flush=True)
 
 
 def run():

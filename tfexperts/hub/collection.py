@@ -1,6 +1,7 @@
 """Exporting a training workdir's finished models as a collection of hub modules.
 
-Finished models (`tfexperts.train.artifacts`) anywhere below the workdir become modules under
+Finished models (`tfexperts.models.finished`, each with its `tfexperts.artifacts.ModelRecord`)
+anywhere below the workdir become modules under
 `<export_dir>/<collection>/<module>/<version>/`:
 
   artifact kind   modules: kind (module directory name)
@@ -27,15 +28,15 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tfexperts import artifacts
 from tfexperts import errors
-from tfexperts import fileio
 from tfexperts.hub import copies
 from tfexperts.hub import export
 from tfexperts.hub import index as index_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import verify
+from tfexperts.models import finished
 from tfexperts.models import patches
-from tfexperts.train import artifacts
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TEMP_MARK = ".tmp-"
@@ -65,11 +66,13 @@ def check_version(version):
 
 
 def find_finished_models(workdir):
-  """Finished-model directories below `workdir`, sorted, as `[(directory, kind), ...]`.
+  """Finished models below `workdir`, sorted, as `[(directory, record), ...]` (`record`: its
+  `artifacts.ModelRecord`, read and checked once here).
 
   Walks with tf.io.gfile (so `gs://` works), skips temp directories of interrupted writes and does
   not descend into finished models. Raises FileNotFoundError when `workdir` does not exist and
-  ValueError naming the file when a metadata.json has an unknown kind.
+  `artifacts.RecordError` (a ValueError) naming the file and key when a record is malformed or
+  has an unknown kind.
   """
   if not tf.io.gfile.isdir(workdir):
     raise errors.MissingFileError(f"Workdir {workdir!r} does not exist or is not a directory.")
@@ -77,20 +80,15 @@ def find_finished_models(workdir):
   pending = [workdir.rstrip("/")]
   while pending:
     directory = pending.pop()
-    if artifacts.is_final(directory):
-      path = os.path.join(directory, artifacts.METADATA)
-      kind = fileio.read_json(path).get("kind")
-      if kind not in artifacts.ARTIFACT_KINDS:
-        raise errors.UserError(f"{path!r} has kind {kind!r}; expected one of "
-                               f"{artifacts.ARTIFACT_KINDS}.")
-      found.append((directory, kind))
+    if finished.is_final(directory):
+      found.append((directory, artifacts.read_record(directory)))
       continue
     for child in tf.io.gfile.listdir(directory):
       child = child.rstrip("/")
       path = os.path.join(directory, child)
       if _TEMP_MARK not in child and tf.io.gfile.isdir(path):
         pending.append(path)
-  return sorted(found)
+  return sorted(found, key=lambda item: item[0])
 
 
 @dataclasses.dataclass
@@ -102,29 +100,17 @@ class PlannedModule:
   expert_index: int = None
 
 
-def _bank_experts(meta, artifact):
-  experts = meta.get("experts")
-  if not isinstance(experts, list) or not experts or not all(isinstance(e, dict)
-                                                             for e in experts):
-    raise errors.UserError(f"{artifact!r}: a bank's metadata needs 'experts', a list of dicts ({{"
-                           "name, node, num_images, label_prior}, one per expert index). "
-                           f"Received: {str(experts)[:200]}")
-  return experts
-
-
-def _plan_artifact(directory, kind):
-  meta = fileio.read_json(os.path.join(directory, artifacts.METADATA))
+def _plan_artifact(directory, record):
+  kind = record.kind
   if kind in ("baseline", "epn"):
-    return [PlannedModule(safe_name(meta.get("name") or kind), kind, directory)]
+    return [PlannedModule(safe_name(record.name or kind), kind, directory)]
   if kind == "full":
-    experts = meta.get("experts") or [{}]
-    return [PlannedModule(safe_name(experts[0].get("name") or meta.get("name") or "full"), kind,
-                          directory)]
+    name = (record.expert.name if record.expert else None) or record.name or "full"
+    return [PlannedModule(safe_name(name), kind, directory)]
   prefix = kind[:-len("_bank")]
-  experts = _bank_experts(meta, directory)
-  planned = [PlannedModule(f"{prefix}_{safe_name(e.get('name') or f'expert{i}')}", prefix,
-                           directory, i) for i, e in enumerate(experts)]
-  planned.append(PlannedModule(safe_name(meta.get("name") or kind), kind, directory))
+  planned = [PlannedModule(f"{prefix}_{safe_name(e.name or f'expert{i}')}", prefix,
+                           directory, i) for i, e in enumerate(record.experts)]
+  planned.append(PlannedModule(safe_name(record.name or kind), kind, directory))
   return planned
 
 
@@ -134,9 +120,13 @@ def plan(workdir):
   Returns a list of `PlannedModule`, grouped by artifact. Raises ValueError when two modules would
   share a directory name or the workdir has no finished model.
   """
+  return _plan(workdir, find_finished_models(workdir))
+
+
+def _plan(workdir, found):
   planned = []
-  for directory, kind in find_finished_models(workdir):
-    planned.extend(_plan_artifact(directory, kind))
+  for directory, record in found:
+    planned.extend(_plan_artifact(directory, record))
   if not planned:
     raise errors.UserError(f"No finished models (directories with {artifacts.MODEL_CONFIG}, "
                            f"{artifacts.MODEL_WEIGHTS} and {artifacts.METADATA}) below {workdir!r}"
@@ -152,36 +142,30 @@ def plan(workdir):
   return planned
 
 
-def _domain_names(meta):
-  domains = meta.get("domains")
-  if not domains:
-    return None
-  return [d.get("name") if isinstance(d, dict) else d for d in domains]
-
-
-def _module_metadata(p, model, meta, expert):
-  """Metadata of planned module `p` from its artifact's `model` and `meta`."""
-  resolution = meta.get("resolution")
-  common = {"resolution": resolution, "source": meta}
+def _module_metadata(p, model, record, expert):
+  """Metadata of planned module `p` from its artifact's `model` and `record` (`expert`: the
+  `ExpertInfo` of a full or extracted expert, else None)."""
+  common = {"resolution": record.resolution, "source": record}
   if p.kind == "baseline":
+    # A baseline's label prior is not recorded (label matching scores experts, not the baseline).
     return metadata_lib.build(
-        "baseline", meta.get("name") or "baseline", model,
-        num_images=meta.get("num_upstream_images"),
-        label_prior=meta.get("label_prior"), with_logits=True,
-        logit_names=meta.get("upstream_class_names"), **common)
+        "baseline", record.name or "baseline", model, num_images=record.num_upstream_images,
+        label_prior=None, with_logits=True, logit_names=record.upstream_class_names, **common)
   if p.kind == "epn":
-    return metadata_lib.build("epn", meta.get("name") or "epn", model, with_logits=True,
-                              logit_names=_domain_names(meta), **common)
-  if p.kind in metadata_lib.BANK_KINDS:
-    experts = [{"index": i, "name": e.get("name"), "node": e.get("node"),
-                "num_images": e.get("num_images"), "label_prior": e.get("label_prior"),
-                "slices": e.get("slices")} for i, e in enumerate(meta["experts"])]
-    return metadata_lib.build(p.kind, meta.get("name") or p.kind, model, experts=experts,
-                              **common)
+    return metadata_lib.build("epn", record.name or "epn", model, with_logits=True,
+                              logit_names=record.domain_names or None, **common)
+  if p.kind in artifacts.BANK_KINDS:
+    experts = [{"index": i, "name": e.name, "node": e.node, "num_images": e.num_images,
+                "label_prior": e.label_prior, "slices": e.slices}
+               for i, e in enumerate(record.experts)]
+    return metadata_lib.build(p.kind, record.name or p.kind, model, experts=experts, **common)
+  if expert is None:  # a full model without an expert record (DAT)
+    return metadata_lib.build(p.kind, record.name or p.module, model,
+                              expert_index=p.expert_index, **common)
   return metadata_lib.build(
-      p.kind, expert.get("name") or meta.get("name") or p.module, model, node=expert.get("node"),
-      expert_index=p.expert_index, num_images=expert.get("num_images"),
-      label_prior=expert.get("label_prior"), slices=expert.get("slices"), **common)
+      p.kind, expert.name or record.name or p.module, model, node=expert.node,
+      expert_index=p.expert_index, num_images=expert.num_images,
+      label_prior=expert.label_prior, slices=expert.slices, **common)
 
 
 def _single_expert(model, p):
@@ -192,19 +176,19 @@ def _single_expert(model, p):
   return model
 
 
-def _export_or_verify(p, model, meta, collection_dir, collection, version, overwrite):
+def _export_or_verify(p, model, record, collection_dir, collection, version, overwrite):
   """Writes planned module `p` (or, when it exists and not `overwrite`, checks it); returns its
   index entry, which is added to the index."""
-  expert = {}
+  expert = None
   if p.expert_index is not None:
-    expert = meta["experts"][p.expert_index]
+    expert = record.experts[p.expert_index]
   elif p.kind == "full":
-    expert = (meta.get("experts") or [{}])[0]
+    expert = record.expert
   path = os.path.join(collection_dir, p.module, str(version))
   with_logits = p.kind in ("baseline", "epn")
-  bank = p.kind in metadata_lib.BANK_KINDS
+  bank = p.kind in artifacts.BANK_KINDS
   single = model if bank else _single_expert(model, p)
-  meta_out = _module_metadata(p, single, meta, expert)
+  meta_out = _module_metadata(p, single, record, expert)
   meta_out["module"] = p.module
   if tf.io.gfile.exists(path) and not overwrite:
     _verify_existing(path, single, meta_out, with_logits)
@@ -262,23 +246,23 @@ def remove_stale_temps(collection_dir, modules, version):
   return removed
 
 
-def _load_artifact(directory):
-  """(model, metadata) of a finished model; a bank comes as its checked, export-ready copy."""
-  model, meta = artifacts.load_final(directory)
+def _load_artifact(directory, record):
+  """(model, record) of a finished model; a bank comes as its checked, export-ready copy."""
+  model, record = finished.load_final(directory, record)
   count = export.num_bank_experts(model)
   if not count:
-    return model, meta
-  if count != len(meta.get("experts") or []):
-    raise errors.UserError(f"{directory!r}: the bank holds {count} experts but its metadata lists "
-                           f"{len(meta.get('experts') or [])}.")
+    return model, record
+  if count != len(record.experts or []):
+    raise errors.UserError(f"{directory!r}: the bank holds {count} experts but its record lists "
+                           f"{len(record.experts or [])}.")
   # One headless, fully trainable copy serves the bank module and every extracted expert, so
   # the experts need no copy of their own.
   ready = copies.export_ready(model)
   if ready is not model:
     ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
-    images = verify.check_images(meta.get("resolution") or export.DEFAULT_RESOLUTION, len(ids))
+    images = verify.check_images(record.resolution or metadata_lib.DEFAULT_RESOLUTION, len(ids))
     verify.compare_models(ready, model, images, ids, where=f"export copy of {directory}")
-  return ready, meta
+  return ready, record
 
 
 def export_workdir(workdir, export_dir="export", collection=None, version=1, overwrite=False):
@@ -300,7 +284,9 @@ def export_workdir(workdir, export_dir="export", collection=None, version=1, ove
       collection if collection is not None else os.path.basename(workdir.rstrip("/")))
   check_version(version)
   collection_dir = os.path.join(export_dir, collection)
-  planned = plan(workdir)
+  found = find_finished_models(workdir)
+  records = dict(found)
+  planned = _plan(workdir, found)
   names = [p.module for p in planned]
   remove_stale_temps(collection_dir, names, version)
   index_lib.record_plan(collection_dir, collection, version, names)
@@ -309,8 +295,19 @@ def export_workdir(workdir, export_dir="export", collection=None, version=1, ove
   for p in planned:
     if p.artifact not in loaded:
       loaded.clear()  # one finished model in memory at a time (planned modules are grouped)
-      loaded[p.artifact] = _load_artifact(p.artifact)
-    model, meta = loaded[p.artifact]
-    entries.append(_export_or_verify(p, model, meta, collection_dir, collection, version,
+      loaded[p.artifact] = _load_artifact(p.artifact, records[p.artifact])
+    model, record = loaded[p.artifact]
+    entries.append(_export_or_verify(p, model, record, collection_dir, collection, version,
                                      overwrite))
   return entries
+
+
+def format_entries(entries):
+  """A printable table of index entries: module, kind, handle, feature size, logits."""
+  rows = [("module", "kind", "handle", "features", "logits")]
+  for e in entries:
+    outputs = e["metadata"].get("outputs") or {}
+    rows.append((e["name"], e["kind"], e["handle"], str(outputs.get("pre_logits", "")),
+                 str(outputs.get("logits", ""))))
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -48,6 +48,12 @@ def _local_path(handle):
   return handle[len("file://"):] if handle.startswith("file://") else handle
 
 
+def is_collection_handle(handle):
+  """True when `handle` names a collection directory (local, `file://` or `gs://`; with an
+  index), False for a module path, a remote URL or anything else."""
+  return not _REMOTE.match(handle) and index_lib.is_collection(_local_path(handle))
+
+
 def resolve(handle):
   """Local (or gs://) directory of the module `handle`; fetches remote handles via tensorflow_hub.
 
@@ -356,7 +362,7 @@ def load_experts(handles, lazy=True):
     handles = [handles]
   experts = []
   for handle in handles:
-    if not _REMOTE.match(handle) and index_lib.is_collection(_local_path(handle)):
+    if is_collection_handle(handle):
       experts.extend(load_collection(handle, lazy=lazy).experts)
     else:
       experts.append(load_expert(handle, lazy=lazy))

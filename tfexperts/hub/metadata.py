@@ -25,17 +25,19 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import artifacts
+from tfexperts import defaults
 from tfexperts import fileio
 
 METADATA_FORMAT = "tfexperts.hub.module/1"
 METADATA_ASSET = "metadata.json"
 ASSETS_DIR = "assets"
 
-EXPERT_KINDS = ("baseline", "full", "adapter", "patch")
-MODULE_KINDS = EXPERT_KINDS + ("epn", "adapter_bank", "patch_bank")
-BANK_KINDS = ("adapter_bank", "patch_bank")
+EXPERT_KINDS = artifacts.EXPERT_KINDS
+MODULE_KINDS = artifacts.MODULE_KINDS
+BANK_KINDS = artifacts.BANK_KINDS
 INPUT_RANGE = [0.0, 1.0]
-DEFAULT_RESOLUTION = 224  # BiT's; published hub experts carry no tfexperts metadata
+DEFAULT_RESOLUTION = defaults.RESOLUTION  # published hub experts carry no tfexperts metadata
 
 
 def input_resolution(metadata, override=None):
@@ -85,7 +87,7 @@ def build(kind, name, model, *, node=None, expert_index=None, num_images=None, l
     with_logits: whether the module exports the head as `logits`.
     logit_names: names of the head's classes.
     experts: for banks, the list of per-expert dicts.
-    source: the finished model's metadata.json contents (see tfexperts.train.stages); gives the
+    source: the finished model's `tfexperts.artifacts.ModelRecord` (None when unknown); gives the
       upstream dataset, split, size and class count, the preset, whether the head is multi-label
       and the training steps.
 
@@ -94,27 +96,30 @@ def build(kind, name, model, *, node=None, expert_index=None, num_images=None, l
   """
   if kind not in MODULE_KINDS:
     raise ValueError(f"`kind` must be one of {MODULE_KINDS}. Received: kind={kind!r}")
-  source = source or {}
+  if source is not None and not isinstance(source, artifacts.ModelRecord):
+    raise TypeError("`source` must be a tfexperts.artifacts.ModelRecord or None. Received: "
+                    f"{type(source).__name__}")
+  fact = lambda field: None if source is None else getattr(source, field)  # noqa: E731
   backbone = getattr(model, "backbone", model)
   outputs = {"pre_logits": backbone.feature_dim}
   if with_logits:
     outputs["logits"] = backbone.num_classes
   arch = architecture(model)
-  arch["preset"] = source.get("preset")
+  arch["preset"] = fact("preset")
   return to_json({
       "format": METADATA_FORMAT, "name": name, "module": None, "kind": kind, "node": node,
       "expert_index": expert_index, "num_images": num_images, "slices": slices,
-      "upstream_dataset": source.get("upstream_dataset"),
-      "upstream_split": source.get("upstream_split"),
-      "upstream_num_images": source.get("num_upstream_images"),
-      "upstream_num_classes": source.get("num_upstream_classes"),
+      "upstream_dataset": fact("upstream_dataset"),
+      "upstream_split": fact("upstream_split"),
+      "upstream_num_images": fact("num_upstream_images"),
+      "upstream_num_classes": fact("num_upstream_classes"),
       "label_prior": label_prior,
-      "multi_label": source.get("multi_label") if with_logits else None, "architecture": arch,
+      "multi_label": fact("multi_label") if with_logits else None, "architecture": arch,
       "input": {"resolution": resolution, "range": INPUT_RANGE, "dtype": "float32",
                 "layout": "NHWC"},
       "feature_dim": backbone.feature_dim, "outputs": outputs,
       "logit_names": logit_names if with_logits else None,
-      "experts": experts, "training_steps": source.get("steps"),
+      "experts": experts, "training_steps": fact("steps"),
   })
 
 

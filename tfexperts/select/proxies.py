@@ -53,11 +53,16 @@ class ProxyInputs:
 
 @dataclasses.dataclass(frozen=True)
 class Proxy:
-  """A registered proxy: `fn(inputs, **options) -> float` reading the fields in `requires`."""
+  """A registered proxy: `fn(inputs, **options) -> float` reading the fields in `requires`.
+
+  `own_head`: its `upstream_probs` come from the scored expert's own upstream head (so only
+  experts with a head, i.e. the baseline, can be scored), not from the generic baseline's.
+  """
   name: str
   fn: Callable[..., float]
   requires: tuple
   description: str
+  own_head: bool = False
 
   @property
   def options(self):
@@ -68,8 +73,12 @@ class Proxy:
 PROXIES = {}
 
 
-def register(name, requires, description):
-  """Decorator registering `fn(inputs, **options) -> float` as proxy `name`; returns `fn`."""
+def register(name, requires, description, own_head=False):
+  """Decorator registering `fn(inputs, **options) -> float` as proxy `name`; returns `fn`.
+
+  `requires` lists the `ProxyInputs` fields `fn` reads (a scorer fills exactly those);
+  `own_head` is `Proxy.own_head`.
+  """
   fields = {f.name for f in dataclasses.fields(ProxyInputs)}
   unknown = sorted(set(requires) - fields)
   if unknown:
@@ -79,7 +88,7 @@ def register(name, requires, description):
   def decorator(fn):
     if name in PROXIES:
       raise ValueError(f"Proxy {name!r} is already registered.")
-    PROXIES[name] = Proxy(name, fn, tuple(requires), description)
+    PROXIES[name] = Proxy(name, fn, tuple(requires), description, own_head)
     return fn
   return decorator
 
@@ -177,7 +186,8 @@ def _logme(inputs):
   return logme_lib.logme(inputs.features, inputs.labels)
 
 
-@register("leep", ("upstream_probs", "labels"), "LEEP of the expert's upstream head")
+@register("leep", ("upstream_probs", "labels"), "LEEP of the expert's upstream head",
+          own_head=True)
 def _leep(inputs):
   return leep_lib.leep(inputs.upstream_probs, inputs.labels)
 

@@ -55,12 +55,11 @@ def load_candidates(specs):
     specs = [s for s in specs.split(",") if s]
   experts, baseline, epn = [], None, None
   for spec in specs:
-    local = hub_load._local_path(spec)  # pylint: disable=protected-access
     if published.is_published(spec):
       loaded = published.load_published(spec)
       experts += loaded
       baseline = baseline or next((e for e in loaded if e.kind == "baseline"), None)
-    elif not hub_load._REMOTE.match(spec) and hub_load.index_lib.is_collection(local):  # pylint: disable=protected-access
+    elif hub_load.is_collection_handle(spec):
       collection = hub_load.load_collection(spec)
       experts += collection.experts
       baseline = baseline or collection.baseline
@@ -162,35 +161,42 @@ def _sigmoid(logits):
 def score(candidates, source, proxies=("knn",), seed=0):
   """Scores every candidate with every proxy that has what it needs.
 
+  Each proxy gets exactly the `ProxyInputs` fields its registration `requires` (and `seed` when
+  it takes one); an expert lacking one of them (e.g. the baseline for domain prediction, which
+  needs the expert's domain among the EPN's) is not scored by that proxy.
+
   Args:
     candidates: `Candidates`.
     source: `FeatureSource` (task images, cache).
     proxies: proxy names (see `proxies.PROXIES`).
-    seed: seed of the `random` proxy.
+    seed: seed of the proxies that take one (`random`, `linear_probe`).
 
   Returns:
     `(scores, seconds)`: `scores[proxy][expert_key]` floats (higher is better; experts a proxy
-    cannot score, e.g. the baseline for domain prediction, are absent), and the seconds spent per
-    proxy plus `"features"` for the feature pass.
+    cannot score are absent), and the seconds spent per proxy plus `"features"` for the feature
+    pass.
   """
   unknown = [p for p in proxies if p not in proxies_lib.PROXIES]
   if unknown:
     raise errors.UserError(f"Unknown proxies {unknown}. Known proxies: "
                            f"{sorted(proxies_lib.PROXIES)}")
+  registered = [proxies_lib.get(p) for p in proxies]
+  required = set().union(*(p.requires for p in registered)) if registered else set()
   seconds = {}
   start = time.perf_counter()
-  needs_features = any(set(proxies_lib.get(p).requires) & {"features", "labels"} for p in proxies)
-  feats = {expert_key(e): source.features(e) for e in candidates.experts} if needs_features else {}
+  feats = ({expert_key(e): source.features(e) for e in candidates.experts}
+           if required & {"features", "labels"} else {})
   labels = next(iter(feats.values())).labels if feats else None
-  upstream_probs = domain_probs = domain_names = None
-  if ({"label_matching", "leep"} & set(proxies) and candidates.baseline is not None
+  upstream_probs = domain_probs = None
+  domain_names = []
+  if ("upstream_probs" in required and candidates.baseline is not None
       and candidates.baseline.has_logits):  # published baselines export features only
     base_logits = source.logits(candidates.baseline)
     labels = base_logits.labels if labels is None else labels
     upstream_probs = (_sigmoid if candidates.baseline.metadata.get("multi_label") else _softmax)(
         base_logits.features.astype(np.float64))
     upstream_probs = upstream_probs / upstream_probs.sum(axis=1, keepdims=True)
-  if "domain" in proxies and candidates.epn is not None:
+  if "domain_probs" in required and candidates.epn is not None:
     # The EPN is multi-label (domains overlap); its per-domain sigmoids, normalised over domains,
     # give the p(expert | image) that domain prediction averages in log space.
     domain_probs = _sigmoid(source.logits(candidates.epn).features.astype(np.float64))
@@ -199,42 +205,36 @@ def score(candidates, source, proxies=("knn",), seed=0):
   seconds["features"] = time.perf_counter() - start
 
   scores = {}
-  for proxy in proxies:
+  for proxy in registered:
     start = time.perf_counter()
-    scores[proxy] = {}
+    scores[proxy.name] = {}
+    options = {"seed": seed} if "seed" in proxy.options else {}
     for expert in candidates.experts:
       key = expert_key(expert)
-      inputs = _inputs(proxy, expert, feats.get(key), labels, upstream_probs, domain_probs,
-                       domain_names, candidates)
-      if inputs is not None:
-        scores[proxy][key] = proxies_lib.score(proxy, inputs, **({"seed": seed}
-                                                                  if proxy == "random" else {}))
-    seconds[proxy] = time.perf_counter() - start
+      available = _available(proxy, expert, feats.get(key), labels, upstream_probs, domain_probs,
+                             domain_names, candidates)
+      if all(available.get(field) is not None for field in proxy.requires):
+        inputs = proxies_lib.ProxyInputs(**{f: available[f] for f in proxy.requires})
+        scores[proxy.name][key] = proxies_lib.score(proxy.name, inputs, **options)
+    seconds[proxy.name] = time.perf_counter() - start
   return scores, seconds
 
 
-def _inputs(proxy, expert, feats, labels, upstream_probs, domain_probs, domain_names, candidates):
-  """The `ProxyInputs` of one expert for one proxy, or None when the proxy cannot score it."""
-  key = expert_key(expert)
-  if proxy == "label_matching":
-    prior = expert.metadata.get("label_prior")
-    if upstream_probs is None or prior is None:
-      return None
-    return proxies_lib.ProxyInputs(upstream_probs=upstream_probs, prior=np.asarray(prior),
-                                   expert=key)
-  if proxy == "domain":
-    node = expert.metadata.get("node")
-    if domain_probs is None or node not in (domain_names or []):
-      return None
-    return proxies_lib.ProxyInputs(domain_probs=domain_probs,
-                                   expert_index=domain_names.index(node), expert=key)
-  if proxy == "leep":
-    if expert is not candidates.baseline or upstream_probs is None:
-      return None
-    return proxies_lib.ProxyInputs(upstream_probs=upstream_probs, labels=labels, expert=key)
-  if proxy == "random":
-    return proxies_lib.ProxyInputs(expert=key)
-  return proxies_lib.ProxyInputs(features=feats.features, labels=feats.labels, expert=key)
+def _available(proxy, expert, feats, labels, upstream_probs, domain_probs, domain_names,
+               candidates):
+  """Every `ProxyInputs` field this run has for `expert` (None where it has none)."""
+  prior = expert.metadata.get("label_prior")
+  node = expert.metadata.get("node")
+  own_head = expert is candidates.baseline  # the only scored expert with an upstream head
+  return {
+      "features": None if feats is None else feats.features,
+      "labels": labels if feats is None else feats.labels,
+      "upstream_probs": upstream_probs if (own_head or not proxy.own_head) else None,
+      "prior": None if prior is None else np.asarray(prior),
+      "domain_probs": domain_probs if node in domain_names else None,
+      "expert_index": domain_names.index(node) if node in domain_names else None,
+      "expert": expert_key(expert),
+  }
 
 
 def best(scores):

@@ -10,8 +10,10 @@ Workdir layout (all stages share it):
   adapter/final                     the whole adapter bank
   patch/...                         the same for model-patch experts
   epn/{ckpt,tb,final}               expert prediction network (multi-label over domains)
-`final` directories are `artifacts` finished models; their metadata carries each expert's node,
-image count and empirical prior over upstream labels (for label-matching selection).
+`final` directories are finished models (`tfexperts.models.finished`); their record
+(`tfexperts.artifacts.ModelRecord`) carries each expert's node, image count and empirical prior
+over upstream labels (for label-matching selection). `STAGE_RUNNERS` maps each stage name
+(`artifacts.STAGES`) to the function that runs it; `run_stages` runs a list of them in order.
 
 Every expert trains for the same number of steps whatever its slice size. Experts of a bank train
 one after the other, each with a fresh optimizer, so the momentum and weight decay of one expert
@@ -25,15 +27,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import artifacts
+from tfexperts import errors
 from tfexperts.data import upstream as upstream_lib
 from tfexperts.models import adapters
 from tfexperts.models import bit
+from tfexperts.models import finished
 from tfexperts.models import patches
-from tfexperts.train import artifacts
 from tfexperts.train import loop
 from tfexperts.train import strategy as strategy_lib
 
-STAGES = ("baseline", "full", "adapter", "patch", "epn")
+STAGES = artifacts.STAGES
 
 
 @dataclasses.dataclass
@@ -127,25 +131,27 @@ def label_priors(upstream, domains):
   return totals / np.maximum(totals.sum(axis=1, keepdims=True), 1.0)
 
 
-def _expert_metadata(sc, priors):
-  return [{"expert_id": d.expert_id, "name": d.name, "node": d.name, "num_images": d.count,
-           "label_prior": priors[d.expert_id].tolist(), "slices": sc.slices}
+def _expert_infos(sc, priors):
+  return [artifacts.ExpertInfo(expert_id=d.expert_id, name=d.name, node=d.name,
+                               num_images=d.count, label_prior=priors[d.expert_id].tolist(),
+                               slices=sc.slices)
           for d in sc.domains]
 
 
-def _common_metadata(sc, kind, steps):
-  return {"kind": kind, "upstream_dataset": sc.upstream.name, "upstream_split": sc.upstream.split,
-          "num_upstream_images": sc.upstream.num_images,
-          "num_upstream_classes": sc.upstream.num_classes,
-          "upstream_class_names": list(sc.upstream.class_names), "preset": sc.preset,
-          "model_overrides": sc.model_overrides, "resolution": sc.resolution,
-          "input_range": [0.0, 1.0], "steps": steps, "multi_label": sc.multi_label}
+def _record(sc, kind, name, steps, **extra):
+  """The `artifacts.ModelRecord` of a model this run trained."""
+  return artifacts.ModelRecord(
+      kind=kind, name=name, upstream_dataset=sc.upstream.name, upstream_split=sc.upstream.split,
+      num_upstream_images=sc.upstream.num_images, num_upstream_classes=sc.upstream.num_classes,
+      upstream_class_names=list(sc.upstream.class_names), preset=sc.preset,
+      model_overrides=sc.model_overrides, resolution=sc.resolution, input_range=[0.0, 1.0],
+      steps=steps, multi_label=sc.multi_label, **extra)
 
 
-def _save_final(sc, model, directory, metadata):
+def _save_final(sc, model, directory, record):
   # Every worker trains; only the chief writes (the others would race on the same directory).
   if strategy_lib.is_chief(sc.strategy):
-    artifacts.save_final(model, directory, metadata)
+    finished.save_final(model, directory, record)
 
 
 def _logits(model, batch):
@@ -165,7 +171,7 @@ def _run(sc, task, config, directory):
 
 def _finished(directory):
   final = os.path.join(directory, "final")
-  if artifacts.is_final(final):
+  if finished.is_final(final):
     print(f"\n== {directory}: finished model present; not retrained.", flush=True)
     return True
   return False
@@ -173,9 +179,9 @@ def _finished(directory):
 
 def _load_baseline(sc):
   final = os.path.join(sc.workdir, "baseline", "final")
-  if not artifacts.is_final(final):
+  if not finished.is_final(final):
     raise FileNotFoundError(f"Stage needs the baseline at {final!r}; run --stage=baseline first.")
-  model, _ = artifacts.load_final(final)
+  model, _ = finished.load_final(final)
   return model
 
 
@@ -191,8 +197,7 @@ def run_baseline(sc):
                           _make_dataset_fn(sc, sc.upstream.baseline_dataset), _logits)
     model, _ = _run(sc, task, sc.baseline_config, directory)
     _save_final(sc, model, os.path.join(directory, "final"),
-                {**_common_metadata(sc, "baseline", sc.baseline_config.total_steps),
-                 "name": "baseline"})
+                _record(sc, "baseline", "baseline", sc.baseline_config.total_steps))
   return os.path.join(directory, "final")
 
 
@@ -206,9 +211,9 @@ def run_full(sc, priors):
                             lambda: _load_baseline(sc),
                             _make_dataset_fn(sc, _expert_source(sc, domain.expert_id)), _logits)
       model, _ = _run(sc, task, sc.expert_config, directory)
-      metadata = {**_common_metadata(sc, "full", sc.expert_config.total_steps),
-                  "name": domain.name, "experts": [_expert_metadata(sc, priors)[domain.expert_id]]}
-      _save_final(sc, model, os.path.join(directory, "final"), metadata)
+      record = _record(sc, "full", domain.name, sc.expert_config.total_steps,
+                       experts=[_expert_infos(sc, priors)[domain.expert_id]])
+      _save_final(sc, model, os.path.join(directory, "final"), record)
     outputs.append(os.path.join(directory, "final"))
   return outputs
 
@@ -240,9 +245,9 @@ def _run_bank(sc, kind, create_bank, priors):
                           _routed_logits, _bank_rows_decayed(domain.expert_id))
     bank, _ = _run(sc, task, sc.expert_config, expert_dir)
     previous_ckpt = tf.train.latest_checkpoint(os.path.join(expert_dir, "ckpt"))
-  metadata = {**_common_metadata(sc, f"{kind}_bank", sc.expert_config.total_steps),
-              "name": f"{kind}_bank", "experts": _expert_metadata(sc, priors)}
-  _save_final(sc, bank, os.path.join(directory, "final"), metadata)
+  record = _record(sc, artifacts.STAGE_ARTIFACT[kind], f"{kind}_bank",
+                   sc.expert_config.total_steps, experts=_expert_infos(sc, priors))
+  _save_final(sc, bank, os.path.join(directory, "final"), record)
   return os.path.join(directory, "final")
 
 
@@ -303,11 +308,40 @@ def run_epn(sc):
                         _make_dataset_fn(sc, sc.upstream.baseline_dataset, domain_targets),
                         _logits)
   model, _ = _run(sc, task, config, directory)
-  metadata = {**_common_metadata(sc, "epn", config.total_steps), "name": "epn",
-              "domains": [{"expert_id": d.expert_id, "name": d.name, "num_images": d.count}
-                          for d in sc.domains]}
-  _save_final(sc, model, os.path.join(directory, "final"), metadata)
+  record = _record(sc, "epn", "epn", config.total_steps,
+                   domains=[artifacts.DomainInfo(d.expert_id, d.name, d.count)
+                            for d in sc.domains])
+  _save_final(sc, model, os.path.join(directory, "final"), record)
   return os.path.join(directory, "final")
+
+
+# Stage name -> runner; runners of the stages in NEEDS_PRIORS also take the label priors.
+STAGE_RUNNERS = {"baseline": run_baseline, "full": run_full, "adapter": run_adapter,
+                 "patch": run_patch, "epn": run_epn}
+NEEDS_PRIORS = ("full", "adapter", "patch")
+assert tuple(STAGE_RUNNERS) == STAGES
+
+
+def run_stages(sc, names):
+  """Runs the stages `names` (a list of STAGES) in order, each resuming or skipping as it can.
+
+  The label priors are computed once, before the first stage that needs them. Returns
+  `{stage: its finished model's directory, or a list of them for full experts}`; raises UserError
+  naming an unknown stage before running anything.
+  """
+  unknown = [n for n in names if n not in STAGE_RUNNERS]
+  if unknown:
+    raise errors.UserError(f"Unknown stages {unknown}. Known stages: {list(STAGES)}")
+  priors = None
+  outputs = {}
+  for name in names:
+    if name in NEEDS_PRIORS:
+      if priors is None:
+        priors = label_priors(sc.upstream, sc.domains)
+      outputs[name] = STAGE_RUNNERS[name](sc, priors)
+    else:
+      outputs[name] = STAGE_RUNNERS[name](sc)
+  return outputs
 
 
 def run_dat(sc, make_baseline, class_weights, name):
@@ -331,7 +365,7 @@ def run_dat(sc, make_baseline, class_weights, name):
   task = loop.TrainTask(f"dat/{name}", sc.upstream.num_classes, make_baseline,
                         _make_dataset_fn(sc, source), _logits)
   model, _ = _run(sc, task, sc.expert_config, sc.workdir)
-  metadata = {**_common_metadata(sc, "full", sc.expert_config.total_steps), "name": name,
-              "dat_class_weights": np.asarray(class_weights, np.float64).tolist()}
-  _save_final(sc, model, os.path.join(sc.workdir, "final"), metadata)
+  record = _record(sc, "full", name, sc.expert_config.total_steps,
+                   dat_class_weights=np.asarray(class_weights, np.float64).tolist())
+  _save_final(sc, model, os.path.join(sc.workdir, "final"), record)
   return os.path.join(sc.workdir, "final")

@@ -19,11 +19,13 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import defaults
 from tfexperts import fileio
 from tfexperts.errors import UserError
 from tfexperts.hub import export as export_lib
 from tfexperts.hub import keras_baseline
 from tfexperts.hub import metadata as metadata_lib
+from tfexperts.models import finished
 from tfexperts.select import selection
 from tfexperts.train import loop
 from tfexperts.train import stages
@@ -43,10 +45,10 @@ class DatConfig:
   """
   steps: int = 1000
   batch_size: int = 512
-  base_lr: float = 0.003
+  base_lr: float = defaults.BASE_LR
   warmup_steps: int = 50
-  checkpoint_every: int = 100
-  log_every: int = 10
+  checkpoint_every: int = defaults.CHECKPOINT_EVERY
+  log_every: int = defaults.LOG_EVERY
   resolution: int = None
   seed: int = 0
 
@@ -137,11 +139,10 @@ def train_and_export(baseline, upstream, weights, config, directory, strategy, n
   start = time.perf_counter()
   final = stages.run_dat(sc, lambda: keras_baseline.rebuild(baseline), weights, name)
   train_seconds = time.perf_counter() - start
-  from tfexperts.train import artifacts  # pylint: disable=g-import-not-at-top
-  model, meta = artifacts.load_final(final)
+  model, record = finished.load_final(final)
   start = time.perf_counter()
   module_meta = metadata_lib.build("full", name, model, num_images=upstream.num_images,
-                                   resolution=resolution, source=meta)
+                                   resolution=resolution, source=record)
   module_meta["module"] = name
   export_lib.export_expert(model, handle, module_meta, overwrite=True)
   cost = {"seconds": train_seconds, "images": config.steps * config.batch_size,

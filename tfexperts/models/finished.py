@@ -1,9 +1,9 @@
-"""Finished models in a workdir: the contract between training and export.
+"""Finished models in a workdir: the files training writes and export reads.
 
 A finished model is a directory holding
   model.json          the Keras serialization of the model (`keras.saving.serialize_keras_object`)
   model.weights.h5    its weights (`model.save_weights`)
-  metadata.json       what it is: see `ARTIFACT_KINDS` and `save_final`'s docstring
+  metadata.json       what it is: a `tfexperts.artifacts.ModelRecord`
 written into a temp directory beside it and renamed into place, so a directory named like a
 finished model is always complete.
 """
@@ -14,28 +14,24 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from tfexperts import artifacts
+from tfexperts import errors
 from tfexperts import fileio
 # Imported for their Keras registrations, so any finished model deserializes.
 from tfexperts.models import adapters  # pylint: disable=unused-import
 from tfexperts.models import bit  # pylint: disable=unused-import
 
-ARTIFACT_KINDS = ("baseline", "full", "adapter_bank", "patch_bank", "epn")
-MODEL_CONFIG = "model.json"
-MODEL_WEIGHTS = "model.weights.h5"
-METADATA = "metadata.json"
+MODEL_CONFIG = artifacts.MODEL_CONFIG
+MODEL_WEIGHTS = artifacts.MODEL_WEIGHTS
+METADATA = artifacts.METADATA
 
 
-def save_final(model, directory, metadata):
-  """Writes a built Keras `model` and its `metadata` as a finished model at `directory`.
-
-  `metadata` must hold `kind` (one of ARTIFACT_KINDS) and should hold, as they apply: `name`,
-  `experts` (list of {name, node, num_images, label_prior}) for banks and full experts,
-  `upstream_dataset`, `num_upstream_classes`, `upstream_class_names`, `domains` (for the EPN),
-  `preset`, `resolution`, `steps`. Overwrites an existing finished model. Returns `directory`.
-  """
-  kind = metadata.get("kind")
-  if kind not in ARTIFACT_KINDS:
-    raise ValueError(f"metadata['kind'] must be one of {ARTIFACT_KINDS}. Received: {kind!r}")
+def save_final(model, directory, record):
+  """Writes a built Keras `model` and its `record` (an `artifacts.ModelRecord`) as a finished
+  model at `directory`. Overwrites an existing finished model. Returns `directory`."""
+  if not isinstance(record, artifacts.ModelRecord):
+    raise TypeError(f"`record` must be a tfexperts.artifacts.ModelRecord. Received: "
+                    f"{type(record).__name__}")
   parent = fileio.parent_dir(directory.rstrip("/"))
   if parent:
     tf.io.gfile.makedirs(parent)
@@ -44,7 +40,7 @@ def save_final(model, directory, metadata):
   config = keras.saving.serialize_keras_object(model)
   fileio.write_bytes_atomic(os.path.join(tmp, MODEL_CONFIG), json.dumps(config).encode())
   _save_weights(model, os.path.join(tmp, MODEL_WEIGHTS))
-  fileio.write_json_atomic(os.path.join(tmp, METADATA), metadata)
+  artifacts.write_record(tmp, record)
   if tf.io.gfile.exists(directory):
     tf.io.gfile.rmtree(directory)
   tf.io.gfile.rename(tmp, directory)
@@ -65,14 +61,16 @@ def is_final(directory):
              for f in (MODEL_CONFIG, MODEL_WEIGHTS, METADATA))
 
 
-def load_final(directory):
-  """Loads a finished model; returns `(model, metadata)` with the model built and its weights set.
+def load_final(directory, record=None):
+  """Loads a finished model; returns `(model, record)`: the model built with its weights set, and
+  its `artifacts.ModelRecord` (`record`, when the caller has read it already).
 
-  Raises FileNotFoundError naming `directory` when it is not a complete finished model.
+  Raises MissingFileError (a FileNotFoundError) naming `directory` when it is not a complete
+  finished model, `artifacts.RecordError` naming the key when its record is malformed.
   """
   if not is_final(directory):
-    raise FileNotFoundError(f"{directory!r} is not a finished model: it needs {MODEL_CONFIG}, "
-                            f"{MODEL_WEIGHTS} and {METADATA}.")
+    raise errors.MissingFileError(f"{directory!r} is not a finished model: it needs "
+                                  f"{MODEL_CONFIG}, {MODEL_WEIGHTS} and {METADATA}.")
   with tf.io.gfile.GFile(os.path.join(directory, MODEL_CONFIG)) as f:
     model = keras.saving.deserialize_keras_object(json.load(f))
   model.build((None, None, None, 3))
@@ -80,4 +78,4 @@ def load_final(directory):
     local_path = os.path.join(local, MODEL_WEIGHTS)
     tf.io.gfile.copy(os.path.join(directory, MODEL_WEIGHTS), local_path, overwrite=True)
     model.load_weights(local_path)
-  return model, fileio.read_json(os.path.join(directory, METADATA))
+  return model, record if record is not None else artifacts.read_record(directory)
