@@ -80,6 +80,6 @@ def test_a_workdir_written_before_the_record_exports_as_it_did(tmp_path):
   entries = collection.export_workdir(workdir, str(tmp_path / "export"))
   with open(OLD_EXPORT) as f:
     expected = json.load(f)
-  assert [e["name"] for e in entries] == list(expected)
+  assert sorted(e["name"] for e in entries) == sorted(expected)
   for entry in entries:  # the module metadata the code before the record wrote, key for key
     assert metadata.read(entry["handle"]) == expected[entry["name"]], entry["name"]

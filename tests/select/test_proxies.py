@@ -1,4 +1,6 @@
 """The proxy registry and interface, label matching, domain prediction, random and linear probe."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -6,9 +8,29 @@ from tfexperts.select import knn, matching, proxies
 from tfexperts.select.proxies import ProxyInputs
 
 
-def test_registry_has_every_proxy():
-  assert set(proxies.PROXIES) == {"knn", "label_matching", "domain", "random", "logme", "leep",
-                                  "hscore", "linear_probe"}
+def _every_input():
+  rng = np.random.default_rng(0)
+  labels = np.arange(40) % 4
+  features = rng.standard_normal((40, 6)) + labels[:, None]
+  upstream = rng.uniform(size=(40, 5))
+  domains = rng.uniform(size=(40, 3))
+  return ProxyInputs(features=features, labels=labels, prior=np.full(5, 0.2),
+                     upstream_probs=upstream / upstream.sum(1, keepdims=True),
+                     domain_probs=domains / domains.sum(1, keepdims=True), expert_index=1,
+                     expert="e")
+
+
+@pytest.mark.parametrize("name", sorted(proxies.PROXIES))
+def test_each_proxy_needs_exactly_the_fields_it_requires(name):
+  # The selection gives a proxy only its `requires` fields: each must score from those alone
+  # and refuse without any one of them.
+  proxy = proxies.get(name)
+  everything = _every_input()
+  only = ProxyInputs(**{f: getattr(everything, f) for f in proxy.requires})
+  assert proxies.score(name, only) == proxies.score(name, everything)
+  for field in proxy.requires:
+    with pytest.raises(ValueError, match=f"needs ProxyInputs.{field}"):
+      proxies.score(name, dataclasses.replace(only, **{field: None}))
 
 
 def test_label_matching_picks_the_expert_covering_the_task():
@@ -40,7 +62,7 @@ def test_domain_prediction_uses_the_geometric_mean():
             for i in range(3)}
   assert proxies.rank(scores)[0][0] == "e1"
   assert scores["e1"] == pytest.approx(np.log(0.3))
-  assert probs[:, 0].mean() > probs[:, 1].mean()
+  assert scores["e0"] == pytest.approx(np.mean(np.log([0.6, 0.6, 0.001])))
 
 
 def test_random_is_seeded_and_order_independent():

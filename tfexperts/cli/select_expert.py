@@ -19,6 +19,7 @@ import sys
 
 from absl import flags
 
+from tfexperts import defaults
 from tfexperts import errors
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
@@ -35,8 +36,9 @@ flags.DEFINE_list("proxy", ["knn"], "Proxies to score with, or `all` (one featur
 flags.DEFINE_string("split", "train800", "Task split whose images are embedded.")
 flags.DEFINE_string("data_dir", None, "tfds data dir (default: tfds's own).")
 flags.DEFINE_integer("resolution", None, "Image size fed to every expert (default: each expert's "
-                     "metadata input.resolution, else 224).", lower_bound=1)
-flags.DEFINE_integer("batch_size", 64, "Embedding batch size.", lower_bound=1)
+                     f"metadata input.resolution, else {defaults.RESOLUTION}).", lower_bound=1)
+flags.DEFINE_integer("batch_size", defaults.EMBED_BATCH_SIZE, "Embedding batch size.",
+                     lower_bound=1)
 flags.DEFINE_string("cache_dir", "results/features", "Feature cache directory ('' to disable).")
 flags.DEFINE_string("output_dir", "results/selection", "Where rankings and plots are written.")
 flags.DEFINE_integer("seed", 0, "Seed of the random proxy.")

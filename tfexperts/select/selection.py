@@ -10,6 +10,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import defaults
 from tfexperts import errors
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import load as hub_load
@@ -19,7 +20,6 @@ from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
 
-SELECTION_PROXIES = ("knn", "label_matching", "domain", "random")
 
 
 @dataclasses.dataclass
@@ -90,7 +90,7 @@ class FeatureSource:
   split: str = "train800"
   data_dir: str = None
   resolution: int = None
-  batch_size: int = 64
+  batch_size: int = defaults.EMBED_BATCH_SIZE
   cache_dir: str = None
   strategy: tf.distribute.Strategy = None
 
@@ -118,8 +118,10 @@ class FeatureSource:
     sizes = {}
     for expert in experts:
       sizes.setdefault(self.resolution_of(expert), []).append(expert_key(expert))
-    return "resolution: each expert's metadata input.resolution (else 224): " + "; ".join(
-        f"{size} px for {', '.join(names)}" for size, names in sorted(sizes.items()))
+    per_size = "; ".join(f"{size} px for {', '.join(names)}"
+                         for size, names in sorted(sizes.items()))
+    return (f"resolution: each expert's metadata input.resolution (else {defaults.RESOLUTION}): "
+            + per_size)
 
   def _dataset(self, resolution):
     return lambda: self.task.load(self.split, self.data_dir, image_size=resolution,

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+from tfexperts import defaults
 from tfexperts.train import schedules
 from tfexperts.train import strategy as strategy_lib
 
@@ -29,15 +30,15 @@ class LoopConfig:
   global_batch_size: int
   base_lr: float = schedules.BIT_BASE_LR
   base_batch: int = schedules.BIT_BASE_BATCH
-  momentum: float = 0.9
+  momentum: float = defaults.MOMENTUM
   warmup_steps: int = 0
   decay: str = "step"
   weight_decay: float = 0.0
   label_smoothing: float = 0.0
   mixup_alpha: float = 0.0
   multi_label: bool = False
-  checkpoint_every: int = 100
-  log_every: int = 10
+  checkpoint_every: int = defaults.CHECKPOINT_EVERY
+  log_every: int = defaults.LOG_EVERY
   steps_per_loop: int = 1
   seed: int = 0
   loss_scaling: bool = False  # float16 mixed precision needs dynamic loss scaling

@@ -4,8 +4,10 @@ import math
 import keras
 from keras import ops
 
-BIT_BASE_LR = 0.003
-BIT_BASE_BATCH = 512
+from tfexperts import defaults
+
+BIT_BASE_LR = defaults.BASE_LR
+BIT_BASE_BATCH = defaults.BASE_BATCH
 
 
 def scaled_learning_rate(base_lr, batch_size, base_batch=BIT_BASE_BATCH):
