@@ -30,7 +30,7 @@ from tfexperts.data import tasks as tasks_lib
 from tfexperts.select import proxies as proxies_lib
 from tfexperts.select import selection
 from tfexperts.transfer import dat as dat_lib
-from tfexperts.transfer import protocol
+from tfexperts.transfer import protocol as protocol_lib
 from tfexperts.transfer import report
 from tfexperts.transfer import topk as topk_lib
 
@@ -67,7 +67,7 @@ class EvalConfig:
     report_proxies: proxies scored and recorded for every task (TOPK included: all_experts /
       all_proxies also run knn_topk).
     topk, topk_steps_fraction, topk_learning_rate: knn_topk's budget (see `transfer.topk`).
-    protocol: the `protocol.ProtocolConfig` of every fine-tune.
+    protocol: the `protocol_lib.ProtocolConfig` of every fine-tune.
     data_dir: the tasks' tfds data dir.
     results_dir: records, results.csv, summary; workdir (fine-tuning checkpoints) and cache_dir
       (features) default to RESULTS_DIR/runs and RESULTS_DIR/features.
@@ -81,7 +81,7 @@ class EvalConfig:
   topk: int = 3
   topk_steps_fraction: float = 0.25
   topk_learning_rate: Optional[float] = None
-  protocol: protocol.ProtocolConfig = dataclasses.field(default_factory=protocol.ProtocolConfig)
+  protocol: protocol_lib.ProtocolConfig = dataclasses.field(default_factory=protocol_lib.ProtocolConfig)
   data_dir: Optional[str] = None
   results_dir: str = "results"
   workdir: Optional[str] = None
@@ -271,7 +271,7 @@ def evaluate_task(task, candidates, config, strategy):
         f"(selection took {selection_seconds:.1f}s); splits {splits}", flush=True)
   per_expert = {}
   for name in chosen:
-    per_expert[name] = protocol.run_protocol(
+    per_expert[name] = protocol_lib.run_protocol(
         by_name[name].handle, task, config.protocol, os.path.join(dirs["work"], task.name, name),
         strategy, config.data_dir)
     print(f"   {name}: test accuracy {per_expert[name]['test_accuracy']:.4f} "
