@@ -66,8 +66,23 @@ def _to_json(record):
 _OMITTED_WHEN_NONE = ("experts", "domains", "dat_class_weights")
 
 
+class _StrictJson:
+  """`to_json` / `from_json` of a flat record dataclass whose keys are its fields, exactly."""
+
+  def to_json(self):
+    """The JSON-ready dict of this record."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, data, where=None):
+    """The record of dict `data`; raises RecordError naming an unknown or missing key (and
+    `where`, e.g. "experts[1]")."""
+    _check_keys(cls, data, where or cls.__name__)
+    return cls(**data)
+
+
 @dataclasses.dataclass
-class ExpertInfo:
+class ExpertInfo(_StrictJson):
   """One expert of a finished model (a full expert, or one expert of a bank).
 
   Attributes:
@@ -85,33 +100,13 @@ class ExpertInfo:
   label_prior: list
   slices: str
 
-  def to_json(self):
-    """The JSON-ready dict of this expert."""
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_json(cls, data, where="expert"):
-    """An `ExpertInfo` from its dict; raises RecordError naming an unknown or missing key."""
-    _check_keys(cls, data, where)
-    return cls(**data)
-
 
 @dataclasses.dataclass
-class DomainInfo:
+class DomainInfo(_StrictJson):
   """One expert domain the expert prediction network predicts (its logit names, in order)."""
   expert_id: int
   name: str
   num_images: int
-
-  def to_json(self):
-    """The JSON-ready dict of this domain."""
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_json(cls, data, where="domain"):
-    """A `DomainInfo` from its dict; raises RecordError naming an unknown or missing key."""
-    _check_keys(cls, data, where)
-    return cls(**data)
 
 
 @dataclasses.dataclass
