@@ -20,6 +20,7 @@ Keys (absent information is null):
   experts             for banks: [{index, name, node, num_images, label_prior}, ...]
   training_steps      steps of the training run, when recorded
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -87,7 +88,8 @@ def build(kind, name, model, *, node=None, expert_index=None, num_images=None, l
     with_logits: whether the module exports the head as `logits`.
     logit_names: names of the head's classes.
     experts: for banks, the list of per-expert dicts.
-    source: the finished model's `tfexperts.artifacts.ModelRecord` (None when unknown); gives the
+    source: the finished model's `tfexperts.artifacts.ModelRecord` (or a dict of some of its
+      fields; None when unknown); gives the
       upstream dataset, split, size and class count, the preset, whether the head is multi-label
       and the training steps.
 
@@ -96,10 +98,12 @@ def build(kind, name, model, *, node=None, expert_index=None, num_images=None, l
   """
   if kind not in MODULE_KINDS:
     raise ValueError(f"`kind` must be one of {MODULE_KINDS}. Received: kind={kind!r}")
-  if source is not None and not isinstance(source, artifacts.ModelRecord):
-    raise TypeError("`source` must be a tfexperts.artifacts.ModelRecord or None. Received: "
-                    f"{type(source).__name__}")
-  fact = lambda field: None if source is None else getattr(source, field)  # noqa: E731
+  if isinstance(source, artifacts.ModelRecord):
+    source = dataclasses.asdict(source)
+  if source is not None and not isinstance(source, dict):
+    raise TypeError("`source` must be a tfexperts.artifacts.ModelRecord, a dict of some of its "
+                    f"fields, or None. Received: {type(source).__name__}")
+  fact = (source or {}).get
   backbone = getattr(model, "backbone", model)
   outputs = {"pre_logits": backbone.feature_dim}
   if with_logits:
