@@ -1,8 +1,8 @@
 """The import graph between tfexperts' subpackages follows the layering, with no edge upward.
 
 Layers, top to bottom: demo and cli -> transfer -> select -> hub -> train -> models, data -> the
-neutral top-level modules (artifacts, then defaults, errors, fileio, lazy, replicated). Every import is
-counted, also those inside functions. Run as a script to print the graph:
+neutral top-level modules (artifacts, then defaults, errors, fileio, lazy, replicated). Every
+import is counted, also those inside functions. Run as a script to print the graph:
 `python tests/test_import_graph.py`.
 """
 import ast

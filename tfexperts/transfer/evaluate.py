@@ -81,7 +81,8 @@ class EvalConfig:
   topk: int = 3
   topk_steps_fraction: float = 0.25
   topk_learning_rate: Optional[float] = None
-  protocol: protocol_lib.ProtocolConfig = dataclasses.field(default_factory=protocol_lib.ProtocolConfig)
+  protocol: protocol_lib.ProtocolConfig = dataclasses.field(
+      default_factory=protocol_lib.ProtocolConfig)
   data_dir: Optional[str] = None
   results_dir: str = "results"
   workdir: Optional[str] = None
