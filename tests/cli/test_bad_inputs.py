@@ -158,6 +158,9 @@ def binary_runs(files):
   pool.shutdown(wait=True)
 
 
+# One worker under pytest-xdist: the fixture above runs every case, so splitting them would run
+# the whole catalogue on each worker.
+@pytest.mark.xdist_group("bad_input_binaries")
 @pytest.mark.parametrize("case_id,binary,args,names", BINARY_CASES,
                          ids=[c[0] for c in BINARY_CASES])
 def test_binary_reports_bad_input(case_id, binary, args, names, binary_runs, files):
@@ -256,3 +259,17 @@ def test_api_reports_bad_input(case_id, call, names, files):
   with pytest.raises(errors.UserError) as info:
     call(files)
   assert names in str(info.value)
+
+
+def test_flag_errors_come_before_tensorflow_loads(files):
+  # README: flag values are checked before TensorFlow loads, so these errors take about a second.
+  for binary, args in [("select_expert", ["--task=no_such_task", f"--experts={files.collection}"]),
+                       ("vtab_eval", ["--task=digits", f"--experts={files.collection}",
+                                      "--selection=knnn"])]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
+    proc = subprocess.run([sys.executable, "-X", "importtime", os.path.join(REPO, "bin", binary),
+                           *args], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == run_lib.EXIT_USER_ERROR, proc.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "numpy" in imported and "tensorflow" not in imported, binary

@@ -19,11 +19,14 @@ import os
 import re
 import urllib.parse
 
-import tensorflow_datasets as tfds
-
-from tfexperts.data import folder_builder
+from tfexperts import lazy
 from tfexperts.data import vtab_splits
 from tfexperts.errors import UserError
+
+# Imported on first use: `is_spec` (asked by `tasks.get_task` for every name, known or not) must not
+# load TensorFlow, so an unknown task name fails before it does.
+tfds = lazy.LazyModule("tensorflow_datasets")
+folder_builder = lazy.LazyModule("tfexperts.data.folder_builder")
 
 TFDS, FOLDER = "tfds:", "folder:"
 FORMS = "tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY] or folder:PATH[?seed=N]"
