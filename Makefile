@@ -18,10 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m tfexperts.demo
 
-# Two pytest-xdist workers (CI has 2 cores); each builds the session fixtures once.
+# Two pytest-xdist workers (CI has 2 cores), each building the session fixtures once; a worker
+# takes one test at a time (--maxschedchunk=1), the long ones first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk=1 tests
 
 bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) bench/forward.py

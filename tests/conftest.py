@@ -1,9 +1,21 @@
-"""Session fixtures shared across test folders, each built once per test session."""
+"""Session fixtures shared across test folders, each built once per test session (per worker
+under pytest-xdist), and the test order."""
 import pytest
 
 from tfexperts.data import offline
 # The exported tiny collection (a fake training workdir run through bin/export_experts).
 from tests.hub.collection_fixtures import exported, models, workdir  # noqa: F401 pylint: disable=unused-import
+
+
+def pytest_collection_modifyitems(items):
+  """Runs the tests marked `slow` (end-to-end runs of a minute or more) first, last-collected first.
+
+  `make test` spreads tests over 2 workers that take the next test as they finish one; a long run
+  picked up last would leave the other worker idle until it ends. The heaviest runs are in
+  tests/transfer, collected last.
+  """
+  slow = [item for item in items if item.get_closest_marker("slow") is not None]
+  items[:] = slow[::-1] + [item for item in items if item.get_closest_marker("slow") is None]
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,12 @@
 
 Binary cases run the real `bin/*` scripts in subprocesses with this suite's `sys.executable`; each
 asserts a non-zero exit (2, the user-error status), no "Traceback" in the output, and that the
-message names the offending value. Most fail before TensorFlow is imported, so they take about a
-second; the few that need TensorFlow (a TPU that does not answer, an unknown tfds dataset,
-unprepared data, exports) run two at a time. Public-API cases call the library in-process and
-assert a `UserError` whose message names the value.
+message names the offending value. Most fail before TensorFlow is imported, so they take well under
+a second (a test below checks that TensorFlow stays unloaded); the few that need TensorFlow (a TPU
+that does not answer, an unknown tfds dataset, unprepared data, exports) take a few seconds.
+Public-API cases call the library in-process and assert a `UserError` whose message names the
+value.
 """
-import concurrent.futures
 import json
 import os
 import shutil
@@ -136,37 +136,16 @@ def _run(binary, args):
                         capture_output=True, text=True, timeout=300)
 
 
-def _collection_state(collection_dir):
-  index = open(os.path.join(collection_dir, "index.json")).read()
-  stamp = os.path.getmtime(os.path.join(collection_dir, "baseline", "1", "saved_model.pb"))
-  return index, stamp
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, exported, offline_data_dir):
   return Files(str(tmp_path_factory.mktemp("bad_inputs")), exported, offline_data_dir)
 
 
-@pytest.fixture(scope="module")
-def binary_runs(files):
-  """Starts every binary case at once (two at a time); maps case id -> future CompletedProcess."""
-  before = _collection_state(files.collection)
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-  futures = {case_id: pool.submit(_run, binary, args(files))
-             for case_id, binary, args, _ in BINARY_CASES}
-  yield futures, before
-  pool.shutdown(wait=True)
-
-
-# One worker under pytest-xdist: the fixture above runs every case, so splitting them would run
-# the whole catalogue on each worker.
-@pytest.mark.xdist_group("bad_input_binaries")
 @pytest.mark.parametrize("case_id,binary,args,names", BINARY_CASES,
                          ids=[c[0] for c in BINARY_CASES])
-def test_binary_reports_bad_input(case_id, binary, args, names, binary_runs, files):
-  del args  # the fixture ran it
-  futures, before = binary_runs
-  proc = futures[case_id].result()
+def test_binary_reports_bad_input(case_id, binary, args, names, files):
+  del case_id
+  proc = _run(binary, args(files))
   output = proc.stdout + proc.stderr
   assert proc.returncode == run_lib.EXIT_USER_ERROR, output[-3000:]
   assert "Traceback" not in output, output[-3000:]

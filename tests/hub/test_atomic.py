@@ -110,6 +110,7 @@ def test_bank_and_single_expert_exports_refuse_each_other(tmp_path, models):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_interrupted_export_resumes_and_incomplete_collection_is_refused(tmp_path, monkeypatch,
                                                                          workdir):
   run = tmp_path / "run"

@@ -71,6 +71,7 @@ def test_loader_takes_the_collection_whole(exported):
   assert len(experts) == 6 and experts[-1].name == "baseline"
 
 
+@pytest.mark.slow
 def test_rerun_keeps_and_checks_existing_modules(exported):
   index_file = os.path.join(exported.collection_dir, index.INDEX_FILE)
   before = open(index_file).read()

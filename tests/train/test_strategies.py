@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.train import strategy_worker
 
@@ -29,6 +30,7 @@ def _free_ports(n):
   return ports
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
   out = tmp_path / "losses.json"
   subprocess.run([sys.executable, WORKER, "compare_mirrored", str(out)], env=_env(), check=True,
@@ -41,6 +43,7 @@ def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
   assert one[-1] < one[0]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_agree_on_weights_export_and_embed(tmp_path):
   ports = _free_ports(2)
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -38,6 +38,7 @@ def _weights(directory):
   return [v.numpy() for v in model.weights], metadata
 
 
+@pytest.mark.slow
 def test_baseline_then_full_and_adapter_experts_through_the_binary(tmp_path, data_dir):
   workdir = str(tmp_path / "run")
   _run([f"--workdir={workdir}", f"--data_dir={data_dir}", "--stage=baseline,full,adapter",
@@ -83,6 +84,7 @@ def _logged_losses(summary_dir):
   return [loss for _, loss in sorted(losses)]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
   common = [f"--data_dir={data_dir}", "--stage=baseline", "--baseline_steps=40",
             "--checkpoint_every=10", "--deterministic", "--base_lr=1.0", *TINY]

@@ -39,6 +39,7 @@ def _ranking(out_dir):
     return task_dir, json.load(f)
 
 
+@pytest.mark.slow
 def test_mixed_pool_with_published_collection_ranks_every_expert(data, exported, tmp_path):
   tf_module, keras_export = str(tmp_path / "colour_module"), str(tmp_path / "keras_model")
   tpm.write_tf_module(tf_module, dim=6, seed=1)
@@ -69,6 +70,7 @@ def test_mixed_pool_with_published_collection_ranks_every_expert(data, exported,
   assert not [f for f in os.listdir(cache) if f.endswith((".lock", ".tmp"))]  # nothing fetched
 
 
+@pytest.mark.slow
 def test_folder_and_tfds_tasks_through_select_expert_and_vtab_eval(data, exported,
                                                                    offline_data_dir):
   experts = ",".join(os.path.join(exported.collection_dir, m, "1")

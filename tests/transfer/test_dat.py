@@ -94,6 +94,7 @@ def test_rebuild_refuses_a_module_that_is_not_a_baseline(exported):
     keras_baseline.rebuild(expert)
 
 
+@pytest.mark.slow
 def test_killed_dat_run_resumes_and_writes_its_record(tmp_path, baseline_module, exported,
                                                        offline_data_dir):
   """bin/vtab_eval --selection=dat, SIGKILLed during the upstream fine-tuning, then rerun."""

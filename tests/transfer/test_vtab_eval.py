@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tfexperts.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,6 +38,7 @@ def _run(binary, args):
   return proc
 
 
+@pytest.mark.slow
 def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_data_dir):
   results = str(tmp_path / "results")
   common = [f"--experts={exported.collection_dir}", f"--data_dir={offline_data_dir}",
@@ -99,6 +102,7 @@ def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_da
   assert " ±" in summary and "- shapes_fine_tiny: knn_topk" in summary
 
 
+@pytest.mark.slow
 def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
   results = str(tmp_path / "results")
   args = [f"--experts={exported.collection_dir}", "--selection=baseline",
@@ -121,6 +125,7 @@ def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
   assert record["chosen"] == ["baseline"] and loop.checkpointed_step(run_dir) == 40
 
 
+@pytest.mark.slow
 def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported,
                                                               offline_data_dir):
   args = ["--task=shapes_fine_tiny", f"--experts={exported.collection_dir}", "--proxy=all",
@@ -163,6 +168,7 @@ def test_transfer_model_of_an_adapter_module_checkpoints_every_variable(tmp_path
   np.testing.assert_array_equal(other(images).numpy(), model(images).numpy())
 
 
+@pytest.mark.slow
 def test_vtab_eval_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, exported,
                                                                    offline_data_dir):
   # Selection features, fine-tuning and evaluation all run under the strategy; only float
