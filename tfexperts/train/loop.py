@@ -199,6 +199,20 @@ def checkpointed_step(directory):
   return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def _report_unreached(task_name, variables, gradients, reported):
+  """Says once (at trace time) which trainable variables the loss does not reach.
+
+  They keep their values. This is expected for a hub module's own upstream head when only its
+  pre-logits are fine-tuned; anything else listed here is a model wiring error worth a look.
+  """
+  unreached = [getattr(v, "path", v.name) for v, g in zip(variables, gradients) if g is None]
+  if unreached and task_name not in reported:
+    reported.add(task_name)
+    print(f"[{task_name}] {len(unreached)} trainable variables get no gradient from the loss and "
+          f"stay as they are: {', '.join(unreached[:6])}{' ...' if len(unreached) > 6 else ''}",
+          flush=True)
+
+
 def train(strategy, task, config, checkpoint_dir, summary_dir=None):
   """Runs (or resumes) one training run; returns `(model, history)`.
 
@@ -247,6 +261,8 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
   decayed = task.decayed_tensors or _default_decayed_tensors
   global_batch = config.global_batch_size
 
+  reported = set()
+
   def step_fn(batch, step_value):
     labels = batch["label"]
     if config.multi_label:
@@ -275,7 +291,9 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
         loss += tf.nn.scale_regularization_loss(penalty)
       scaled = optimizer.scale_loss(loss) if config.loss_scaling else loss
     variables = model.trainable_variables
-    optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
+    gradients = tape.gradient(scaled, variables)
+    _report_unreached(task.name, variables, gradients, reported)
+    optimizer.apply_gradients([(g, v) for g, v in zip(gradients, variables) if g is not None])
     if config.multi_label:
       correct = tf.constant(0.0)
     else:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfexperts import fileio
 from tfexperts import replicated
+from tfexperts.hub import identity as hub_identity
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as hub_metadata
 from tfexperts.hub import third_party
@@ -47,15 +48,45 @@ def expert_layer(handle):
   raise ValueError(f"Hub handle {handle!r} has none of the endpoints {_ENDPOINTS} to fine-tune.")
 
 
-class TransferModel(keras.Model):
-  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits."""
+class _LastExpert:
+  """The expert layer of the latest `run`, reused by the next run of the same module.
 
-  def __init__(self, handle, num_classes, name="transfer", **kwargs):
+  A protocol fine-tunes one expert several times in a row (the sweep, then the final retrains).
+  Loading the module again for each run would make TensorFlow derive the gradient of its restored
+  functions again, which costs as much as a few hundred small training steps; reusing the layer
+  keeps that work. Only one layer is kept (memory stays one model), keyed on the module's content
+  and the strategy its variables were created under, and its variables are reset to the module's
+  values before every reuse.
+  """
+  key = layer = initial_values = None
+
+  @classmethod
+  def fresh(cls, handle, strategy):
+    """A TFSMLayer of `handle` holding the module's own weights, for a new run under `strategy`."""
+    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, strategy)
+    if cls.key is not None and cls.key[:2] == key[:2] and cls.key[2] is strategy:
+      for variable, value in zip(cls.layer.variables, cls.initial_values):
+        variable.assign(value)
+      return cls.layer
+    cls.key = cls.layer = cls.initial_values = None  # release the previous module first
+    layer = expert_layer(handle)
+    cls.key, cls.layer = key, layer
+    cls.initial_values = [variable.numpy() for variable in layer.variables]
+    return layer
+
+
+class TransferModel(keras.Model):
+  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits.
+
+  `expert`: an already loaded layer of `handle` to train (default: load a new one).
+  """
+
+  def __init__(self, handle, num_classes, name="transfer", expert=None, **kwargs):
     super().__init__(name=name, **kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
     self.handle, self.num_classes = handle, num_classes
-    self.expert = expert_layer(handle)
+    self.expert = expert if expert is not None else expert_layer(handle)
     self.input_range = third_party.input_range(handle)
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
 
@@ -166,7 +197,8 @@ def run(spec, strategy):
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    model = TransferModel(spec.handle, spec.task.num_classes)
+    model = TransferModel(spec.handle, spec.task.num_classes,
+                          expert=_LastExpert.fresh(spec.handle, strategy))
     model.build((None, spec.resolution, spec.resolution, 3))
     return model
 
