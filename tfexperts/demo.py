@@ -110,13 +110,13 @@ def _cost_lines(record, results_dir):
   full_seconds = len(record["per_expert"]) * full.seconds(train_per_second, forward_per_second)
   return [f"- measured, quick protocol ({record['task']}): kNN selection {knn_seconds:.1f}s vs "
           f"fine-tuning all {record['num_experts']} experts {finetune_all:.0f}s: "
-          f"{finetune_all / knn_seconds:.0f}x",
+          f"{_times(finetune_all / knn_seconds)}",
           f"- estimated, full VTAB protocol (2 lr x 2500/10000 steps at batch 512, 3 retrains of "
           f"10000 steps; "
           f"this run's {forward_per_second:.0f} forward and {train_per_second:.0f} training "
           f"images/s; training rate from whole runs, loading and evaluation included, so it "
           f"errs high): {full_seconds / 3600:.1f} h "
-          f"vs {knn_seconds:.1f}s: {full_seconds / knn_seconds:.0f}x. At R50x1 / 224 px "
+          f"vs {knn_seconds:.1f}s: {_times(full_seconds / knn_seconds)}. At R50x1 / 224 px "
           "scale: python bench/cost.py"]
 
 
@@ -148,8 +148,13 @@ def _dat_line(record, oracle):
           f"sample size {dat['weights']['effective_sample_size']:.0f} of "
           f"{dat['weights']['num_upstream_images']}) took {training['seconds']:.0f}s against "
           f"{dat['knn_selection']['seconds']:.1f}s for kNN over {dat['knn_selection']['num_experts']}"
-          f" experts: {dat['upstream_training_over_knn']:.0f}x (paper: 500-1000x at 240 experts "
+          f" experts: {_times(dat['upstream_training_over_knn'])} (paper: 500-1000x at 240 experts "
           "and DAT's full budget; python bench/cost.py projects it).")
+
+
+def _times(ratio):
+  """`ratio` as "1234x", or with two significant digits below 10 ("0.56x" is cheaper)."""
+  return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def _train(workdir, data_dir):
