@@ -29,7 +29,9 @@ import keras
 from tfexperts.hub import export as hub_export
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as metadata_lib
+from tfexperts.hub import native
 from tfexperts.models import bit
+from tfexperts.models import layers as bit_layers
 from tfexperts.select import features as features_lib
 
 
@@ -101,12 +103,20 @@ def main():
   ours_model = bit.create_model("r50x1")
   ref_model = keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg",
                                             input_shape=(args.size, args.size, 3))
+  # The inference model of the feature path (tfexperts.hub.native): the same weights, kernels
+  # weight-standardized once rather than at every call.
+  inference_model = bit.create_model("r50x1")
+  for target, source in zip(inference_model.variables, ours_model.variables):
+    target.assign(source)
+  bit_layers.freeze_standardization(inference_model)
   ours_call = lambda x: ours_model(x)["pre_logits"]
+  inference_call = lambda x: inference_model(x)["pre_logits"]
   ref_call = lambda x: ref_model(x * 2.0 - 1.0)
   flops_per_image = graph_flops(tf.function(ours_call, input_signature=[spec]), spec) / args.batch
   gflops_machine = matmul_gflops()
   rates, firsts = {}, {}
-  for name, call in (("ours", ours_call), ("ResNet50V2", ref_call)):
+  for name, call in (("ours", ours_call), ("ours inference", inference_call),
+                     ("ResNet50V2", ref_call)):
     for xla in (False, True):
       fn = tf.function(call, input_signature=[spec], jit_compile=xla)
       rates[name, xla], firsts[name, xla] = throughput(fn, images, args.seconds)
@@ -116,10 +126,17 @@ def main():
     path = os.path.join(tmp, "r50x1", "1")
     hub_export.export_expert(ours_model, path, metadata_lib.build(
         "full", "bench_r50x1", ours_model, resolution=args.size))
-    expert = hub_load.load_expert(path)
     per_batch = args.batch / rates["ours", False]
     extra = max(2, int(np.ceil(args.seconds / per_batch)))
-    module_rate, module_fixed = feature_path_throughput(expert.embed, images, (2, 2 + extra))
+    start = time.perf_counter()
+    native_embed = native.NativeRunner().load(path, metadata_lib.read(path))
+    native_load = time.perf_counter() - start
+    assert native_embed is not None, "the exported module did not verify as a native model"
+    module_rate, module_fixed = feature_path_throughput(native_embed, images, (2, 2 + extra))
+    start = time.perf_counter()
+    expert = hub_load.load_expert(path)
+    hub_load_seconds = time.perf_counter() - start
+    hub_rate, hub_fixed = feature_path_throughput(expert.embed, images, (2, 2 + extra))
 
   achieved = rates["ours", True] * flops_per_image / 1e9
   print(f"threads: intra={tf.config.threading.get_intra_op_parallelism_threads()} "
@@ -129,14 +146,18 @@ def main():
   for (name, xla), rate in rates.items():
     print(f"{name + (' XLA' if xla else ''):<16} {rate:8.2f} images/s  (first call "
           f"{firsts[name, xla]:.1f}s)")
-  print(f"module via features.embed:       {module_rate:8.2f} images/s  (per-run fixed cost "
-        f"{module_fixed:.1f}s: tracing, warm-up)")
+  print(f"module via features.embed:       {module_rate:8.2f} images/s  (the feature path: "
+        f"hub.native, load {native_load:.1f}s, per-run fixed cost {module_fixed:.1f}s)")
+  print(f"module via hub.load + embed:     {hub_rate:8.2f} images/s  (the path of other modules:"
+        f" load {hub_load_seconds:.1f}s, per-run fixed cost {hub_fixed:.1f}s)")
   for xla in (False, True):
-    print(f"ratio ours / ResNet50V2, {'XLA:   ' if xla else 'no XLA:'}       "
-          f"{rates['ours', xla] / rates['ResNet50V2', xla]:8.3f}")
+    for name in ("ours", "ours inference"):
+      print(f"ratio {name} / ResNet50V2, {'XLA:   ' if xla else 'no XLA:'}"
+            f"{' ' * (15 - len(name))}{rates[name, xla] / rates['ResNet50V2', xla]:8.3f}")
   print(f"ratio ours GFLOP/s (XLA) / matmul:     {achieved / gflops_machine:8.3f}  "
         f"({achieved:.1f} GFLOP/s)")
-  print(f"ratio module via features / ours:      {module_rate / rates['ours', False]:8.3f}")
+  print(f"ratio module via features / ours:      {module_rate / rates['ours', False]:8.3f}  "
+        f"(/ ours inference: {module_rate / rates['ours inference', False]:.3f})")
   print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -59,13 +59,17 @@ def export_experts(root, count, resolution):
 
 
 def by_hand(handles, images, batch):
-  """Seconds of the hand-written loop: hub.KerasLayer + tf_keras model.predict per module."""
+  """The hand-written loop: hub.KerasLayer + tf_keras model.predict per module.
+
+  Returns `(seconds, features of the first module)`.
+  """
   import tf_keras  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
+  outputs = []
   for handle in handles:
     model = tf_keras.Sequential([tf_keras.Input(images.shape[1:]), hub.KerasLayer(handle)])
-    model.predict(images, batch_size=batch, verbose=0)
-  return time.perf_counter() - start
+    outputs.append(model.predict(images, batch_size=batch, verbose=0))
+  return time.perf_counter() - start, outputs[0]
 
 
 def main():
@@ -97,8 +101,11 @@ def main():
 
     images = np.concatenate([x.numpy() for x, _ in task.load(
         "bench", data_dir, image_size=args.resolution, batch_size=args.batch)])
-    hand_seconds = by_hand(handles, images, args.batch)
+    hand_seconds, hand_features = by_hand(handles, images, args.batch)
     hand_rate = args.images * args.experts / hand_seconds
+    # Same features both ways (outside the timings): the first expert through the selection path.
+    ours = source.features(candidates.experts[0]).features
+    feature_diff = np.abs(ours - hand_features).max() / max(1.0, np.abs(hand_features).max())
 
     model = bit.create_model("r50x1")
     spec = tf.TensorSpec((args.batch, args.resolution, args.resolution, 3), tf.float32)
@@ -116,6 +123,8 @@ def main():
   print(f"ratio selection / in-process:  {select_rate / inprocess_rate:6.3f}")
   print(f"ratio selection / by hand:     {select_rate / hand_rate:6.3f}")
   print(f"knn scores: {scores['knn']}")
+  print(f"features, selection path vs by hand (first expert): max difference {feature_diff:.2e} "
+        "of their scale")
   print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -15,6 +15,7 @@ from tfexperts import fileio
 from tfexperts.hub import copies
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
+from tfexperts.hub import native
 from tfexperts.hub import verify
 
 DEFAULT_RESOLUTION = metadata_lib.DEFAULT_RESOLUTION
@@ -106,6 +107,9 @@ def _write_and_check(module, model, directory, metadata, expert_ids):
                                if expert_ids is not None else verify.NUM_IMAGES)
   where = metadata.get("module") or metadata.get("name") or directory
   diff = verify.compare(loaded, model, images, expert_ids, module.with_logits, where=where)
+  if expert_ids is None:  # lets tfexperts.hub.native check a model rebuilt from the metadata
+    native.write_check_features(directory, _check_resolution(metadata), len(images), 0,
+                                loaded(tf.constant(images)).numpy())
   if metadata_lib.read(directory) != metadata:
     raise verify.VerificationError(f"{directory}: metadata asset does not read back equal.")
   if len(loaded.variables) != len(module.variables) or (

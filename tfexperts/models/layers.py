@@ -30,7 +30,14 @@ def _check_positive_int(name, value):
 
 @keras.saving.register_keras_serializable(package="tfexperts")
 class StandardizedConv2D(keras.layers.Conv2D):
-  """Conv2D without bias whose kernel is weight-standardized at every call ('valid' padding)."""
+  """Conv2D without bias whose kernel is weight-standardized at every call ('valid' padding).
+
+  An inference-only owner whose kernels already hold standardized values (see
+  `tfexperts.hub.native`, which standardizes once on load) sets `kernel_standardized = True` on
+  the layer before tracing; the call then uses the kernel as it is. Never saved in the config.
+  """
+
+  kernel_standardized = False
 
   def __init__(self, filters, kernel_size, strides=1, name="standardized_conv2d", **kwargs):
     kwargs.setdefault("use_bias", False)
@@ -38,7 +45,26 @@ class StandardizedConv2D(keras.layers.Conv2D):
     super().__init__(filters, kernel_size, strides=strides, name=name, **kwargs)
 
   def convolution_op(self, inputs, kernel):
-    return super().convolution_op(inputs, standardize_kernel(kernel))
+    if not self.kernel_standardized:
+      kernel = standardize_kernel(kernel)
+    return super().convolution_op(inputs, kernel)
+
+
+def freeze_standardization(model):
+  """Inference only: weight-standardizes every `StandardizedConv2D` kernel of `model` once, in
+  place, and makes those layers use their kernels as they are (`kernel_standardized`).
+
+  Takes a built Keras model or layer; returns the number of kernels standardized. The raw kernels
+  are lost: never for a model that trains, is saved or exported. (Standardization is idempotent
+  up to rounding, so a call traced before this one still computes the same outputs.)
+  """
+  count = 0
+  for layer in model._flatten_layers():  # pylint: disable=protected-access
+    if isinstance(layer, StandardizedConv2D):
+      layer.kernel.assign(standardize_kernel(layer.kernel.value))
+      layer.kernel_standardized = True
+      count += 1
+  return count
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")

@@ -82,8 +82,10 @@ class _CompiledStep:
   (an op without an XLA kernel) the step logs why and runs as a plain tf.function from then on.
   """
 
-  def __init__(self, fn, jit_compile):
-    self.plain = tf.function(fn, reduce_retracing=True, autograph=False)
+  def __init__(self, fn, jit_compile, runs_graph=False):
+    # `runs_graph`: `fn` already calls a tf.function. Wrapping it in another would inline that
+    # graph into a new function, optimised again (seconds for an R50) at every `embed` call.
+    self.plain = fn if runs_graph else tf.function(fn, reduce_retracing=True, autograph=False)
     self.compiled = tf.function(fn, jit_compile=True, autograph=False) if jit_compile else None
     self.batch_size = None
 
@@ -152,7 +154,8 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
     return _embed_replicated(strategy, replica_step, dataset, progress, stats)
   # No autograph (nothing to convert): errors raised while tracing, e.g. a module's UserError
   # for a wrong image size, reach the caller as they are rather than as a StagingError.
-  step = _CompiledStep(replica_step, jit_compile)
+  step = _CompiledStep(replica_step, jit_compile,
+                       isinstance(model, tf.types.experimental.PolymorphicFunction))
   batches, local = dataset.prefetch(tf.data.AUTOTUNE), _single_replica
   features, labels = [], []
   for images, batch_labels in batches:

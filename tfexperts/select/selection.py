@@ -16,6 +16,7 @@ from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import published
 from tfexperts.hub import metadata as metadata_lib
+from tfexperts.hub import native
 from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
@@ -97,6 +98,7 @@ class FeatureSource:
   def __post_init__(self):
     self.cache = feature_cache.FeatureCache(self.cache_dir) if self.cache_dir else None
     self.stats = features_lib.EmbedStats()
+    self.native = native.NativeRunner()
 
   def key(self, expert, output="pre_logits"):
     """The `CacheKey` of `expert`'s `output` on this split: keyed on the module's content."""
@@ -135,10 +137,19 @@ class FeatureSource:
       expert.module  # pylint: disable=pointless-statement
     return expert
 
+  def _embedder(self, expert):
+    # tfexperts' own modules run as in-process models when they verify (hub.native): no graph to
+    # load and optimise per module. Not under a strategy, whose variables must be mirrored.
+    if self.strategy is None and isinstance(expert, hub_load.Expert):
+      embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle)
+      if embed is not None:
+        return embed
+    return self._loaded(expert).embed
+
   def features(self, expert):
     """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
     return features_lib.cached_features(self.cache, self.key(expert),
-                                        lambda: self._loaded(expert).embed,
+                                        lambda: self._embedder(expert),
                                         self._dataset(self.resolution_of(expert)),
                                         strategy=self.strategy, stats=self.stats)
 

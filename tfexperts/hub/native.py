@@ -1,0 +1,164 @@
+"""Features of tfexperts' own exported experts in-process, without loading their SavedModel graphs.
+
+`hub.load` of an R50 module restores every traced function (two 4,600-node graphs for
+`__call__`, plus the endpoints), and its first call optimises the graph: seconds per module, as
+much as embedding a few hundred images. A module written by `tfexperts.hub.export` describes its
+model in its metadata (`architecture`, `outputs`) and saves its variables in model order
+(`variables/<i>` in its checkpoint), so the same features come from that model rebuilt here with
+the module's variables read from the checkpoint (a fraction of a second).
+
+Trust, but verify: export stores the reloaded module's own features of its check images
+(`assets/check_features.npz`, `write_check_features`). A rebuilt model must reproduce them within
+`verify.TOLERANCE` of their scale, else `NativeRunner.load` returns None and the caller loads the
+module with `hub.load` as before. Modules without that asset (older exports, published and
+third-party modules), banks, handles with options (`?range=`) and modules whose checkpoint does not
+fit the rebuilt model take that path too.
+
+`NativeRunner` is for inference and keeps one model and one traced function per architecture:
+loading the next expert of the same architecture assigns its weights to that model (so the callable
+returned for the previous expert then computes the new expert's features), and K experts trace
+once. Kernels are weight-standardized once on load, not at every call.
+"""
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tfexperts import fileio
+from tfexperts.hub import metadata as metadata_lib
+from tfexperts.hub import third_party
+from tfexperts.hub import verify
+from tfexperts.models import adapters
+from tfexperts.models import bit
+from tfexperts.models import layers
+
+CHECK_ASSET = "check_features.npz"
+_PLAIN_KINDS = ("baseline", "full", "adapter", "patch", "epn")
+
+
+def check_asset_path(module_dir):
+  """Path of the check-features asset inside a module directory."""
+  return os.path.join(module_dir, metadata_lib.ASSETS_DIR, CHECK_ASSET)
+
+
+def write_check_features(module_dir, resolution, count, seed, features):
+  """Writes a module's own `[count, d]` features of `verify.check_images(resolution, count, seed)`
+  into its assets (atomically); returns the path."""
+  buffer = io.BytesIO()
+  np.savez(buffer, resolution=resolution, count=count, seed=seed,
+           features=np.asarray(features, np.float32))
+  return fileio.write_bytes_atomic(check_asset_path(module_dir), buffer.getvalue())
+
+
+def _read_check_features(module_dir):
+  path = check_asset_path(module_dir)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = np.load(io.BytesIO(f.read()))
+    return {key: data[key] for key in data.files}
+
+
+def _architecture_key(metadata):
+  """Hashable description of the model a plain tfexperts expert module holds, else None."""
+  if not isinstance(metadata, dict) or metadata.get("format") != metadata_lib.METADATA_FORMAT:
+    return None
+  arch = metadata.get("architecture") or {}
+  if metadata.get("kind") not in _PLAIN_KINDS or arch.get("patch_experts"):
+    return None
+  try:
+    units, width, groups = tuple(int(u) for u in arch["units"]), arch["width"], int(arch["groups"])
+  except (KeyError, TypeError, ValueError):
+    return None
+  num_classes = int((metadata.get("outputs") or {}).get("logits") or 0)
+  return units, width, groups, bool(arch.get("adapters")), num_classes
+
+
+def _build(key):
+  units, width, groups, with_adapters, num_classes = key
+  backbone = bit.ResNetV2(units=units, width=width, num_classes=num_classes, groups=groups)
+  model = backbone
+  if with_adapters:
+    model = adapters.AdapterExpertModel(backbone, 1, freeze_backbone=False)
+  model.build((None, None, None, 3))
+  model.trainable = False
+  return model
+
+
+class _Slot:
+  """One architecture's model (kernels standardized on load) and its traced feature function."""
+
+  def __init__(self, key):
+    self.model = _build(key)
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+    # One trace for every batch shape.
+    self.features = tf.function(lambda images: self.model(images)["pre_logits"],
+                                input_signature=[spec], autograph=False)
+
+  def assign(self, values):
+    """Assigns checkpoint `values` (model order) to the variables, then standardizes the kernels
+    once; False (nothing assigned) when they do not fit."""
+    variables = self.model.variables
+    if len(values) != len(variables) or any(
+        tuple(v.shape) != tuple(value.shape) for v, value in zip(variables, values)):
+      return False
+    for variable, value in zip(variables, values):
+      variable.assign(value)
+    layers.freeze_standardization(self.model)
+    return True
+
+
+def _checkpoint_values(module_dir):
+  """The module's variables in the order it lists them (`variables/<i>`), or None."""
+  prefix = os.path.join(module_dir, tf.saved_model.VARIABLES_DIRECTORY,
+                        tf.saved_model.VARIABLES_FILENAME)
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+  except (tf.errors.OpError, ValueError):
+    return None
+  names = set(reader.get_variable_to_shape_map())
+  values = []
+  while f"variables/{len(values)}/.ATTRIBUTES/VARIABLE_VALUE" in names:
+    values.append(reader.get_tensor(f"variables/{len(values)}/.ATTRIBUTES/VARIABLE_VALUE"))
+  return values or None
+
+
+class NativeRunner:
+  """Loads tfexperts expert modules as in-process models (see the module docstring)."""
+
+  def __init__(self):
+    self._slots = {}
+
+  def load(self, module_dir, metadata, handle=None):
+    """A callable `images [b, h, w, 3] -> [b, d]` float32 features of the module at local
+    `module_dir` (its metadata dict given), or None when it must be loaded with `hub.load`.
+
+    The callable stays valid until this runner loads another module of the same architecture.
+    """
+    handle = handle or module_dir
+    key = _architecture_key(metadata)
+    if key is None or third_party.split_options(handle)[1]:
+      return None
+    check = _read_check_features(module_dir)
+    values = _checkpoint_values(module_dir) if check is not None else None
+    if values is None:
+      return None
+    if key not in self._slots:
+      self._slots[key] = _Slot(key)
+    slot = self._slots[key]
+    if not slot.assign(values):
+      logging.info("Module %s: checkpoint does not fit its metadata's architecture; loading "
+                   "it with hub.load.", handle)
+      return None
+    images = verify.check_images(int(check["resolution"]), int(check["count"]),
+                                 int(check["seed"]))
+    got = slot.features(tf.constant(images)).numpy()
+    want = check["features"]
+    scale = max(1.0, float(np.abs(want).max()))
+    if got.shape != want.shape or not float(np.abs(got - want).max()) <= verify.TOLERANCE * scale:
+      logging.warning("Module %s: the model rebuilt from its metadata does not reproduce its "
+                      "check features; loading it with hub.load.", handle)
+      return None
+    return slot.features
