@@ -3,15 +3,18 @@
 In one run, on the same random images (batch 32, 224 px by default), it measures images/s of
   ours       tfexperts BiT R50x1 pre-logits, as a tf.function without XLA and with XLA
              (`jit_compile=True`)
+  ours inference  the same weights with every kernel weight-standardized once
+             (`layers.freeze_standardization`, as the feature path's in-process models), both ways
   ResNet50V2 `keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg")`,
              the same two ways
-  module     our R50x1 exported as a hub module (tfexperts.hub.export), loaded back
-             (tfexperts.hub.load) and run through the project's feature path
-             (tfexperts.select.features.embed with its defaults, as bin/select_expert does: no
-             XLA); its steady rate is taken from two embed runs of different lengths (the
+  module     our R50x1 exported as a hub module (tfexperts.hub.export), run through the
+             project's feature path (tfexperts.select.features.embed with its defaults, as
+             bin/select_expert does: no XLA) on the model `tfexperts.hub.native` rebuilds from it,
+             and, for comparison, loaded with `hub.load` (tfexperts.hub.load, the path of other
+             modules); each steady rate is taken from two embed runs of different lengths (the
              difference cancels per-run costs such as tracing, printed separately)
 and the float32 matmul GFLOP/s of this machine, then the ratios:
-  ours / ResNet50V2           without XLA and with XLA
+  ours (and ours inference) / ResNet50V2   without XLA and with XLA
   ours GFLOP/s / matmul       (graph FLOPs per image x images/s, with XLA)
   module via features / ours  (both without XLA, the feature path's default)
 

@@ -5,13 +5,15 @@ In one run (all in this process, on the same machine state):
              scored with the kNN proxy on N images of the offline task `shapes_fine_tiny` at
              --resolution px, through the code bin/select_expert runs (`selection.load_candidates`,
              `FeatureSource` with the feature cache off, `selection.score`): module loading and
-             checks, decoding and resizing the images (once per expert, as the cache is off),
-             embedding and the kNN; reported as images x experts per second
+             checks (the modules are tfexperts exports, so `tfexperts.hub.native` runs them as
+             in-process models), decoding and resizing the images (once per expert, as the cache
+             is off), embedding and the kNN; reported as images x experts per second
   in-process our R50x1 as a tf.function on random images of the same shape and batch (the
              in-process model of bench/forward.py, without XLA like the feature path)
   by hand    what a user would write: for each module, `hub.KerasLayer(handle)` in a tf_keras
              model and `model.predict` on the same N images, already decoded into memory
-and the ratios selection / in-process and selection / by hand.
+and the ratios selection / in-process and selection / by hand, and the largest difference
+between the two paths' features of the first expert.
 
 Usage: python bench/selection.py [--experts 4] [--images 256] [--resolution 224] [--batch 32]
                                  [--seconds 10]

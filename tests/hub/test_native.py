@@ -2,22 +2,10 @@
 import os
 import shutil
 
-import numpy as np
-
 from tests.hub import collection_fixtures as conftest
+from tests.hub.test_modules import _close, _path
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import native
-
-ATOL = 1e-5
-
-
-def _path(exported, name):
-  return os.path.join(exported.collection_dir, name, "1")
-
-
-def _close(got, want):
-  got, want = np.asarray(got), np.asarray(want)
-  np.testing.assert_allclose(got, want, atol=ATOL * max(1.0, np.abs(want).max()), rtol=0)
 
 
 def test_native_features_equal_the_keras_models_one_runner_for_all(exported, models):
