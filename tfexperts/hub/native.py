@@ -76,6 +76,12 @@ def _architecture_key(metadata):
   return units, width, groups, bool(arch.get("adapters")), num_classes
 
 
+def may_run_natively(metadata):
+  """True when `metadata` (a module's metadata dict) describes a model `NativeRunner` can rebuild
+  (the module must still verify when loaded)."""
+  return _architecture_key(metadata) is not None
+
+
 def _build(key):
   units, width, groups, with_adapters, num_classes = key
   backbone = bit.ResNetV2(units=units, width=width, num_classes=num_classes, groups=groups)

@@ -140,7 +140,8 @@ class FeatureSource:
   def _embedder(self, expert):
     # tfexperts' own modules run as in-process models when they verify (hub.native): no graph to
     # load and optimise per module. Not under a strategy, whose variables must be mirrored.
-    if self.strategy is None and isinstance(expert, hub_load.Expert):
+    if (self.strategy is None and isinstance(expert, hub_load.Expert)
+        and native.may_run_natively(expert.metadata)):
       embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle)
       if embed is not None:
         return embed
