@@ -50,6 +50,11 @@ class StandardizedConv2D(keras.layers.Conv2D):
     return super().convolution_op(inputs, kernel)
 
 
+# Standardization as a graph, one per kernel shape: the model's own traced call computes it as a
+# graph, and eager ops round differently (features then move by ~1e-5 of their scale at R50).
+_GRAPH_STANDARDIZE = {}
+
+
 def freeze_standardization(model):
   """Inference only: weight-standardizes every `StandardizedConv2D` kernel of `model` once, in
   place, and makes those layers use their kernels as they are (`kernel_standardized`).
@@ -61,7 +66,10 @@ def freeze_standardization(model):
   count = 0
   for layer in model._flatten_layers():  # pylint: disable=protected-access
     if isinstance(layer, StandardizedConv2D):
-      layer.kernel.assign(standardize_kernel(layer.kernel.value))
+      shape = tuple(layer.kernel.shape)
+      if shape not in _GRAPH_STANDARDIZE:
+        _GRAPH_STANDARDIZE[shape] = tf.function(standardize_kernel, autograph=False)
+      layer.kernel.assign(_GRAPH_STANDARDIZE[shape](layer.kernel.value))
       layer.kernel_standardized = True
       count += 1
   return count
