@@ -6,8 +6,9 @@ In one run (all in this process, on the same machine state):
              --resolution px, through the code bin/select_expert runs (`selection.load_candidates`,
              `FeatureSource` with the feature cache off, `selection.score`): module loading and
              checks (the modules are tfexperts exports, so `tfexperts.hub.native` runs them as
-             in-process models), decoding and resizing the images (once per expert, as the cache
-             is off), embedding and the kNN; reported as images x experts per second
+             in-process models), decoding and resizing the images (once for all experts:
+             `select.task_images`), embedding and the kNN; reported as images x experts per
+             second, with the seconds spent loading modules and decoding images
   in-process our R50x1 as a tf.function on random images of the same shape and batch (the
              in-process model of bench/forward.py, without XLA like the feature path)
   by hand    what a user would write: for each module, `hub.KerasLayer(handle)` in a tf_keras
@@ -60,6 +61,20 @@ def export_experts(root, count, resolution):
   return handles
 
 
+def timed(owner, method):
+  """Replaces `owner.method` by a wrapper appending each call's seconds to the returned list."""
+  times, inner = [], getattr(owner, method)
+
+  def wrapper(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+      return inner(*args, **kwargs)
+    finally:
+      times.append(time.perf_counter() - start)
+  setattr(owner, method, wrapper)
+  return times
+
+
 def by_hand(handles, images, batch):
   """The hand-written loop: hub.KerasLayer + tf_keras model.predict per module.
 
@@ -96,8 +111,11 @@ def main():
     start = time.perf_counter()
     candidates = selection.load_candidates(handles)
     source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None)
+    parts = {"module loads": timed(source.native, "load"), "image decoding": timed(
+        source.images, "_decode")}
     scores, seconds = selection.score(candidates, source, ["knn"])
     select_seconds = time.perf_counter() - start
+    parts = {name: sum(times) for name, times in parts.items()}
     assert source.stats.images_embedded == args.images * args.experts, source.stats
     select_rate = args.images * args.experts / select_seconds
 
@@ -118,7 +136,8 @@ def main():
         f"{args.resolution} px, batch {args.batch}, {os.cpu_count()} CPUs")
   print(f"selection (bin/select_expert path, cache off): {select_seconds:7.1f} s  "
         f"{select_rate:7.2f} images x experts/s  (features {seconds['features']:.1f} s, "
-        f"knn {seconds['knn']:.2f} s)")
+        f"knn {seconds['knn']:.2f} s; of the features: "
+        + ", ".join(f"{name} {value:.1f} s" for name, value in parts.items()) + ")")
   print(f"in-process R50x1 forward:                                {inprocess_rate:7.2f} images/s")
   print(f"by hand (hub.KerasLayer + model.predict):     {hand_seconds:7.1f} s  "
         f"{hand_rate:7.2f} images x experts/s")

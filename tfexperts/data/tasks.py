@@ -238,9 +238,17 @@ class Task:
 
 def eval_preprocess(image_size=None):
   """Evaluation preprocessing: resize to `image_size` (if given), values to [0, 1]."""
-  if image_size is None:
-    return "value_range(0, 1)"
-  return f"resize({image_size!r})|value_range(0, 1)"
+  return "|".join(stage for stage in eval_preprocess_stages(image_size) if stage)
+
+
+def eval_preprocess_stages(image_size=None):
+  """`eval_preprocess(image_size)` as two specs, `(per_image, per_batch)`.
+
+  `per_image` ("" without a size) resizes the decoded image and keeps it uint8 (`resize` rounds
+  back to the input dtype); `per_batch` maps it to float32 [0, 1]. Run in turn, they give exactly
+  `eval_preprocess`'s images: a store of resized images can keep them as uint8, 4x smaller.
+  """
+  return (f"resize({image_size!r})" if image_size is not None else "", "value_range(0, 1)")
 
 
 def train_preprocess(image_size):

@@ -20,6 +20,7 @@ from tfexperts.hub import native
 from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
+from tfexperts.select import task_images
 
 
 
@@ -86,6 +87,8 @@ class FeatureSource:
 
   `resolution=None` feeds each module at its own size, `hub.metadata.input_resolution` (the
   metadata's `input.resolution`, else 224); an integer overrides it for every module.
+  `image_memory_bytes` bounds the decoded images kept in memory between experts of one size
+  (`task_images.ImageStore`; 0 decodes the split again for every expert).
   """
   task: tasks_lib.Task
   split: str = "train800"
@@ -94,9 +97,12 @@ class FeatureSource:
   batch_size: int = defaults.EMBED_BATCH_SIZE
   cache_dir: str = None
   strategy: tf.distribute.Strategy = None
+  image_memory_bytes: int = task_images.DEFAULT_MAX_BYTES
 
   def __post_init__(self):
     self.cache = feature_cache.FeatureCache(self.cache_dir) if self.cache_dir else None
+    self.images = task_images.ImageStore(self.task, self.split, self.data_dir, self.batch_size,
+                                         self.image_memory_bytes)
     self.stats = features_lib.EmbedStats()
     self.native = native.NativeRunner()
 
@@ -126,8 +132,7 @@ class FeatureSource:
             + per_size)
 
   def _dataset(self, resolution):
-    return lambda: self.task.load(self.split, self.data_dir, image_size=resolution,
-                                  batch_size=self.batch_size)
+    return lambda: self.images.dataset(resolution)
 
   def _loaded(self, expert):
     # Loaded here, not on first call: under a strategy that call is inside a replica function.
@@ -198,8 +203,12 @@ def score(candidates, source, proxies=("knn",), seed=0):
   required = set().union(*(p.requires for p in registered)) if registered else set()
   seconds = {}
   start = time.perf_counter()
-  feats = ({expert_key(e): source.features(e) for e in candidates.experts}
-           if required & {"features", "labels"} else {})
+  feats = {}
+  if required & {"features", "labels"}:
+    # Experts of one input size in turn (stable), so each size's images are decoded once.
+    by_size = sorted(candidates.experts, key=source.resolution_of)
+    embedded = {expert_key(e): source.features(e) for e in by_size}
+    feats = {expert_key(e): embedded[expert_key(e)] for e in candidates.experts}
   labels = next(iter(feats.values())).labels if feats else None
   upstream_probs = domain_probs = None
   domain_names = []
