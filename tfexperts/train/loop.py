@@ -71,6 +71,12 @@ class TrainTask:
     forward: `(model, batch) -> [b, num_classes] float32 logits`.
     decayed_tensors: `model -> list of tensors` that weight decay applies to (default: every
       trainable kernel). Banks return only the rows of the expert being trained.
+    reuse_key: runs whose tasks have an equal, non-None `reuse_key` and whose `make_model`
+      returns the same model object (its weights reset by `make_model`) share the optimizer
+      (its state zeroed), learning-rate schedule (retargeted) and traced training step of the
+      latest such run: the next run of a sweep starts without tracing again. The key must cover
+      whatever `forward` and `decayed_tensors` depend on beyond the model. None: every run
+      builds its own.
   """
   name: str
   num_classes: int
@@ -78,6 +84,7 @@ class TrainTask:
   make_dataset: Callable[[Optional[tf.distribute.InputContext], int, int], tf.data.Dataset]
   forward: Callable[[keras.Model, dict], tf.Tensor]
   decayed_tensors: Optional[Callable[[keras.Model], list]] = None
+  reuse_key: Optional[tuple] = None
 
 
 def resumed_input(input_context, per_replica_batch_size, start_step):
@@ -213,54 +220,43 @@ def _report_unreached(task_name, variables, gradients, reported):
           flush=True)
 
 
-def train(strategy, task, config, checkpoint_dir, summary_dir=None):
-  """Runs (or resumes) one training run; returns `(model, history)`.
+class _LastRun:
+  """The optimizer, schedule, step counter and traced step of the latest reusable run."""
+  key = model = parts = None
 
-  Args:
-    strategy: a `tf.distribute.Strategy` (see `strategy.make_strategy`).
-    task: a `TrainTask`.
-    config: a `LoopConfig`.
-    checkpoint_dir: where checkpoints live; the latest one is restored first.
-    summary_dir: TensorBoard directory (chief only), or None.
-
-  Returns:
-    The trained model and a dict with `start_step`, `final_step` and `log`, a list of
-    `{"step", "loss", "accuracy", "lr"}` for every logged step of this invocation.
-  """
-  with strategy.scope():
-    model = task.make_model()
-    peak_lr = schedules.scaled_learning_rate(config.base_lr, config.global_batch_size,
-                                             config.base_batch)
-    schedule = schedules.WarmupDecay(peak_lr, config.total_steps, config.warmup_steps,
-                                     config.decay)
+  @classmethod
+  def parts_for(cls, strategy, task, config, model, peak_lr):
+    """`(optimizer, schedule, step, train_steps)` for a run of `model`: the last run's, reset
+    and retargeted, when `TrainTask.reuse_key` allows; else new ones (kept when reusable)."""
+    key = (task.reuse_key, strategy, task.num_classes, config.global_batch_size, config.momentum,
+           config.decay, config.weight_decay, config.label_smoothing, config.mixup_alpha,
+           config.multi_label, config.seed)
+    reusable = task.reuse_key is not None and not config.loss_scaling
+    if reusable and cls.key == key and cls.model is model:
+      optimizer, schedule, step, _ = cls.parts
+      schedule.retarget(peak_lr, config.total_steps, config.warmup_steps)
+      for variable in optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+      step.assign(0)
+      return cls.parts
+    cls.key = cls.model = cls.parts = None  # release the previous run's variables
+    schedule_class = schedules.RetargetableWarmupDecay if reusable else schedules.WarmupDecay
+    schedule = schedule_class(peak_lr, config.total_steps, config.warmup_steps, config.decay)
     optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
     if config.loss_scaling:
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-  checkpoint = tf.train.Checkpoint(model_variables=model_variables(model), optimizer=optimizer,
-                                   step=step)
-  manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, checkpoint_dir),
-                                       max_to_keep=2)
-  latest = tf.train.latest_checkpoint(checkpoint_dir)
-  if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
-  start_step = int(step.numpy())
-  history = {"start_step": start_step, "final_step": start_step, "log": []}
-  if start_step >= config.total_steps:
-    print(f"[{task.name}] already trained ({start_step}/{config.total_steps} steps); skipping.",
-          flush=True)
-    return model, history
-  if latest:
-    print(f"[{task.name}] resuming from step {start_step} ({latest})", flush=True)
+    parts = (optimizer, schedule, step, _train_steps(strategy, task, config, model, optimizer, step))
+    if reusable:
+      cls.key, cls.model, cls.parts = key, model, parts
+    return parts
 
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: task.make_dataset(ctx, ctx.get_per_replica_batch_size(config.global_batch_size),
-                                    start_step))
-  iterator = iter(dataset)
+
+def _train_steps(strategy, task, config, model, optimizer, step):
+  """The traced `(iterator, num_steps) -> (loss, accuracy)` that runs `num_steps` steps."""
   decayed = task.decayed_tensors or _default_decayed_tensors
   global_batch = config.global_batch_size
-
   reported = set()
 
   def step_fn(batch, step_value):
@@ -311,6 +307,50 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
       step.assign_add(1)
     return loss, correct / global_batch
 
+  return train_steps
+
+
+def train(strategy, task, config, checkpoint_dir, summary_dir=None):
+  """Runs (or resumes) one training run; returns `(model, history)`.
+
+  Args:
+    strategy: a `tf.distribute.Strategy` (see `strategy.make_strategy`).
+    task: a `TrainTask`.
+    config: a `LoopConfig`.
+    checkpoint_dir: where checkpoints live; the latest one is restored first.
+    summary_dir: TensorBoard directory (chief only), or None.
+
+  Returns:
+    The trained model and a dict with `start_step`, `final_step` and `log`, a list of
+    `{"step", "loss", "accuracy", "lr"}` for every logged step of this invocation.
+  """
+  with strategy.scope():
+    model = task.make_model()
+    peak_lr = schedules.scaled_learning_rate(config.base_lr, config.global_batch_size,
+                                             config.base_batch)
+    optimizer, schedule, step, train_steps = _LastRun.parts_for(strategy, task, config, model,
+                                                                peak_lr)
+  checkpoint = tf.train.Checkpoint(model_variables=model_variables(model), optimizer=optimizer,
+                                   step=step)
+  manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, checkpoint_dir),
+                                       max_to_keep=2)
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+  start_step = int(step.numpy())
+  history = {"start_step": start_step, "final_step": start_step, "log": []}
+  if start_step >= config.total_steps:
+    print(f"[{task.name}] already trained ({start_step}/{config.total_steps} steps); skipping.",
+          flush=True)
+    return model, history
+  if latest:
+    print(f"[{task.name}] resuming from step {start_step} ({latest})", flush=True)
+
+  dataset = strategy.distribute_datasets_from_function(
+      lambda ctx: task.make_dataset(ctx, ctx.get_per_replica_batch_size(config.global_batch_size),
+                                    start_step))
+  iterator = iter(dataset)
+  global_batch = config.global_batch_size
   progress = _Progress(task.name, config.total_steps, global_batch,
                        summary_dir if strategy_lib.is_chief(strategy) else None, start_step)
   current = start_step

@@ -2,6 +2,8 @@
 import math
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from tfexperts import defaults
@@ -15,6 +17,20 @@ def scaled_learning_rate(base_lr, batch_size, base_batch=BIT_BASE_BATCH):
   if batch_size <= 0:
     raise ValueError(f"`batch_size` must be positive. Received: batch_size={batch_size!r}")
   return base_lr * batch_size / base_batch
+
+
+def _terms(peak_lr, total_steps, warmup_steps, decay_fractions):
+  """The schedule's numbers as float32 values, exactly as its formula compares and divides by."""
+  as_float32 = lambda value: float(np.float32(value))
+  return (as_float32(peak_lr), float(warmup_steps), float(max(warmup_steps, 1)),
+          float(max(total_steps - warmup_steps, 1)),
+          tuple(as_float32(fraction * total_steps) for fraction in decay_fractions))
+
+
+def _check_steps(total_steps, warmup_steps):
+  if total_steps <= 0 or warmup_steps < 0:
+    raise ValueError("Need total_steps > 0 and warmup_steps >= 0. Received: "
+                     f"total_steps={total_steps!r}, warmup_steps={warmup_steps!r}")
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")
@@ -35,29 +51,63 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                decay_fractions=(0.3, 0.6, 0.9), decay_factor=0.1):
     if decay not in self.DECAYS:
       raise ValueError(f"Unknown decay {decay!r}. Choose one of {self.DECAYS}.")
-    if total_steps <= 0 or warmup_steps < 0:
-      raise ValueError("Need total_steps > 0 and warmup_steps >= 0. Received: "
-                       f"total_steps={total_steps!r}, warmup_steps={warmup_steps!r}")
+    _check_steps(total_steps, warmup_steps)
     self.peak_lr, self.total_steps = float(peak_lr), int(total_steps)
     self.warmup_steps = int(min(warmup_steps, total_steps))
     self.decay, self.decay_factor = decay, float(decay_factor)
     self.decay_fractions = tuple(float(f) for f in decay_fractions)
 
+  def _terms(self):
+    """`(peak_lr, warmup_steps, warmup_divisor, cosine_span, decay_boundaries)` of `__call__`."""
+    return _terms(self.peak_lr, self.total_steps, self.warmup_steps, self.decay_fractions)
+
   def __call__(self, step):
     step = ops.cast(step, "float32")
-    warmup = self.peak_lr * step / max(self.warmup_steps, 1)
+    peak, warmup_steps, warmup_divisor, span, boundaries = self._terms()
+    warmup = peak * step / warmup_divisor
     if self.decay == "cosine":
-      span = max(self.total_steps - self.warmup_steps, 1)
-      progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
-      decayed = self.peak_lr * 0.5 * (1.0 + ops.cos(math.pi * progress))
+      progress = ops.clip((step - warmup_steps) / span, 0.0, 1.0)
+      decayed = peak * 0.5 * (1.0 + ops.cos(math.pi * progress))
     else:
-      decayed = ops.convert_to_tensor(self.peak_lr, "float32")
-      for fraction in self.decay_fractions:
-        decayed = ops.where(step >= fraction * self.total_steps, decayed * self.decay_factor,
-                            decayed)
-    return ops.where(step < self.warmup_steps, warmup, decayed)
+      decayed = ops.convert_to_tensor(peak, "float32")
+      for boundary in boundaries:
+        decayed = ops.where(step >= boundary, decayed * self.decay_factor, decayed)
+    return ops.where(step < warmup_steps, warmup, decayed)
 
   def get_config(self):
     return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
             "warmup_steps": self.warmup_steps, "decay": self.decay,
             "decay_fractions": self.decay_fractions, "decay_factor": self.decay_factor}
+
+
+class RetargetableWarmupDecay(WarmupDecay):
+  """`WarmupDecay` whose peak, length and warm-up live in variables.
+
+  `retarget` gives it another run's numbers without retracing a `tf.function` that calls it, so a
+  training loop can reuse its traced step for the next run of a sweep. Its values equal a new
+  `WarmupDecay` of the same arguments at every step, to the bit. Create it under the distribution
+  strategy's scope, like the model's variables.
+  """
+
+  def __init__(self, peak_lr, total_steps, warmup_steps=0, decay="step",
+               decay_fractions=(0.3, 0.6, 0.9), decay_factor=0.1):
+    super().__init__(peak_lr, total_steps, warmup_steps, decay, decay_fractions, decay_factor)
+    initial = _terms(self.peak_lr, self.total_steps, self.warmup_steps, self.decay_fractions)
+    self._variables = [tf.Variable(value, dtype=tf.float32, trainable=False, name=f"lr_{name}")
+                       for name, value in zip(("peak", "warmup", "divisor", "span"), initial[:4])]
+    self._boundaries = tf.Variable(list(initial[4]) or [0.0], dtype=tf.float32, trainable=False,
+                                   name="lr_boundaries")
+
+  def retarget(self, peak_lr, total_steps, warmup_steps=0):
+    """Sets the schedule to `WarmupDecay(peak_lr, total_steps, warmup_steps, <same decay>)`."""
+    _check_steps(total_steps, warmup_steps)
+    self.peak_lr, self.total_steps = float(peak_lr), int(total_steps)
+    self.warmup_steps = int(min(warmup_steps, total_steps))
+    values = _terms(self.peak_lr, self.total_steps, self.warmup_steps, self.decay_fractions)
+    for variable, value in zip(self._variables, values[:4]):
+      variable.assign(value)
+    self._boundaries.assign(list(values[4]) or [0.0])
+
+  def _terms(self):
+    boundaries = [self._boundaries[i] for i in range(len(self.decay_fractions))]
+    return (*self._variables, boundaries)

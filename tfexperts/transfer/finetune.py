@@ -48,45 +48,50 @@ def expert_layer(handle):
   raise ValueError(f"Hub handle {handle!r} has none of the endpoints {_ENDPOINTS} to fine-tune.")
 
 
-class _LastExpert:
-  """The expert layer of the latest `run`, reused by the next run of the same module.
+class _LastModel:
+  """The transfer model of the latest `run`, reused by the next run of the same module and task.
 
   A protocol fine-tunes one expert several times in a row (the sweep, then the final retrains).
   Loading the module again for each run would make TensorFlow derive the gradient of its restored
-  functions again, which costs as much as a few hundred small training steps; reusing the layer
-  keeps that work. Only one layer is kept (memory stays one model), keyed on the module's content
-  and the strategy its variables were created under, and its variables are reset to the module's
-  values before every reuse.
+  functions again, and a new model would make the training loop trace its step again: together
+  as much as a few hundred small training steps. Reusing the model keeps both (the loop keeps the
+  traced step: `loop.TrainTask.reuse_key`). Only one model is kept (memory stays one model),
+  keyed on the module's content, the number of classes and the strategy its variables were
+  created under; every variable (the expert's and the zero-initialised head's) is reset to its
+  value at creation before every reuse.
   """
-  key = layer = initial_values = None
+  key = strategy = model = initial_values = None
 
   @classmethod
-  def fresh(cls, handle, strategy):
-    """A TFSMLayer of `handle` holding the module's own weights, for a new run under `strategy`."""
-    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, strategy)
-    if cls.key is not None and cls.key[:2] == key[:2] and cls.key[2] is strategy:
-      for variable, value in zip(cls.layer.variables, cls.initial_values):
+  def fresh(cls, handle, num_classes, strategy):
+    """A built `TransferModel` of `handle` with the module's weights and a zero head."""
+    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes)
+    if cls.key == key and cls.strategy is strategy:
+      for variable, value in zip(cls.model.variables, cls.initial_values):
         variable.assign(value)
-      return cls.layer
-    cls.key = cls.layer = cls.initial_values = None  # release the previous module first
-    layer = expert_layer(handle)
-    cls.key, cls.layer = key, layer
-    cls.initial_values = [variable.numpy() for variable in layer.variables]
-    return layer
+      return cls.model
+    cls.key = cls.model = cls.initial_values = None  # release the previous module first
+    model = TransferModel(handle, num_classes)
+    model.build((None, None, None, 3))
+    cls.key, cls.strategy, cls.model = key, strategy, model
+    cls.initial_values = [variable.numpy() for variable in model.variables]
+    return model
+
+  @classmethod
+  def reuse_key(cls, handle, num_classes):
+    """`loop.TrainTask.reuse_key` of a run of `handle` with `num_classes` outputs."""
+    return ("finetune", handle, num_classes)
 
 
 class TransferModel(keras.Model):
-  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits.
+  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits."""
 
-  `expert`: an already loaded layer of `handle` to train (default: load a new one).
-  """
-
-  def __init__(self, handle, num_classes, name="transfer", expert=None, **kwargs):
+  def __init__(self, handle, num_classes, name="transfer", **kwargs):
     super().__init__(name=name, **kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
     self.handle, self.num_classes = handle, num_classes
-    self.expert = expert if expert is not None else expert_layer(handle)
+    self.expert = expert_layer(handle)
     self.input_range = third_party.input_range(handle)
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
 
@@ -178,6 +183,10 @@ def evaluate(model, task, split, data_dir, resolution, batch_size=128, strategy=
   return float(correct.mean()), int(correct.size)
 
 
+def _forward(model, batch):
+  return model(batch["image"], training=True)
+
+
 def run(spec, strategy):
   """Fine-tunes `spec.handle` on `spec.train_split` and evaluates on `spec.eval_split`.
 
@@ -197,14 +206,11 @@ def run(spec, strategy):
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    model = TransferModel(spec.handle, spec.task.num_classes,
-                          expert=_LastExpert.fresh(spec.handle, strategy))
-    model.build((None, spec.resolution, spec.resolution, 3))
-    return model
+    return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy)
 
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(spec.directory)}",
-                        spec.task.num_classes, make_model, _dataset_fn(spec),
-                        lambda model, batch: model(batch["image"], training=True))
+                        spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
+                        reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes))
   model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size, strategy)
