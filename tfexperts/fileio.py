@@ -3,6 +3,8 @@
 Nothing half-written is ever left under the final name: data goes to a unique temp name beside it,
 which is then renamed over the target.
 """
+import contextlib
+import fcntl
 import json
 import os
 import posixpath
@@ -55,3 +57,23 @@ def read_json(path):
   """Reads and returns the JSON object stored at `path`."""
   with tf.io.gfile.GFile(path, "r") as f:
     return json.load(f)
+
+
+@contextlib.contextmanager
+def exclusive(path):
+  """Holds an exclusive lock on the local file `path` (created if missing) for the `with` body.
+
+  Serializes read-modify-write updates of one file by several processes on one machine (e.g.
+  concurrent evaluations appending to one results.csv). URL-style paths (`gs://...`) have no
+  such lock: the body runs unlocked there.
+  """
+  if "://" in path:
+    yield
+    return
+  os.makedirs(parent_dir(path) or ".", exist_ok=True)
+  with open(path, "a") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)

@@ -43,11 +43,18 @@ def write_record(results_dir, record):
   """Writes `record` as JSON (atomically) and appends its row to results.csv; returns the path.
 
   A results.csv with an older header is rewritten with the current one (old rows keep their
-  values, new columns stay empty).
+  values, new columns stay empty). Processes writing records to one local results_dir at once
+  take turns (a lock file beside results.csv), so no row is lost.
   """
   path = record_path(results_dir, record["task"], record["selection"])
   fileio.write_json_atomic(path, record)
   csv_path = os.path.join(results_dir, "results.csv")
+  with fileio.exclusive(csv_path + ".lock"):  # evaluations running side by side append too
+    _append_row(csv_path, record, path)
+  return path
+
+
+def _append_row(csv_path, record, path):
   rows = []
   if tf.io.gfile.exists(csv_path):
     with tf.io.gfile.GFile(csv_path) as f:
@@ -66,7 +73,6 @@ def write_record(results_dir, record):
   writer.writeheader()
   writer.writerows(rows)
   fileio.write_bytes_atomic(csv_path, out.getvalue().encode())
-  return path
 
 
 def expert_correct(result):
