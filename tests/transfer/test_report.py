@@ -1,5 +1,6 @@
 """The paper-style summary: strategies x tasks with group means, from hand-made records."""
 import csv
+import multiprocessing
 
 import pytest
 
@@ -113,3 +114,27 @@ def test_summary_over_a_corrupt_or_incomplete_record_names_the_file(tmp_path):
   cut.write_text('{"task": "b", "selection": "knn"}')
   with pytest.raises(UserError, match=r"b__knn.json.*lacks \['group', 'test_accuracy'\]"):
     report.summarize(str(tmp_path))
+
+
+def _write_records(results_dir, task, count, start):
+  start.wait()  # all writers begin together
+  for i in range(count):
+    report.write_record(results_dir, {
+        "task": task, "selection": f"expert_{i}", "group": "offline", "chosen": [f"expert_{i}"],
+        "test_accuracy": 0.5, "times": {"selection_seconds": 0.0, "finetune_seconds": 0.0}})
+
+
+def test_processes_writing_records_at_once_lose_no_row(tmp_path):
+  context = multiprocessing.get_context("spawn")
+  start = context.Barrier(3)
+  writers = [context.Process(target=_write_records, args=(str(tmp_path), task, 25, start))
+             for task in ("task_a", "task_b", "task_c")]
+  for writer in writers:
+    writer.start()
+  for writer in writers:
+    writer.join()
+  assert [writer.exitcode for writer in writers] == [0, 0, 0]
+  with open(tmp_path / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert sorted((r["task"], r["selection"]) for r in rows) == sorted(
+      (task, f"expert_{i}") for task in ("task_a", "task_b", "task_c") for i in range(25))
