@@ -71,7 +71,7 @@ def main():
       "GN affine": (ours_call, [(bit_layers.GroupNorm, "call", _affine)]),
       "GN identity": (ours_call, [(bit_layers.GroupNorm, "call", _identity)]),
       "ResNet50V2": (ref_call, ()),
-      "RN50V2 no BN": (ref_call, [(bn, "call", lambda self, x, training=None: x)]),
+      "RN50V2 no BN": (ref_call, [(bn, "call", lambda self, x, training=None, mask=None: x)]),
   }
   ms, gflop = {}, {}
   for name, (call, patches) in variants.items():

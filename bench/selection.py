@@ -10,7 +10,8 @@ In one run (all in this process, on the same machine state):
              `select.task_images`), embedding and the kNN; reported as images x experts per
              second, with the seconds spent loading modules and decoding images
   in-process our R50x1 as a tf.function on random images of the same shape and batch (the
-             in-process model of bench/forward.py, without XLA like the feature path)
+             in-process model of bench/forward.py, without XLA like the feature path), timed
+             right before and right after the selection run (the ratio takes the mean)
   by hand    what a user would write: for each module, `hub.KerasLayer(handle)` in a tf_keras
              model and `model.predict` on the same N images, already decoded into memory
 and the ratios selection / in-process and selection / by hand, and the largest difference
@@ -107,7 +108,15 @@ def main():
     task = dataclasses.replace(base, splits={**base.splits, "bench": f"train[:{args.images}]"})
     handles = export_experts(os.path.join(tmp, "export"), args.experts, args.resolution)
 
-    # bin/select_expert's path (cache off): load, decode + resize per expert, embed, kNN.
+    # The in-process rate right before and right after the selection run, so a change in the
+    # machine's load during the run shows (the ratio takes their mean).
+    model = bit.create_model("r50x1")
+    spec = tf.TensorSpec((args.batch, args.resolution, args.resolution, 3), tf.float32)
+    fn = tf.function(lambda x: model(x)["pre_logits"], input_signature=[spec])
+    probe = tf.random.uniform(spec.shape)
+    inprocess_rates = [forward.throughput(fn, probe, args.seconds)[0]]
+
+    # bin/select_expert's path (cache off): load, decode + resize once, embed, kNN.
     start = time.perf_counter()
     candidates = selection.load_candidates(handles)
     source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None)
@@ -118,6 +127,8 @@ def main():
     parts = {name: sum(times) for name, times in parts.items()}
     assert source.stats.images_embedded == args.images * args.experts, source.stats
     select_rate = args.images * args.experts / select_seconds
+    inprocess_rates.append(forward.throughput(fn, probe, args.seconds)[0])
+    inprocess_rate = float(np.mean(inprocess_rates))
 
     images = np.concatenate([x.numpy() for x, _ in task.load(
         "bench", data_dir, image_size=args.resolution, batch_size=args.batch)])
@@ -127,18 +138,15 @@ def main():
     ours = source.features(candidates.experts[0]).features
     feature_diff = np.abs(ours - hand_features).max() / max(1.0, np.abs(hand_features).max())
 
-    model = bit.create_model("r50x1")
-    spec = tf.TensorSpec((args.batch, args.resolution, args.resolution, 3), tf.float32)
-    fn = tf.function(lambda x: model(x)["pre_logits"], input_signature=[spec])
-    inprocess_rate, _ = forward.throughput(fn, tf.constant(images[:args.batch]), args.seconds)
-
   print(f"{args.experts} x R50x1 (untrained), {args.images} images of {TASK} at "
         f"{args.resolution} px, batch {args.batch}, {os.cpu_count()} CPUs")
   print(f"selection (bin/select_expert path, cache off): {select_seconds:7.1f} s  "
         f"{select_rate:7.2f} images x experts/s  (features {seconds['features']:.1f} s, "
         f"knn {seconds['knn']:.2f} s; of the features: "
         + ", ".join(f"{name} {value:.1f} s" for name, value in parts.items()) + ")")
-  print(f"in-process R50x1 forward:                                {inprocess_rate:7.2f} images/s")
+  print(f"in-process R50x1 forward:                                {inprocess_rate:7.2f} images/s"
+        f"  (before / after the selection run: {inprocess_rates[0]:.2f} / "
+        f"{inprocess_rates[1]:.2f})")
   print(f"by hand (hub.KerasLayer + model.predict):     {hand_seconds:7.1f} s  "
         f"{hand_rate:7.2f} images x experts/s")
   print(f"ratio selection / in-process:  {select_rate / inprocess_rate:6.3f}")
