@@ -22,6 +22,10 @@ from tfexperts import errors
 
 METRICS = ("euclidean", "cosine")
 DEFAULT_MAX_BLOCK_BYTES = 256 * 2**20
+# Default block size cap. Smaller blocks waste less on diagonal tiles (computed whole, used half)
+# and keep a tile's scans in cache: at N=10k, d=2048, 2048-point blocks took 0.84x the time of
+# 4096-point ones (best of 5 interleaved runs each, 2 cores).
+MAX_DEFAULT_BLOCK_SIZE = 2048
 # Bytes per entry of a tile: float32 distances and scratch, a mask, and a float32 partition copy
 # when k > 1. Candidate pairs are handled in groups of bounded size, so ties cannot blow this up.
 _BYTES_PER_BLOCK_ENTRY = 16
@@ -273,7 +277,7 @@ def loo_neighbors(features, k=1, metric="euclidean", block_size=None,
     metric: "euclidean", or "cosine" (Euclidean distance between L2-normalised rows, the same order
       as cosine distance; all-zero rows stay zero).
     block_size: points per block (tiles are block_size x block_size); default the largest size
-      whose scratch fits `max_block_bytes`.
+      whose scratch fits `max_block_bytes`, at most `MAX_DEFAULT_BLOCK_SIZE`.
     max_block_bytes: memory budget for one tile's scratch (16 bytes per tile entry).
 
   Returns:
@@ -292,7 +296,8 @@ def loo_neighbors(features, k=1, metric="euclidean", block_size=None,
   _check_positive_int("block_size", block_size, allow_none=True)
   _check_positive_int("max_block_bytes", max_block_bytes)
   if block_size is None:
-    block_size = max(1, math.isqrt(max_block_bytes // _BYTES_PER_BLOCK_ENTRY))
+    block_size = max(1, min(MAX_DEFAULT_BLOCK_SIZE,
+                            math.isqrt(max_block_bytes // _BYTES_PER_BLOCK_ENTRY)))
   block_size = min(block_size, n)
 
   exact = _Exact(features, metric)
