@@ -9,28 +9,23 @@ any install (no `bin/` needed):
    under export/demo/;
 4. evaluation (bin/vtab_eval, `transfer.evaluate.run`) with the (quick) VTAB-1k protocol:
    --selection=all_experts on shapes_fine (every expert fine-tuned: the oracle, each strategy's
-   regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3), and beside it, in
-   a second process, --selection=all_proxies on shapes_mixed and shapes_count (kNN, label
-   matching, domain prediction, random and knn_topk pick experts; the picks and the baseline are
-   fine-tuned); the paper-style table with 95% intervals is printed. One process keeps about
-   one core busy with these small models, so the two evaluations use both cores of a 2-core
-   machine; the second one's output goes to WORKDIR/logs/proxies.log;
+   regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3), then
+   --selection=all_proxies on shapes_mixed and shapes_count (kNN, label matching, domain
+   prediction, random and knn_topk pick experts; the picks and the baseline are fine-tuned); the
+   paper-style table with 95% intervals is printed;
 5. paired verdicts per task (each strategy's expert against the baseline's, random's and kNN's
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
    with the quick protocol and estimated for the full VTAB protocol;
-6. --selection=dat on shapes_fine with a short upstream budget (after the oracle, while the
-   second process may still run): Domain Adaptive Transfer's accuracy and its upstream
-   fine-tuning cost against kNN selection.
+6. --selection=dat on shapes_fine with a short upstream budget: Domain Adaptive Transfer's
+   accuracy and its upstream fine-tuning cost against kNN selection.
 Every step resumes: re-running `make demo` skips what is finished.
 
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
 """
 import argparse
 import json
-import multiprocessing
 import os
-import threading
 import time
 
 ORACLE_TASK = "shapes_fine"
@@ -162,11 +157,10 @@ def _times(ratio):
   return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
-def _train(workdir, data_dir, stages):
+def _train(workdir, data_dir):
   from tfexperts.train import config as config_lib  # pylint: disable=g-import-not-at-top
   from tfexperts.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  workdir_lib.train(config_lib.TrainConfig(workdir=workdir, data_dir=data_dir,
-                                           **{**TRAIN_SETTINGS, "stage": list(stages)}))
+  workdir_lib.train(config_lib.TrainConfig(workdir=workdir, data_dir=data_dir, **TRAIN_SETTINGS))
 
 
 def _export(workdir, export_dir):
@@ -188,56 +182,6 @@ def _evaluate(tasks, selection, experts, data_dir, results_dir, dat=False):
       upstream=upstream))
 
 
-def _exit_with_parent(parent_pid):
-  """Ends this process when the demo that started it is gone (killed, not just finished)."""
-  while os.getppid() == parent_pid:
-    time.sleep(2)
-  os._exit(1)  # pylint: disable=protected-access
-
-
-def _child(log_path, parent_pid, fn, args):
-  """Runs `fn(*args)` in a child process, its output (TensorFlow's own included) appended to
-  `log_path`."""
-  threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-  log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-  for stream in (1, 2):
-    os.dup2(log, stream)
-  fn(*args)
-
-
-class _Beside:
-  """`fn(*args)` running in a second process (spawned: TensorFlow is not fork-safe), for the
-  `with` body; the body's end waits for it and raises if it failed."""
-
-  def __init__(self, title, log_path, fn, *args):
-    self.title, self.log_path = title, log_path
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    context = multiprocessing.get_context("spawn")
-    self.process = context.Process(target=_child, args=(log_path, os.getpid(), fn, args),
-                                   daemon=True, name=title)
-    self.seconds = None
-
-  def __enter__(self):
-    print(f"\n$ {self.title}  [in a second process; output: {self.log_path}]", flush=True)
-    self.start = time.perf_counter()
-    self.process.start()
-    return self
-
-  def __exit__(self, *exc_info):
-    if exc_info[0] is not None:
-      self.process.terminate()
-      return False
-    self.process.join()
-    self.seconds = time.perf_counter() - self.start
-    if self.process.exitcode != 0:
-      raise RuntimeError(f"{self.title} failed (exit code {self.process.exitcode}); its output "
-                         f"is in {self.log_path}")
-    print(f"\n$ {self.title} finished in {self.seconds:.0f}s; last lines of {self.log_path}:")
-    with open(self.log_path) as log:
-      print("".join(log.readlines()[-3:]), end="", flush=True)
-    return False
-
-
 def main(argv=None):
   """Runs the demo stages in order and prints what each did and how long it took."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -256,34 +200,24 @@ def main(argv=None):
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
   offline.prepare_offline_datasets(data_dir, "demo")
   seconds["datasets"] = time.perf_counter() - start
-  train_title = f"train_experts --workdir={train_dir} (tiny BiT, 4 experts) --stage="
-  seconds["train baseline"] = _step(train_title + "baseline",
-                                    lambda: _train(train_dir, data_dir, ["baseline"]))
-  # Every expert starts from the baseline; the full experts train beside the adapters and EPN.
-  with _Beside(train_title + "adapter,epn", os.path.join(workdir, "logs", "train_adapters.log"),
-               _train, train_dir, data_dir, ["adapter", "epn"]) as adapters:
-    seconds["train full"] = _step(train_title + "full",
-                                  lambda: _train(train_dir, data_dir, ["full"]))
-  seconds["train adapter,epn (beside full)"] = adapters.seconds
+  seconds["train"] = _step(f"train_experts --workdir={train_dir} (tiny BiT, 4 experts)",
+                           lambda: _train(train_dir, data_dir))
   seconds["export"] = _step(f"export_experts --workdir={train_dir} --collection=demo",
                             lambda: _export(train_dir, args.export_dir))
-  proxies_title = (f"vtab_eval --task={','.join(TASKS[1:])} --selection=all_proxies --quick")
-  with _Beside(proxies_title, os.path.join(workdir, "logs", "proxies.log"), _evaluate, TASKS[1:],
-               "all_proxies", experts, data_dir, results_dir) as proxies:
-    seconds["oracle"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=all_experts --quick",
-                              lambda: _evaluate([ORACLE_TASK], "all_experts", experts, data_dir,
-                                                results_dir))
-    seconds["dat"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=dat --quick",
-                           lambda: _evaluate([ORACLE_TASK], "dat", experts, data_dir, results_dir,
-                                             dat=True))
-  seconds["proxies (beside oracle, dat)"] = proxies.seconds
-  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
-  print("\n== Results (all tasks)\n" + report.summarize(results_dir), flush=True)
+  seconds["oracle"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=all_experts --quick",
+                            lambda: _evaluate([ORACLE_TASK], "all_experts", experts, data_dir,
+                                              results_dir))
+  seconds["proxies"] = _step(f"vtab_eval --task={','.join(TASKS[1:])} --selection=all_proxies "
+                             "--quick", lambda: _evaluate(TASKS[1:], "all_proxies", experts,
+                                                          data_dir, results_dir))
+  seconds["dat"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=dat --quick",
+                         lambda: _evaluate([ORACLE_TASK], "dat", experts, data_dir, results_dir,
+                                           dat=True))
 
   print("\n== Verdict", flush=True)
   print(_verdicts(results_dir))
   print("\n== Time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
-        + f"; wall {time.perf_counter() - start:.0f}s", flush=True)
+        + f"; total {sum(seconds.values()):.0f}s", flush=True)
   print(f"Table: {results_dir}/summary.md and summary.png; modules: {args.export_dir}/demo/")
 
 

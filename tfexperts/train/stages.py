@@ -235,6 +235,9 @@ def _run_bank(sc, kind, create_bank, priors):
     expert_dir = os.path.join(directory, f"expert_{domain.expert_id:02d}")
 
     def make_model(previous_ckpt=previous_ckpt):
+      # Seeded like the baseline and the EPN: the bank's initial weights must not depend on
+      # what this process trained before (a run of this stage alone, or after the full experts).
+      keras.utils.set_random_seed(sc.seed)
       model = create_bank(_load_baseline(sc), len(sc.domains))
       if previous_ckpt:  # the bank as the previous expert's run left it
         loop.restore_model(model, previous_ckpt)

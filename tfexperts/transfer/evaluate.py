@@ -261,7 +261,7 @@ def evaluate_task(task, candidates, config, strategy):
     topk_block["cost"] = {
         "seconds": proxy_seconds["features"] + proxy_seconds["knn"] + topk_block["seconds"],
         # kNN embeds train800 once per expert (cached features cost nothing in this run).
-        "images": len(by_name) * source.features(candidates.experts[0]).labels.size
+        "images": len(by_name) * task.num_examples("train800", config.data_dir)
                   + topk_block["images"]}
     if selection_name == TOPK:
       selection_seconds += topk_block["seconds"]
