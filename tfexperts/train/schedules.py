@@ -19,20 +19,6 @@ def scaled_learning_rate(base_lr, batch_size, base_batch=BIT_BASE_BATCH):
   return base_lr * batch_size / base_batch
 
 
-def _terms(peak_lr, total_steps, warmup_steps, decay_fractions):
-  """The schedule's numbers as float32 values, exactly as its formula compares and divides by."""
-  as_float32 = lambda value: float(np.float32(value))
-  return (as_float32(peak_lr), float(warmup_steps), float(max(warmup_steps, 1)),
-          float(max(total_steps - warmup_steps, 1)),
-          tuple(as_float32(fraction * total_steps) for fraction in decay_fractions))
-
-
-def _check_steps(total_steps, warmup_steps):
-  if total_steps <= 0 or warmup_steps < 0:
-    raise ValueError("Need total_steps > 0 and warmup_steps >= 0. Received: "
-                     f"total_steps={total_steps!r}, warmup_steps={warmup_steps!r}")
-
-
 @keras.saving.register_keras_serializable(package="tfexperts")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
   """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then step or cosine decay.
@@ -51,15 +37,24 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                decay_fractions=(0.3, 0.6, 0.9), decay_factor=0.1):
     if decay not in self.DECAYS:
       raise ValueError(f"Unknown decay {decay!r}. Choose one of {self.DECAYS}.")
-    _check_steps(total_steps, warmup_steps)
-    self.peak_lr, self.total_steps = float(peak_lr), int(total_steps)
-    self.warmup_steps = int(min(warmup_steps, total_steps))
     self.decay, self.decay_factor = decay, float(decay_factor)
     self.decay_fractions = tuple(float(f) for f in decay_fractions)
+    self._set_run(peak_lr, total_steps, warmup_steps)
+
+  def _set_run(self, peak_lr, total_steps, warmup_steps):
+    if total_steps <= 0 or warmup_steps < 0:
+      raise ValueError("Need total_steps > 0 and warmup_steps >= 0. Received: "
+                       f"total_steps={total_steps!r}, warmup_steps={warmup_steps!r}")
+    self.peak_lr, self.total_steps = float(peak_lr), int(total_steps)
+    self.warmup_steps = int(min(warmup_steps, total_steps))
 
   def _terms(self):
-    """`(peak_lr, warmup_steps, warmup_divisor, cosine_span, decay_boundaries)` of `__call__`."""
-    return _terms(self.peak_lr, self.total_steps, self.warmup_steps, self.decay_fractions)
+    """`(peak_lr, warmup_steps, warmup_divisor, cosine_span, decay_boundaries)` of `__call__`,
+    as float32 values exactly as the formula compares and divides by."""
+    as_float32 = lambda value: float(np.float32(value))
+    return (as_float32(self.peak_lr), float(self.warmup_steps), float(max(self.warmup_steps, 1)),
+            float(max(self.total_steps - self.warmup_steps, 1)),
+            tuple(as_float32(f * self.total_steps) for f in self.decay_fractions))
 
   def __call__(self, step):
     step = ops.cast(step, "float32")
@@ -92,7 +87,7 @@ class RetargetableWarmupDecay(WarmupDecay):
   def __init__(self, peak_lr, total_steps, warmup_steps=0, decay="step",
                decay_fractions=(0.3, 0.6, 0.9), decay_factor=0.1):
     super().__init__(peak_lr, total_steps, warmup_steps, decay, decay_fractions, decay_factor)
-    initial = _terms(self.peak_lr, self.total_steps, self.warmup_steps, self.decay_fractions)
+    initial = WarmupDecay._terms(self)
     self._variables = [tf.Variable(value, dtype=tf.float32, trainable=False, name=f"lr_{name}")
                        for name, value in zip(("peak", "warmup", "divisor", "span"), initial[:4])]
     self._boundaries = tf.Variable(list(initial[4]) or [0.0], dtype=tf.float32, trainable=False,
@@ -100,10 +95,8 @@ class RetargetableWarmupDecay(WarmupDecay):
 
   def retarget(self, peak_lr, total_steps, warmup_steps=0):
     """Sets the schedule to `WarmupDecay(peak_lr, total_steps, warmup_steps, <same decay>)`."""
-    _check_steps(total_steps, warmup_steps)
-    self.peak_lr, self.total_steps = float(peak_lr), int(total_steps)
-    self.warmup_steps = int(min(warmup_steps, total_steps))
-    values = _terms(self.peak_lr, self.total_steps, self.warmup_steps, self.decay_fractions)
+    self._set_run(peak_lr, total_steps, warmup_steps)
+    values = WarmupDecay._terms(self)
     for variable, value in zip(self._variables, values[:4]):
       variable.assign(value)
     self._boundaries.assign(list(values[4]) or [0.0])
