@@ -3,22 +3,27 @@
 Each step calls in-process the library function its binary calls, so `tfexperts-demo` runs from
 any install (no `bin/` needed):
 1. builds the offline tfds datasets (upstream shapes hierarchy + downstream tasks) in WORKDIR/tfds;
-2. training (bin/train_experts, `train.workdir.train`): a small BiT baseline, full experts and
-   adapter experts for the largest hierarchy branches, and the expert prediction network;
+2. training (bin/train_experts, `train.workdir.train`): a small BiT baseline, then side by side
+   (see below) the full experts of the largest hierarchy branches, and their adapter experts
+   with the expert prediction network;
 3. export (bin/export_experts, `hub.collection.export_workdir`): every expert as a TF-Hub module
    under export/demo/;
-4. evaluation (bin/vtab_eval, `transfer.evaluate.run`) with the (quick) VTAB-1k protocol:
-   --selection=all_experts on shapes_fine (every expert fine-tuned: the oracle, each strategy's
-   regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3), then
-   --selection=all_proxies on shapes_mixed and shapes_count (kNN, label matching, domain
-   prediction, random and knn_topk pick experts; the picks and the baseline are fine-tuned); the
-   paper-style table with 95% intervals is printed;
+4. evaluation (bin/vtab_eval, `transfer.evaluate.run`) with the (quick) VTAB-1k protocol, side by
+   side: --selection=all_experts on shapes_fine (every expert fine-tuned: the oracle, each
+   strategy's regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3), then
+   --selection=dat on shapes_fine with a short upstream budget (Domain Adaptive Transfer's accuracy
+   and its upstream fine-tuning cost against kNN selection); beside them, --selection=all_proxies
+   on shapes_mixed and shapes_count (kNN, label matching, domain prediction, random and knn_topk
+   pick experts; the picks and the baseline are fine-tuned); the paper-style table with 95%
+   intervals is printed;
 5. paired verdicts per task (each strategy's expert against the baseline's, random's and kNN's
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
-   with the quick protocol and estimated for the full VTAB protocol;
-6. --selection=dat on shapes_fine with a short upstream budget: Domain Adaptive Transfer's
-   accuracy and its upstream fine-tuning cost against kNN selection.
+   with the quick protocol and estimated for the full VTAB protocol.
+Side by side: two child processes (`--part`), one TensorFlow thread each. These small models are
+bound by per-op overhead, so one process gains nothing from a second core (two fine-tuning
+protocols: 83 s with one thread, 93 s with TensorFlow's default of two, on 2 cores); two processes
+use both. Their output lines are prefixed with the part's name and kept in WORKDIR/logs/.
 Every step resumes: re-running `make demo` skips what is finished.
 
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
@@ -26,6 +31,7 @@ Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
 import argparse
 import json
 import os
+import sys
 import time
 
 ORACLE_TASK = "shapes_fine"
@@ -157,10 +163,11 @@ def _times(ratio):
   return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
-def _train(workdir, data_dir):
+def _train(workdir, data_dir, stages):
   from tfexperts.train import config as config_lib  # pylint: disable=g-import-not-at-top
   from tfexperts.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  workdir_lib.train(config_lib.TrainConfig(workdir=workdir, data_dir=data_dir, **TRAIN_SETTINGS))
+  workdir_lib.train(config_lib.TrainConfig(workdir=workdir, data_dir=data_dir,
+                                           **{**TRAIN_SETTINGS, "stage": list(stages)}))
 
 
 def _export(workdir, export_dir):
@@ -182,43 +189,110 @@ def _evaluate(tasks, selection, experts, data_dir, results_dir, dat=False):
       upstream=upstream))
 
 
+class _Paths:
+  """Where the demo reads and writes, from its flags."""
+
+  def __init__(self, args):
+    self.workdir = os.path.abspath(args.workdir)
+    self.export_dir = args.export_dir
+    self.data_dir = os.path.join(self.workdir, "tfds")
+    self.results_dir = os.path.join(self.workdir, "results")
+    self.train_dir = os.path.join(self.workdir, "train")
+    self.experts = os.path.join(args.export_dir, "demo")
+
+
+def _train_title(paths, stages):
+  return f"train_experts --workdir={paths.train_dir} --stage={','.join(stages)} (tiny BiT)"
+
+
+def _part_train(paths, stages):
+  seconds = _step(_train_title(paths, stages), lambda: _train(paths.train_dir, paths.data_dir,
+                                                              stages))
+  print(f"{','.join(stages)}: {seconds:.0f}s", flush=True)
+
+
+def _part_oracle_dat(paths):
+  oracle = _step(f"vtab_eval --task={ORACLE_TASK} --selection=all_experts --quick",
+                 lambda: _evaluate([ORACLE_TASK], "all_experts", paths.experts, paths.data_dir,
+                                   paths.results_dir))
+  dat = _step(f"vtab_eval --task={ORACLE_TASK} --selection=dat --quick",
+              lambda: _evaluate([ORACLE_TASK], "dat", paths.experts, paths.data_dir,
+                                paths.results_dir, dat=True))
+  print(f"oracle {oracle:.0f}s, dat {dat:.0f}s", flush=True)
+
+
+def _part_proxies(paths):
+  seconds = _step(f"vtab_eval --task={','.join(TASKS[1:])} --selection=all_proxies --quick",
+                  lambda: _evaluate(TASKS[1:], "all_proxies", paths.experts, paths.data_dir,
+                                    paths.results_dir))
+  print(f"proxies {seconds:.0f}s", flush=True)
+
+
+# The parts that run side by side, in pairs (each pair's parts are independent of each other).
+PARTS = {"full": lambda paths: _part_train(paths, ["full"]),
+         "adapter_epn": lambda paths: _part_train(paths, ["adapter", "epn"]),
+         "oracle_dat": _part_oracle_dat,
+         "proxies": _part_proxies}
+
+
+def _side_by_side(paths, args, parts):
+  """Runs `parts` (names in PARTS) as child processes at once; returns their wall seconds."""
+  from tfexperts import side_by_side  # pylint: disable=g-import-not-at-top
+  print(f"\n$ side by side, one process each: {', '.join(parts)} (output lines prefixed with the "
+        f"part; logs in {os.path.join(paths.workdir, 'logs')})", flush=True)
+  commands = {part: [sys.executable, "-m", "tfexperts.demo", f"--workdir={args.workdir}",
+                     f"--export_dir={args.export_dir}", f"--part={part}"] for part in parts}
+  start = time.perf_counter()
+  ended = side_by_side.run(commands, os.path.join(paths.workdir, "logs"))
+  print(f"side by side: {', '.join(f'{p} ended after {s:.0f}s' for p, s in ended.items())}",
+        flush=True)
+  return time.perf_counter() - start
+
+
+def _run_part(part, paths):
+  """Runs one side-by-side part in this process, with one TensorFlow thread."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  PARTS[part](paths)
+
+
 def main(argv=None):
   """Runs the demo stages in order and prints what each did and how long it took."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="demo_work")
   parser.add_argument("--export_dir", default="export")
+  parser.add_argument("--part", choices=sorted(PARTS),
+                      help="run only this part, in this process (the demo starts its parts "
+                      "this way, two at a time)")
   args = parser.parse_args(argv)
-  workdir = os.path.abspath(args.workdir)
-  data_dir = os.path.join(workdir, "tfds")
-  results_dir = os.path.join(workdir, "results")
-  train_dir = os.path.join(workdir, "train")
-  experts = os.path.join(args.export_dir, "demo")
+  paths = _Paths(args)
+  if args.part:
+    _run_part(args.part, paths)
+    return
   seconds = {}
 
   start = time.perf_counter()
   print("== 1. Offline datasets", flush=True)
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
-  offline.prepare_offline_datasets(data_dir, "demo")
+  offline.prepare_offline_datasets(paths.data_dir, "demo")
   seconds["datasets"] = time.perf_counter() - start
-  seconds["train"] = _step(f"train_experts --workdir={train_dir} (tiny BiT, 4 experts)",
-                           lambda: _train(train_dir, data_dir))
-  seconds["export"] = _step(f"export_experts --workdir={train_dir} --collection=demo",
-                            lambda: _export(train_dir, args.export_dir))
-  seconds["oracle"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=all_experts --quick",
-                            lambda: _evaluate([ORACLE_TASK], "all_experts", experts, data_dir,
-                                              results_dir))
-  seconds["proxies"] = _step(f"vtab_eval --task={','.join(TASKS[1:])} --selection=all_proxies "
-                             "--quick", lambda: _evaluate(TASKS[1:], "all_proxies", experts,
-                                                          data_dir, results_dir))
-  seconds["dat"] = _step(f"vtab_eval --task={ORACLE_TASK} --selection=dat --quick",
-                         lambda: _evaluate([ORACLE_TASK], "dat", experts, data_dir, results_dir,
-                                           dat=True))
+  # Every expert starts from the baseline.
+  seconds["train baseline"] = _step(_train_title(paths, ["baseline"]),
+                                    lambda: _train(paths.train_dir, paths.data_dir, ["baseline"]))
+  seconds["train experts"] = _side_by_side(paths, args, ["full", "adapter_epn"])
+  seconds["export"] = _step(f"export_experts --workdir={paths.train_dir} --collection=demo",
+                            lambda: _export(paths.train_dir, args.export_dir))
+  seconds["evaluation"] = _side_by_side(paths, args, ["oracle_dat", "proxies"])
+  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
+  print("\n== Results (all tasks)\n" + report.summarize(paths.results_dir), flush=True)
 
   print("\n== Verdict", flush=True)
-  print(_verdicts(results_dir))
+  print(_verdicts(paths.results_dir))
   print("\n== Time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
         + f"; total {sum(seconds.values()):.0f}s", flush=True)
-  print(f"Table: {results_dir}/summary.md and summary.png; modules: {args.export_dir}/demo/")
+  print(f"Table: {paths.results_dir}/summary.md and summary.png; modules: "
+        f"{args.export_dir}/demo/")
 
 
 def run():
