@@ -4,26 +4,28 @@ Each step calls in-process the library function its binary calls, so `tfexperts-
 any install (no `bin/` needed):
 1. builds the offline tfds datasets (upstream shapes hierarchy + downstream tasks) in WORKDIR/tfds;
 2. training (bin/train_experts, `train.workdir.train`): a small BiT baseline, then side by side
-   (see below) the full experts of the largest hierarchy branches, and their adapter experts
-   with the expert prediction network;
+   (see below) the full experts of the 3 largest hierarchy branches, their adapter experts and
+   the expert prediction network;
 3. export (bin/export_experts, `hub.collection.export_workdir`): every expert as a TF-Hub module
    under export/demo/;
 4. evaluation (bin/vtab_eval, `transfer.evaluate.run`) with the (quick) VTAB-1k protocol, side by
    side: --selection=all_experts on shapes_fine (every expert fine-tuned: the oracle, each
-   strategy's regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3), then
-   --selection=dat on shapes_fine with a short upstream budget (Domain Adaptive Transfer's accuracy
-   and its upstream fine-tuning cost against kNN selection); beside them, --selection=all_proxies
-   on shapes_mixed and shapes_count (kNN, label matching, domain prediction, random and knn_topk
-   pick experts; the picks and the baseline are fine-tuned); the paper-style table with 95%
-   intervals is printed;
+   strategy's regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3);
+   --selection=all_proxies on shapes_mixed and shapes_count (kNN, label matching, domain
+   prediction, random and knn_topk pick experts; the picks and the baseline are fine-tuned);
+   --selection=dat on shapes_fine with a short upstream budget (Domain Adaptive Transfer's
+   accuracy and its upstream fine-tuning cost against kNN selection). The paper-style table with
+   95% intervals is printed;
 5. paired verdicts per task (each strategy's expert against the baseline's, random's and kNN's
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
    with the quick protocol and estimated for the full VTAB protocol.
-Side by side: two child processes (`--part`), one TensorFlow thread each. These small models are
-bound by per-op overhead, so one process gains nothing from a second core (two fine-tuning
-protocols: 83 s with one thread, 93 s with TensorFlow's default of two, on 2 cores); two processes
-use both. Their output lines are prefixed with the part's name and kept in WORKDIR/logs/.
+Side by side: one child process per part (`--part`), all at once. Every process runs TensorFlow
+on one thread: these small models are bound by per-op overhead, so a second thread gains nothing
+(two fine-tuning protocols: 83 s on one thread, 93 s on TensorFlow's default of two, on 2 cores),
+while independent processes use every core. Their output lines are prefixed with the part's name
+and kept in WORKDIR/logs/. The timings the demo reports (selection, fine-tuning, DAT) are taken
+while the parts share the cores, so they are longer than on an otherwise idle machine.
 Every step resumes: re-running `make demo` skips what is finished.
 
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
@@ -37,11 +39,11 @@ import time
 ORACLE_TASK = "shapes_fine"
 TASKS = (ORACLE_TASK, "shapes_mixed", "shapes_count")
 # bin/train_experts --dataset=tfexperts_shapes/demo --model=tiny --resolution=64 --batch_size=64
-# --baseline_steps=600 --expert_steps=200 --num_experts=4 --base_lr=0.4 --decay=cosine
+# --baseline_steps=600 --expert_steps=200 --num_experts=3 --base_lr=0.4 --decay=cosine
 # --warmup_steps=30 --checkpoint_every=100 --log_every=50 --stage=baseline,full,adapter,epn
 TRAIN_SETTINGS = {"dataset": "tfexperts_shapes/demo", "model": "tiny", "resolution": 64,
                   "batch_size": 64, "baseline_steps": 600, "expert_steps": 200,
-                  "num_experts": 4, "base_lr": 0.4, "decay": "cosine", "warmup_steps": 30,
+                  "num_experts": 3, "base_lr": 0.4, "decay": "cosine", "warmup_steps": 30,
                   "checkpoint_every": 100, "log_every": 50,
                   "stage": ["baseline", "full", "adapter", "epn"]}
 EVAL_PROTOCOL = {"steps": (100,), "learning_rates": (0.3, 0.1)}  # on top of ProtocolConfig.quick
@@ -205,34 +207,24 @@ def _train_title(paths, stages):
   return f"train_experts --workdir={paths.train_dir} --stage={','.join(stages)} (tiny BiT)"
 
 
-def _part_train(paths, stages):
-  seconds = _step(_train_title(paths, stages), lambda: _train(paths.train_dir, paths.data_dir,
-                                                              stages))
-  print(f"{','.join(stages)}: {seconds:.0f}s", flush=True)
+def _part_train(paths, stage):
+  _step(_train_title(paths, [stage]), lambda: _train(paths.train_dir, paths.data_dir, [stage]))
 
 
-def _part_oracle_dat(paths):
-  oracle = _step(f"vtab_eval --task={ORACLE_TASK} --selection=all_experts --quick",
-                 lambda: _evaluate([ORACLE_TASK], "all_experts", paths.experts, paths.data_dir,
-                                   paths.results_dir))
-  dat = _step(f"vtab_eval --task={ORACLE_TASK} --selection=dat --quick",
-              lambda: _evaluate([ORACLE_TASK], "dat", paths.experts, paths.data_dir,
-                                paths.results_dir, dat=True))
-  print(f"oracle {oracle:.0f}s, dat {dat:.0f}s", flush=True)
+def _part_evaluate(paths, tasks, selection):
+  _step(f"vtab_eval --task={','.join(tasks)} --selection={selection} --quick",
+        lambda: _evaluate(tasks, selection, paths.experts, paths.data_dir, paths.results_dir,
+                          dat=selection == "dat"))
 
 
-def _part_proxies(paths):
-  seconds = _step(f"vtab_eval --task={','.join(TASKS[1:])} --selection=all_proxies --quick",
-                  lambda: _evaluate(TASKS[1:], "all_proxies", paths.experts, paths.data_dir,
-                                    paths.results_dir))
-  print(f"proxies {seconds:.0f}s", flush=True)
-
-
-# The parts that run side by side, in pairs (each pair's parts are independent of each other).
-PARTS = {"full": lambda paths: _part_train(paths, ["full"]),
-         "adapter_epn": lambda paths: _part_train(paths, ["adapter", "epn"]),
-         "oracle_dat": _part_oracle_dat,
-         "proxies": _part_proxies}
+# The parts that run side by side, in groups of independent parts: the experts' training (each
+# starts from the baseline), then the evaluations (each reads only the exported modules).
+PARTS = {"full": lambda paths: _part_train(paths, "full"),
+         "adapter": lambda paths: _part_train(paths, "adapter"),
+         "epn": lambda paths: _part_train(paths, "epn"),
+         "oracle": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "all_experts"),
+         "proxies": lambda paths: _part_evaluate(paths, list(TASKS[1:]), "all_proxies"),
+         "dat": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "dat")}
 
 
 def _side_by_side(paths, args, parts):
@@ -249,12 +241,11 @@ def _side_by_side(paths, args, parts):
   return time.perf_counter() - start
 
 
-def _run_part(part, paths):
-  """Runs one side-by-side part in this process, with one TensorFlow thread."""
+def _one_thread():
+  """Makes TensorFlow run this process's ops on one thread (before it starts its runtime)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  PARTS[part](paths)
 
 
 def main(argv=None):
@@ -264,11 +255,12 @@ def main(argv=None):
   parser.add_argument("--export_dir", default="export")
   parser.add_argument("--part", choices=sorted(PARTS),
                       help="run only this part, in this process (the demo starts its parts "
-                      "this way, two at a time)")
+                      "this way, several at a time)")
   args = parser.parse_args(argv)
   paths = _Paths(args)
+  _one_thread()
   if args.part:
-    _run_part(args.part, paths)
+    PARTS[args.part](paths)
     return
   seconds = {}
 
@@ -280,10 +272,10 @@ def main(argv=None):
   # Every expert starts from the baseline.
   seconds["train baseline"] = _step(_train_title(paths, ["baseline"]),
                                     lambda: _train(paths.train_dir, paths.data_dir, ["baseline"]))
-  seconds["train experts"] = _side_by_side(paths, args, ["full", "adapter_epn"])
+  seconds["train experts"] = _side_by_side(paths, args, ["full", "adapter", "epn"])
   seconds["export"] = _step(f"export_experts --workdir={paths.train_dir} --collection=demo",
                             lambda: _export(paths.train_dir, args.export_dir))
-  seconds["evaluation"] = _side_by_side(paths, args, ["oracle_dat", "proxies"])
+  seconds["evaluation"] = _side_by_side(paths, args, ["oracle", "proxies", "dat"])
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
   print("\n== Results (all tasks)\n" + report.summarize(paths.results_dir), flush=True)
 
