@@ -2,7 +2,8 @@
 
 Each step calls in-process the library function its binary calls, so `tfexperts-demo` runs from
 any install (no `bin/` needed):
-1. builds the offline tfds datasets (upstream shapes hierarchy + downstream tasks) in WORKDIR/tfds;
+1. builds the offline tfds datasets (upstream shapes hierarchy + downstream tasks) in WORKDIR/tfds
+   (the downstream ones beside the baseline's training);
 2. training (bin/train_experts, `train.workdir.train`): a small BiT baseline, then side by side
    (see below) the full experts of the 3 largest hierarchy branches, their adapter experts and
    the expert prediction network;
@@ -11,7 +12,7 @@ any install (no `bin/` needed):
 4. evaluation (bin/vtab_eval, `transfer.evaluate.run`) with the (quick) VTAB-1k protocol, side by
    side: --selection=all_experts on shapes_fine (every expert fine-tuned: the oracle, each
    strategy's regret, Kendall's tau, and knn_topk, i.e. short fine-tunes of kNN's top 3);
-   --selection=all_proxies on shapes_mixed and shapes_count (kNN, label matching, domain
+   --selection=all_proxies on shapes_mixed, and on shapes_count (kNN, label matching, domain
    prediction, random and knn_topk pick experts; the picks and the baseline are fine-tuned);
    --selection=dat on shapes_fine with a short upstream budget (Domain Adaptive Transfer's
    accuracy and its upstream fine-tuning cost against kNN selection). The paper-style table with
@@ -20,12 +21,13 @@ any install (no `bin/` needed):
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
    with the quick protocol and estimated for the full VTAB protocol.
-Side by side: one child process per part (`--part`), all at once. Every process runs TensorFlow
-on one thread: these small models are bound by per-op overhead, so a second thread gains nothing
-(two fine-tuning protocols: 83 s on one thread, 93 s on TensorFlow's default of two, on 2 cores),
-while independent processes use every core. Their output lines are prefixed with the part's name
-and kept in WORKDIR/logs/. The timings the demo reports (selection, fine-tuning, DAT) are taken
-while the parts share the cores, so they are longer than on an otherwise idle machine.
+Side by side: one child process per part (`--part`), a group's parts all at once. Every process
+runs TensorFlow on one thread: these small models are bound by per-op overhead, so a second
+thread gains nothing (two fine-tuning protocols: 83 s on one thread, 93 s on TensorFlow's default
+of two, on 2 cores), while independent processes use every core. Their output lines are prefixed
+with the part's name and kept in WORKDIR/logs/. The timings the demo reports (selection,
+fine-tuning, DAT) are taken while the parts share the cores, so they are longer than on an
+otherwise idle machine.
 Every step resumes: re-running `make demo` skips what is finished.
 
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
@@ -207,6 +209,11 @@ def _train_title(paths, stages):
   return f"train_experts --workdir={paths.train_dir} --stage={','.join(stages)} (tiny BiT)"
 
 
+def _part_datasets(paths):
+  from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
+  offline.prepare_offline_datasets(paths.data_dir, "demo")
+
+
 def _part_train(paths, stage):
   _step(_train_title(paths, [stage]), lambda: _train(paths.train_dir, paths.data_dir, [stage]))
 
@@ -217,13 +224,17 @@ def _part_evaluate(paths, tasks, selection):
                           dat=selection == "dat"))
 
 
-# The parts that run side by side, in groups of independent parts: the experts' training (each
-# starts from the baseline), then the evaluations (each reads only the exported modules).
-PARTS = {"full": lambda paths: _part_train(paths, "full"),
+# The parts that run side by side, in groups of independent parts (see main): the
+# baseline beside the downstream datasets; the experts' training (each starts from the
+# baseline); after the export, the evaluations (each reads only the exported modules).
+PARTS = {"baseline": lambda paths: _part_train(paths, "baseline"),
+         "datasets": _part_datasets,
+         "full": lambda paths: _part_train(paths, "full"),
          "adapter": lambda paths: _part_train(paths, "adapter"),
          "epn": lambda paths: _part_train(paths, "epn"),
          "oracle": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "all_experts"),
-         "proxies": lambda paths: _part_evaluate(paths, list(TASKS[1:]), "all_proxies"),
+         **{task: (lambda paths, task=task: _part_evaluate(paths, [task], "all_proxies"))
+            for task in TASKS[1:]},
          "dat": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "dat")}
 
 
@@ -251,8 +262,10 @@ def _one_thread():
 def main(argv=None):
   """Runs the demo stages in order and prints what each did and how long it took."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", default="demo_work")
-  parser.add_argument("--export_dir", default="export")
+  parser.add_argument("--workdir", default="demo_work",
+                      help="datasets, training runs, results and logs go here (resumable)")
+  parser.add_argument("--export_dir", default="export",
+                      help="the exported hub modules go to EXPORT_DIR/demo/")
   parser.add_argument("--part", choices=sorted(PARTS),
                       help="run only this part, in this process (the demo starts its parts "
                       "this way, several at a time)")
@@ -265,17 +278,15 @@ def main(argv=None):
   seconds = {}
 
   start = time.perf_counter()
-  print("== 1. Offline datasets", flush=True)
+  print("== 1. Offline upstream dataset", flush=True)
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
-  offline.prepare_offline_datasets(paths.data_dir, "demo")
-  seconds["datasets"] = time.perf_counter() - start
-  # Every expert starts from the baseline.
-  seconds["train baseline"] = _step(_train_title(paths, ["baseline"]),
-                                    lambda: _train(paths.train_dir, paths.data_dir, ["baseline"]))
-  seconds["train experts"] = _side_by_side(paths, args, ["full", "adapter", "epn"])
+  offline.prepare_offline_datasets(paths.data_dir, UPSTREAM_DATASET)
+  seconds["upstream dataset"] = time.perf_counter() - start
+  seconds["baseline, datasets"] = _side_by_side(paths, args, ["baseline", "datasets"])
+  seconds["experts"] = _side_by_side(paths, args, ["full", "adapter", "epn"])
   seconds["export"] = _step(f"export_experts --workdir={paths.train_dir} --collection=demo",
                             lambda: _export(paths.train_dir, args.export_dir))
-  seconds["evaluation"] = _side_by_side(paths, args, ["oracle", "proxies", "dat"])
+  seconds["evaluation"] = _side_by_side(paths, args, ["oracle", *TASKS[1:], "dat"])
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
   print("\n== Results (all tasks)\n" + report.summarize(paths.results_dir), flush=True)
 
