@@ -120,7 +120,9 @@ def _cost_lines(record, results_dir):
   full_seconds = len(record["per_expert"]) * full.seconds(train_per_second, forward_per_second)
   return [f"- measured, quick protocol ({record['task']}): kNN selection {knn_seconds:.1f}s vs "
           f"fine-tuning all {record['num_experts']} experts {finetune_all:.0f}s: "
-          f"{_times(finetune_all / knn_seconds)}",
+          f"{_times(finetune_all / knn_seconds)} (wall times while the evaluation parts shared "
+          "the cores: the selection ran while all of them did, the fine-tuning while fewer and "
+          "fewer did, so this ratio errs low)",
           f"- estimated, full VTAB protocol (2 lr x 2500/10000 steps at batch 512, 3 retrains of "
           f"10000 steps; "
           f"this run's {forward_per_second:.0f} forward and {train_per_second:.0f} training "
