@@ -169,13 +169,6 @@ def _times(ratio):
   return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
-def _train(workdir, data_dir, stages):
-  from tfexperts.train import config as config_lib  # pylint: disable=g-import-not-at-top
-  from tfexperts.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  workdir_lib.train(config_lib.TrainConfig(workdir=workdir, data_dir=data_dir,
-                                           **{**TRAIN_SETTINGS, "stage": list(stages)}))
-
-
 def _export(workdir, export_dir):
   from tfexperts.hub import collection  # pylint: disable=g-import-not-at-top
   entries = collection.export_workdir(workdir, export_dir, "demo", overwrite=True)
@@ -207,17 +200,18 @@ class _Paths:
     self.experts = os.path.join(args.export_dir, "demo")
 
 
-def _train_title(paths, stages):
-  return f"train_experts --workdir={paths.train_dir} --stage={','.join(stages)} (tiny BiT)"
-
-
 def _part_datasets(paths):
   from tfexperts.data import offline  # pylint: disable=g-import-not-at-top
   offline.prepare_offline_datasets(paths.data_dir, "demo")
 
 
 def _part_train(paths, stage):
-  _step(_train_title(paths, [stage]), lambda: _train(paths.train_dir, paths.data_dir, [stage]))
+  from tfexperts.train import config as config_lib  # pylint: disable=g-import-not-at-top
+  from tfexperts.train import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.TrainConfig(workdir=paths.train_dir, data_dir=paths.data_dir,
+                                  **{**TRAIN_SETTINGS, "stage": [stage]})
+  _step(f"train_experts --workdir={paths.train_dir} --stage={stage} (tiny BiT)",
+        lambda: workdir_lib.train(config))
 
 
 def _part_evaluate(paths, tasks, selection):
