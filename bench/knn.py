@@ -2,11 +2,13 @@
 
 For each N (default 1k, 10k, 50k) at d = 2048, the same seeded float32 data (100 Gaussian classes
 around a common offset, like post-ReLU features) is given to each method, each in a fresh
-subprocess run one after the other:
+subprocess run one after the other, `--rounds` times (default 3) in that process, the best round
+reported (every round's seconds are printed too):
   ours     tfexperts.select.knn.loo_neighbors (symmetric blocked float32 GEMM + exact float64
-           re-ranking); the same process then times the GEMM floor: one full N x N x d float32
-           GEMM (X @ X.T in row blocks, so its output stays <= 256 MiB), the work of the whole
-           distance matrix, of which leave-one-out by symmetry needs only half
+           re-ranking); after each of its rounds the same process times the GEMM floor: one
+           full N x N x d float32 GEMM (X @ X.T in row blocks, so its output stays <= 256 MiB),
+           the work of the whole distance matrix, of which leave-one-out by symmetry needs only
+           half (ours and the floor alternate, so a change in the machine's speed hits both)
   sklearn  NearestNeighbors(n_neighbors=2).fit(X).kneighbors(X), self dropped by index (if self
            is not among the 2, both are exact duplicates of it and the first is taken)
   faiss    faiss-cpu IndexFlatL2 (float32, not exact), search of 2, self dropped as for sklearn;
@@ -26,7 +28,7 @@ Run it with the fast BLAS kernel (unset OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in 
 prints the kernel in use and the load average.
 
 Usage: python bench/knn.py [--sizes 1000,10000,50000] [--dim 2048] [--matrix_cap_gb 8]
-                           [--methods ours,sklearn,faiss,numpy]
+                           [--methods ours,sklearn,faiss,numpy] [--rounds 3] [--skip_floor]
 """
 import argparse
 import json
@@ -121,7 +123,10 @@ def run_numpy(features):
 
 
 def worker(args):
-  """Runs one method in this process; writes neighbours (.npy) and measurements (.json)."""
+  """Runs one method `--rounds` times in this process (for ours, each round followed by the GEMM
+  floor); writes the neighbours (.npy) and measurements (.json): the best and every round's
+  seconds, and the memory numbers (rss+ of the first round, before any floor ran; traced peak
+  over all rounds, which repeat the same work)."""
   features, _ = make_data(args.n, args.dim, args.classes, args.seed)
   if args.method == "sklearn":
     import sklearn.neighbors  # noqa: F401  (imports are not part of the measurement)
@@ -129,20 +134,26 @@ def worker(args):
     import faiss  # noqa: F401
   else:
     import tfexperts.select.knn  # noqa: F401
+  method = {"ours": run_ours, "sklearn": run_sklearn, "faiss": run_faiss,
+            "numpy": run_numpy}[args.method]
   rss_before = current_rss_mb()
-  tracemalloc.start()
-  start = time.perf_counter()
-  neighbours = {"ours": run_ours, "sklearn": run_sklearn, "faiss": run_faiss,
-                "numpy": run_numpy}[args.method](features)
-  seconds = time.perf_counter() - start
-  _, traced_peak = tracemalloc.get_traced_memory()
-  tracemalloc.stop()
-  rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-  result = {"seconds": seconds, "rss_extra_mb": rss_peak - rss_before,
+  rounds, floor_rounds, traced_peak = [], [], 0
+  for _ in range(args.rounds):
+    tracemalloc.start()
+    start = time.perf_counter()
+    neighbours = method(features)
+    rounds.append(time.perf_counter() - start)
+    traced_peak = max(traced_peak, tracemalloc.get_traced_memory()[1])
+    tracemalloc.stop()
+    if not floor_rounds:  # the first round: later ones repeat it, after the floor's own peak
+      rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if args.method == "ours" and not args.skip_floor:  # after the RSS reading: not ours
+      floor_rounds.append(gemm_floor_seconds(features))
+  result = {"seconds": min(rounds), "rounds": rounds, "rss_extra_mb": rss_peak - rss_before,
             "traced_peak_mb": traced_peak / 2**20, "rss_before_mb": rss_before,
             "blas": blas_kernel()}
-  if args.method == "ours" and not args.skip_floor:  # after the RSS reading: not ours
-    result["gemm_seconds"] = gemm_floor_seconds(features)
+  if floor_rounds:
+    result["gemm_seconds"], result["gemm_rounds"] = min(floor_rounds), floor_rounds
   np.save(args.out + ".npy", np.asarray(neighbours, np.int64))
   with open(args.out + ".json", "w") as f:
     json.dump(result, f)
@@ -152,7 +163,7 @@ def measure(method, n, args, workdir):
   out = os.path.join(workdir, f"{method}-{n}")
   command = [sys.executable, os.path.abspath(__file__), "--worker", "--method", method,
              "--n", str(n), "--dim", str(args.dim), "--classes", str(args.classes),
-             "--seed", str(args.seed), "--out", out]
+             "--seed", str(args.seed), "--rounds", str(args.rounds), "--out", out]
   if args.skip_floor:
     command.append("--skip_floor")
   env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -167,6 +178,10 @@ def measure(method, n, args, workdir):
   return result
 
 
+def _rounds(seconds):
+  return "rounds " + " ".join(f"{s:.2f}" for s in seconds)
+
+
 def main(args):
   sys.stdout.reconfigure(line_buffering=True)  # progress visible when redirected to a file
   sizes = [int(s) for s in args.sizes.split(",")]
@@ -175,6 +190,8 @@ def main(args):
   if unknown or "ours" not in methods:
     raise SystemExit(f"--methods must include ours and name only {METHODS}. "
                      f"Received: --methods={args.methods}")
+  if args.rounds < 1:
+    raise SystemExit(f"--rounds must be at least 1. Received: --rounds={args.rounds}")
   if "faiss" in methods and not faiss_available():
     print("faiss skipped: faiss-cpu is not installed (pip install -e .[bench])")
     methods.remove("faiss")
@@ -200,11 +217,13 @@ def main(args):
         ratio = "" if method == "ours" else (
             f"  time x{r['seconds'] / ours['seconds']:.2f}, rss+ x"
             f"{r['rss_extra_mb'] / max(ours['rss_extra_mb'], 1e-9):.2f} vs ours")
-        print(f"N={n:>6} {method:<8} {r['seconds']:8.2f} s  rss+ {r['rss_extra_mb']:8.1f} MB  "
-              f"traced {r['traced_peak_mb']:8.1f} MB  acc {accuracy:.4f}{ratio}")
+        print(f"N={n:>6} {method:<8} {r['seconds']:8.2f} s  ({_rounds(r['rounds'])})  "
+              f"rss+ {r['rss_extra_mb']:8.1f} MB  traced {r['traced_peak_mb']:8.1f} MB  "
+              f"acc {accuracy:.4f}{ratio}")
         print(f"         BLAS in that process: {r['blas']}")
       if "gemm_seconds" in ours:
-        print(f"N={n:>6} GEMM floor {ours['gemm_seconds']:6.2f} s  (one N x N x d float32 GEMM, "
+        print(f"N={n:>6} GEMM floor {ours['gemm_seconds']:6.2f} s  "
+              f"({_rounds(ours['gemm_rounds'])}; one N x N x d float32 GEMM, "
               f"{2 * n * n * args.dim / ours['gemm_seconds'] / 1e9:.0f} GFLOP/s); ours / floor "
               f"x{ours['seconds'] / ours['gemm_seconds']:.2f}")
       for method, r in results.items():
@@ -222,6 +241,10 @@ def parse(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--methods", default=",".join(METHODS),
                       help=f"comma-separated subset of {METHODS} (ours is required)")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="runs of each method in its process, the best one reported (ours "
+                      "and the GEMM floor alternate, so a change in the machine's speed hits "
+                      "both alike)")
   parser.add_argument("--skip_floor", action="store_true",
                       help="do not time the GEMM floor (it takes as long as ours, or longer)")
   parser.add_argument("--matrix_cap_gb", type=float, default=8.0,

@@ -110,6 +110,16 @@ def test_large_common_offset():
   assert np.mean(naive.argmin(axis=1) != indices[:, 0]) > 0.5
 
 
+@pytest.mark.parametrize("magnitude", [1e45, 1e-45])
+def test_float64_magnitudes_outside_float32_range(magnitude):
+  # Cast to float32 unscaled, these rows would overflow to inf (1e45; without the scale this
+  # case fails) or become subnormal (1e-45): the power-of-two scale from the first pass brings
+  # them into range, offset included.
+  rng = np.random.default_rng(6)
+  features = (rng.standard_normal((60, 16)) + 30.0) * magnitude
+  check_all_blockings(features, rng.integers(0, 3, 60))
+
+
 def test_near_ties_resolved_in_float64():
   # Neighbours at distances differing by ~1e-9 relative: far below float32 resolution.
   rng = np.random.default_rng(5)

@@ -99,21 +99,23 @@ def _augmented_float32(exact, chunk):
   Returns `(rows [n, d + 2], sq_norms [n])` where row i is `[c_i, 1, |c_i|^2]` (`c_i` the centred,
   scaled float32 row, `|c_i|^2` its squared norm computed in float64 and rounded to float32), so
   `[-2 c_i, |c_i|^2, 1] . rows[j]` is `|c_i|^2 + |c_j|^2 - 2 c_i c_j` in one GEMM.
-  Centring removes any common offset, which otherwise dominates that sum in float32. Scaling the
-  float64 rows by a power of two (exact) so the largest norm is in [0.5, 1) before the cast keeps
-  float32 far from overflow and underflow. Memory: the float32 result plus float64 chunks.
+  Centring removes any common offset, which otherwise dominates that sum in float32. The float64
+  rows are scaled by a power of two (exact) so every centred norm is below 1 before the cast: the
+  scale comes from max_i |x_i| + |mean|, a bound on the centred norms known after the first pass,
+  so two passes over the features suffice (the mean and that bound, then the rows). Float32 is far
+  from overflow and, as a centred row is 0 or at least ~2^-53 |x_i| in float64, from underflow.
+  Memory: the float32 result plus float64 chunks.
   """
   n, d = exact.features.shape
-  mean = np.zeros(d, np.float64)
+  total = np.zeros(d, np.float64)
+  max_sq_norm = 0.0
   for s in range(0, n, chunk):
-    mean += exact.rows(slice(s, s + chunk)).sum(axis=0)
-  mean /= n
-  max_norm = 0.0
-  for s in range(0, n, chunk):
-    centred = exact.rows(slice(s, s + chunk))
-    centred -= mean
-    max_norm = max(max_norm, float(np.sqrt(np.einsum("ij,ij->i", centred, centred).max())))
-  scale = 2.0**-math.frexp(max_norm)[1] if max_norm > 0 else 1.0
+    block = exact.rows(slice(s, s + chunk))
+    total += block.sum(axis=0)
+    max_sq_norm = max(max_sq_norm, float(np.einsum("ij,ij->i", block, block).max()))
+  mean = total / n
+  bound = math.sqrt(max_sq_norm) + math.sqrt(float(mean @ mean))
+  scale = 2.0**-math.frexp(bound)[1] if bound > 0 else 1.0
   rows = np.empty((n, d + 2), np.float32)
   for s in range(0, n, chunk):
     centred = exact.rows(slice(s, s + chunk))
