@@ -1,4 +1,6 @@
 """BiT ResNet-v2: architecture facts, exact parameter counts, reference forward pass, config."""
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,6 +93,27 @@ def test_standardized_conv_uses_standardized_kernel_and_no_bias():
   assert [v.name for v in layer.weights] == ["kernel"]
   want = tf.nn.conv2d(x, _numpy_standardize(layer.kernel.numpy()).astype("float32"), 2, "VALID")
   np.testing.assert_allclose(y, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_freeze_standardization_standardizes_once_without_retracing_warnings(caplog):
+  model = bit.create_model("tiny", units=(1, 1, 1, 1), num_classes=2)
+  x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  before = model(x)["pre_logits"].numpy()
+  kernels = [layer for layer in model._flatten_layers()  # pylint: disable=protected-access
+             if isinstance(layer, bit_layers.StandardizedConv2D)]
+  raw = [layer.kernel.numpy() for layer in kernels]
+  assert len({kernel.shape for kernel in raw}) > 5  # more than TF's retracing-warning threshold
+  logger = logging.getLogger("tensorflow")
+  logger.addHandler(caplog.handler)  # TF's logger does not propagate to the root's handler
+  try:
+    assert bit_layers.freeze_standardization(model) == len(kernels)
+  finally:
+    logger.removeHandler(caplog.handler)
+  assert not [r.getMessage() for r in caplog.records if "retracing" in r.getMessage()]
+  assert all(layer.kernel_standardized for layer in kernels)
+  for layer, kernel in zip(kernels, raw):
+    np.testing.assert_allclose(layer.kernel.numpy(), _numpy_standardize(kernel), atol=1e-5)
+  np.testing.assert_allclose(model(x)["pre_logits"].numpy(), before, rtol=1e-5, atol=1e-5)
 
 
 def test_group_norm_matches_numpy_reference():

@@ -3,6 +3,8 @@
 Layer names equal the scopes of the published BiT checkpoints (`standardized_conv2d`, `group_norm`,
 `a`/`b`/`c`, `proj`), so Keras variable paths read like `block1/unit01/a/group_norm/gamma`.
 """
+import functools
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -68,7 +70,10 @@ def freeze_standardization(model):
     if isinstance(layer, StandardizedConv2D):
       shape = tuple(layer.kernel.shape)
       if shape not in _GRAPH_STANDARDIZE:
-        _GRAPH_STANDARDIZE[shape] = tf.function(standardize_kernel, autograph=False)
+        # A callable of its own per shape (TF counts traces per function code, and one shared
+        # function traced for R50's ~20 kernel shapes printed a retracing warning on every load).
+        _GRAPH_STANDARDIZE[shape] = tf.function(functools.partial(standardize_kernel),
+                                                autograph=False)
       layer.kernel.assign(_GRAPH_STANDARDIZE[shape](layer.kernel.value))
       layer.kernel_standardized = True
       count += 1
