@@ -59,10 +59,14 @@ def test_rendering_is_a_function_of_the_seed_only():
   for leaf in taxonomy.UPSTREAM_CLASSES + taxonomy.FINE_CLASSES:
     a = render.render_single(leaf, 32, np.random.default_rng([3, 1]))
     b = render.render_single(leaf, 32, np.random.default_rng([3, 1]))
+    other = render.render_single(leaf, 32, np.random.default_rng([3, 2]))
     assert a.dtype == np.uint8 and a.shape == (32, 32, 3)
     np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, other), leaf  # the seed, not a constant, draws the image
   np.testing.assert_array_equal(render.render_count(6, 64, np.random.default_rng(4)),
                                 render.render_count(6, 64, np.random.default_rng(4)))
+  assert not np.array_equal(render.render_count(6, 64, np.random.default_rng(4)),
+                            render.render_count(6, 64, np.random.default_rng(5)))
 
 
 def test_shipped_hierarchy_is_generated_from_the_class_list():

@@ -1,6 +1,10 @@
 """Published collections from a prepared tensorflow_hub cache; third-party SavedModels; ?range=."""
 import json
 import os
+import shutil
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -77,12 +81,23 @@ def test_tf_module_with_range_option_and_keras_export(tmp_path):
                                                                         {"range": (-1.0, 1.0)})
 
 
-def test_published_collection_file_is_package_data():
-  setup = open(os.path.join(collection_fixtures.REPO, "setup.cfg")).read()
-  assert "hub/collections/*.json" in setup
-  for name in published.names():
-    with open(os.path.join(published.COLLECTIONS_DIR, f"{name}.json")) as f:
-      assert json.load(f)["format"] == published.FORMAT
+def test_published_collection_file_is_package_data(tmp_path):
+  # Build the wheel from a copy of the sources (setuptools builds in-tree) and read what it holds.
+  source = tmp_path / "src"
+  source.mkdir()
+  for name in ("setup.cfg", "pyproject.toml", "README.md"):
+    shutil.copy(os.path.join(collection_fixtures.REPO, name), source / name)
+  shutil.copytree(os.path.join(collection_fixtures.REPO, "tfexperts"), source / "tfexperts",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                  "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source)],
+                 check=True, capture_output=True, timeout=300)
+  (wheel,) = (tmp_path / "dist").glob("tfexperts-*.whl")
+  with zipfile.ZipFile(wheel) as archive:
+    for name in published.names():
+      data = json.loads(archive.read(f"tfexperts/hub/collections/{name}.json"))
+      assert data["format"] == published.FORMAT
+    assert "tfexperts/data/builders/shapes_hierarchy.json" in archive.namelist()
 
 
 def test_third_party_modules_fine_tune_through_transfer_model(tmp_path):
