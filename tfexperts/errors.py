@@ -20,3 +20,14 @@ class ExistingOutputError(UserError, FileExistsError):
 
 class UnreachableError(UserError, OSError):
   """A service the user named (a TPU, a remote hub handle) does not answer."""
+
+
+def did_you_mean(name, valid):
+  """Returns " Did you mean 'x'?" for the valid name closest to `name` (a str), else "".
+
+  `valid` is an iterable of str. Used at the end of "unknown name" messages so a misspelt task,
+  proxy, preset or stage points at the intended one.
+  """
+  import difflib  # pylint: disable=g-import-not-at-top  (only on the error path)
+  matches = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+  return f" Did you mean {matches[0]!r}?" if matches else ""

@@ -38,7 +38,8 @@ def known_names(flag, values, valid):
   unknown = [v for v in values if v not in valid]
   if unknown:
     shown = ", ".join(unknown)
-    raise errors.UserError(f"--{flag}: unknown {shown!r}. Choose from: {', '.join(valid)}.")
+    raise errors.UserError(f"--{flag}: unknown {shown!r}. Choose from: {', '.join(valid)}."
+                           f"{errors.did_you_mean(unknown[0], valid)}")
 
 
 def numbers(flag, values, kind, minimum=0, inclusive=False):

@@ -10,6 +10,7 @@
 * Any other exception is an internal error and keeps Python's traceback (exit status 1).
 """
 import os
+import re
 import sys
 
 from absl import app
@@ -39,11 +40,28 @@ def fail(prog, message):
   sys.exit(EXIT_USER_ERROR)
 
 
+BINARIES = ("train_experts", "export_experts", "select_expert", "vtab_eval")
+
+
+def usage_as_run(doc, argv0):
+  """Returns usage text `doc` with binaries named as the user runs them.
+
+  The docstrings write `bin/NAME` (a clone's launcher, `bin/_launch.py` beside it); when the
+  program was started as an installed console script (`argv0` not in such a folder), every
+  `bin/NAME` becomes `NAME`, which is what the user types there.
+  """
+  from_clone = os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(argv0)), "_launch.py"))
+  if from_clone:
+    return doc
+  return re.sub(r"(?<![\w/.])bin/(%s)\b" % "|".join(BINARIES), r"\1", doc)
+
+
 def help_text(module, prog):
   """The `--help` text of the binary whose flags are defined in `module`: usage, then flags."""
   own = FLAGS.module_help(module.__name__).strip().split("\n", 1)[-1]  # drop the module name
   common = FLAGS.module_help(__name__).strip().split("\n", 1)[-1]
-  return (f"{(module.__doc__ or '').strip()}\n\nflags of {prog}:\n{own}\n\ncommon flags:\n"
+  usage = usage_as_run((module.__doc__ or "").strip(), sys.argv[0])
+  return (f"{usage}\n\nflags of {prog}:\n{own}\n\ncommon flags:\n"
           f"{common}\n  --flagfile: Read flags from a file, one --name=value a line.\n"
           "  --helpfull: Also list absl's own flags.\n")
 

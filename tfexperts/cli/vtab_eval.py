@@ -133,7 +133,8 @@ def check_flags(argv):
       FLAGS.selection not in modules):
     raise errors.UserError(f"--selection: {FLAGS.selection!r} is neither one of "
                            f"{', '.join(SELECTIONS)} nor a module of the collection "
-                           f"({', '.join(modules)}).")
+                           f"({', '.join(modules)})."
+                           f"{errors.did_you_mean(FLAGS.selection, list(SELECTIONS) + modules)}")
   checks.existing_path("data_dir", FLAGS.data_dir)
   if FLAGS.selection == "dat":
     if not FLAGS.upstream_dataset:

@@ -156,7 +156,8 @@ class Hierarchy:
   def _check_known(self, node):
     if node not in self.index:
       raise errors.UserError(f"Unknown hierarchy node {node!r}. The hierarchy has "
-                             f"{len(self.nodes)} nodes, e.g. {_preview(self.nodes)}")
+                             f"{len(self.nodes)} nodes, e.g. {_preview(self.nodes)}."
+                             f"{errors.did_you_mean(node, self.nodes)}")
     return node
 
 

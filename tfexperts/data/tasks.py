@@ -31,7 +31,7 @@ import numpy as np
 
 from tfexperts import errors
 from tfexperts import lazy
-from tfexperts.errors import UserError
+from tfexperts.errors import UserError, did_you_mean
 
 # Imported on first use: the registry (names, splits) is read by the binaries' flag checks before
 # TensorFlow loads (task_specs imports tensorflow_datasets).
@@ -427,5 +427,5 @@ def get_task(name, data_dir=None):
     return Task(**task_specs.task_fields(name, data_dir, _prepared_builder))
   if name not in TASKS:
     raise UserError(f"Unknown task {name!r}. Known tasks: {list(TASKS)}, or a task string "
-                    f"{task_specs.FORMS}.")
+                    f"{task_specs.FORMS}.{did_you_mean(name, TASKS)}")
   return TASKS[name]

@@ -14,7 +14,7 @@ the modules needs no network.
 import json
 import os
 
-from tfexperts.errors import UserError
+from tfexperts.errors import UserError, did_you_mean
 from tfexperts.hub import load as hub_load
 
 PREFIX = "tfhub:"
@@ -40,7 +40,8 @@ def read(spec):
   name = spec[len(PREFIX):] if is_published(spec) else spec
   if name not in names():
     raise UserError(f"Unknown published collection {spec!r}. Known: "
-                    f"{[PREFIX + n for n in names()]}")
+                    f"{[PREFIX + n for n in names()]}."
+                    f"{did_you_mean(spec, [PREFIX + n for n in names()] + names())}")
   with open(os.path.join(COLLECTIONS_DIR, f"{name}.json")) as f:
     data = json.load(f)
   if data.get("format") != FORMAT or not isinstance(data.get("modules"), list):

@@ -11,6 +11,7 @@ hub modules built on it keep the [0, 1] contract.
 import keras
 from keras import ops
 
+from tfexperts import errors
 from tfexperts.models import inputs
 from tfexperts.models import layers as bit_layers
 from tfexperts.models.presets import PRESETS  # noqa: F401  (name -> constructor arguments)
@@ -237,7 +238,8 @@ def create_model(preset="r50x1", **overrides):
   and the known presets when the name is unknown.
   """
   if preset not in PRESETS:
-    raise ValueError(f"Unknown model preset {preset!r}. Known presets: {sorted(PRESETS)}")
+    raise ValueError(f"Unknown model preset {preset!r}. Known presets: {sorted(PRESETS)}."
+                     f"{errors.did_you_mean(preset, PRESETS)}")
   model = ResNetV2(**{**PRESETS[preset], **overrides})
   model.build((None, None, None, 3))
   return model

@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from tfexperts import errors
 from tfexperts.select import hscore as hscore_lib
 from tfexperts.select import knn as knn_lib
 from tfexperts.select import leep as leep_lib
@@ -96,7 +97,8 @@ def register(name, requires, description, own_head=False):
 def get(name):
   """Returns the registered `Proxy` called `name`; raises ValueError listing the known names."""
   if name not in PROXIES:
-    raise ValueError(f"Unknown proxy {name!r}. Known proxies: {sorted(PROXIES)}")
+    raise ValueError(f"Unknown proxy {name!r}. Known proxies: {sorted(PROXIES)}."
+                     f"{errors.did_you_mean(name, PROXIES)}")
   return PROXIES[name]
 
 

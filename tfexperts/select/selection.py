@@ -198,7 +198,8 @@ def score(candidates, source, proxies=("knn",), seed=0):
   unknown = [p for p in proxies if p not in proxies_lib.PROXIES]
   if unknown:
     raise errors.UserError(f"Unknown proxies {unknown}. Known proxies: "
-                           f"{sorted(proxies_lib.PROXIES)}")
+                           f"{sorted(proxies_lib.PROXIES)}."
+                           f"{errors.did_you_mean(unknown[0], proxies_lib.PROXIES)}")
   registered = [proxies_lib.get(p) for p in proxies]
   required = set().union(*(p.requires for p in registered)) if registered else set()
   seconds = {}

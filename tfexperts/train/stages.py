@@ -334,7 +334,8 @@ def run_stages(sc, names):
   """
   unknown = [n for n in names if n not in STAGE_RUNNERS]
   if unknown:
-    raise errors.UserError(f"Unknown stages {unknown}. Known stages: {list(STAGES)}")
+    raise errors.UserError(f"Unknown stages {unknown}. Known stages: {list(STAGES)}."
+                           f"{errors.did_you_mean(unknown[0], STAGES)}")
   priors = None
   outputs = {}
   for name in names:

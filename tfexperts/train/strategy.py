@@ -128,7 +128,8 @@ def make_strategy(tpu=None, strategy="auto", tpu_timeout=TPU_TIMEOUT_SECONDS):
   if tpu:
     return _tpu_strategy(tpu, tpu_timeout)
   if strategy not in STRATEGIES:
-    raise errors.UserError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}.")
+    raise errors.UserError(f"Unknown strategy {strategy!r}. Choose one of {STRATEGIES}."
+                           f"{errors.did_you_mean(strategy, STRATEGIES)}")
   _split_cpu_from_env()
   if strategy == "multi_worker":
     if "TF_CONFIG" not in os.environ:
