@@ -1,9 +1,15 @@
 """Every example exactly once, in order, whatever the batch size (more replicas: tests/train)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfexperts import replicated
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _examples(n):
@@ -37,3 +43,33 @@ def test_a_wrong_count_and_dynamic_shapes_are_errors():
                                            output_signature=tf.TensorSpec([None, 2]))
   with pytest.raises(ValueError, match="static shape"):
     replicated.padded_batches(dynamic, 4)
+
+
+_NEW_STEPS_SCRIPT = """
+import numpy as np, tensorflow as tf
+from tfexperts import replicated
+images = np.arange(40, dtype="float32").reshape(10, 2, 2, 1)
+examples = tf.data.Dataset.from_tensor_slices(images)
+for k in range(7):
+  replicated.ordered_outputs(None, lambda batch, k=k: batch * k, examples, 16)
+print("ran 7 steps")
+"""
+
+
+def test_a_reused_step_traces_once_and_new_steps_do_not_warn_of_retracing():
+  examples, images = _examples(10)
+  step = replicated.OrderedStep(None, lambda example: tf.reduce_sum(example[0], axis=[1, 2, 3]))
+  for _ in range(7):
+    np.testing.assert_array_equal(replicated.ordered_outputs(None, step, examples, 4),
+                                  images.sum(axis=(1, 2, 3)))
+  assert step._step.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="built for"):
+    replicated.ordered_outputs(tf.distribute.OneDeviceStrategy("/cpu:0"), step, examples, 4)
+  # One step per model (a new function each time, as for every expert of a pool) is traced once
+  # each; TensorFlow must not take the seven for one function retraced seven times. A fresh
+  # process: TensorFlow's retracing detector keeps its history for the whole process.
+  result = subprocess.run([sys.executable, "-c", _NEW_STEPS_SCRIPT], capture_output=True,
+                          text=True, timeout=300, check=True,
+                          env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  assert "ran 7 steps" in result.stdout
+  assert "retracing" not in result.stderr, result.stderr[-2000:]

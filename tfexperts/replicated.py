@@ -6,6 +6,8 @@ shapes stay static on TPUs and every replica gets the same number of examples), 
 replicas, and the outputs gathered to every worker and put back in dataset order by number. The
 numbers are checked to be exactly 0..n-1: every example is counted once, never dropped or doubled.
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -43,6 +45,34 @@ def padded_batches(examples, global_batch_size):
       global_batch_size, drop_remainder=True)
 
 
+def _gathered_step(strategy, fn, numbers, batch):
+  def replica_fn(replica_numbers, replica_batch):
+    return replica_numbers, fn(replica_batch)
+
+  outputs = strategy.run(replica_fn, args=(numbers, batch))
+  return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
+
+
+class OrderedStep:
+  """The traced step of `ordered_outputs` for one `fn` under one strategy, reusable across calls.
+
+  Building it once per model (e.g. for every evaluation of a model reused across fine-tuning
+  runs) traces it once per input shape instead of once per call.
+  """
+
+  def __init__(self, strategy, fn):
+    """Takes a `tf.distribute.Strategy` (None: the default one) and the per-replica `fn`."""
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.fn = fn
+    # A partial has no __code__, so TensorFlow's frequent-retracing detector keys on this step
+    # alone rather than on the code every step shares (which made each new step count as a
+    # retrace of the last one).
+    self._step = tf.function(functools.partial(_gathered_step, self.strategy, fn))
+
+  def __call__(self, numbers, batch):
+    return self._step(numbers, batch)
+
+
 def ordered_outputs(strategy, fn, examples, global_batch_size, num_examples=None,
                     on_batch=None):
   """Runs `fn` on every example of `examples` under `strategy`; returns the outputs in order.
@@ -50,7 +80,8 @@ def ordered_outputs(strategy, fn, examples, global_batch_size, num_examples=None
   Args:
     strategy: a `tf.distribute.Strategy` (None: the default strategy). Variables `fn` reads should
       have been created under its scope.
-    fn: per-replica function `batch of examples -> nested [b, ...] tensors`; `b` may be any size.
+    fn: per-replica function `batch of examples -> nested [b, ...] tensors`; `b` may be any size;
+      or an `OrderedStep` built for it under the same strategy (reused, not traced again).
     examples: a finite `tf.data.Dataset` of single examples with static shapes.
     global_batch_size: examples per step over all replicas, rounded up to a multiple of them.
     num_examples: when given, the number of examples the dataset must hold.
@@ -62,6 +93,13 @@ def ordered_outputs(strategy, fn, examples, global_batch_size, num_examples=None
     `num_examples`).
   """
   strategy = strategy or tf.distribute.get_strategy()
+  if isinstance(fn, OrderedStep):
+    if fn.strategy is not strategy:
+      raise ValueError(f"The OrderedStep was built for {fn.strategy!r}; this call runs under "
+                       f"{strategy!r}.")
+    step = fn
+  else:
+    step = OrderedStep(strategy, fn)
   replicas = strategy.num_replicas_in_sync
   global_batch_size = -(-global_batch_size // replicas) * replicas
   batches = padded_batches(examples, global_batch_size)
@@ -70,14 +108,6 @@ def ordered_outputs(strategy, fn, examples, global_batch_size, num_examples=None
   # need at least one file per worker.
   options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
   distributed = strategy.experimental_distribute_dataset(batches.with_options(options))
-
-  def replica_fn(numbers, batch):
-    return numbers, fn(batch)
-
-  @tf.function
-  def step(numbers, batch):
-    outputs = strategy.run(replica_fn, args=(numbers, batch))
-    return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
 
   numbers, outputs = [], []
   for batch_numbers, batch in distributed:

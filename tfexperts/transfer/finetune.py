@@ -10,6 +10,7 @@ so a finished run is neither retrained nor re-evaluated.
 import dataclasses
 import os
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -155,6 +156,22 @@ def _dataset_fn(spec):
   return make
 
 
+# model -> {strategy: replicated.OrderedStep}: a model reused across fine-tuning runs is evaluated
+# through one traced step.
+_PREDICTION_STEPS = weakref.WeakKeyDictionary()
+
+
+def _prediction_step(model, strategy):
+  strategy = strategy or tf.distribute.get_strategy()
+  steps = _PREDICTION_STEPS.setdefault(model, {})
+  if strategy not in steps:
+    def predict(example):
+      images, labels = example
+      return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32), labels
+    steps[strategy] = replicated.OrderedStep(strategy, predict)
+  return steps[strategy]
+
+
 def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128, strategy=None):
   """Per-example top-1 correctness of `model` (images -> logits) on a task split, in the split's
   (deterministic) order: a bool array, the same examples for every model of the task.
@@ -164,16 +181,11 @@ def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128, s
   exactly once (checked against the split's size).
   """
   examples = task.load(split, data_dir, image_size=resolution)
-
-  def predict(example):
-    images, labels = example
-    return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32), labels
-
   expected = task.num_examples(split, data_dir)
   if expected == 0:
     raise ValueError(f"Split {split!r} of task {task.name!r} is empty.")
-  predictions, labels = replicated.ordered_outputs(strategy, predict, examples, batch_size,
-                                                   num_examples=expected)
+  predictions, labels = replicated.ordered_outputs(strategy, _prediction_step(model, strategy),
+                                                   examples, batch_size, num_examples=expected)
   return predictions == labels.astype(np.int32)
 
 
@@ -208,7 +220,9 @@ def run(spec, strategy):
     keras.utils.set_random_seed(spec.seed)
     return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy)
 
-  task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(spec.directory)}",
+  # Runs live in <work>/<task>/<expert>/<phase...>: the label names the expert of the run.
+  expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
+  task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(expert_dir)}/{run_dir}",
                         spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
                         reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes))
   model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
