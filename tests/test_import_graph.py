@@ -2,8 +2,8 @@
 
 Layers, top to bottom: demo and cli -> transfer -> select -> hub -> train -> models, data -> the
 neutral top-level modules (artifacts and side_by_side, then defaults, errors, fileio, lazy,
-replicated). Every import is counted, also those inside functions. Run as a script to print the
-graph: `python tests/test_import_graph.py`.
+replicated, startup_noise). Every import is counted, also those inside functions. Run as a script
+to print the graph: `python tests/test_import_graph.py`.
 """
 import ast
 import os
@@ -12,7 +12,7 @@ import sys
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfexperts")
 LAYERS = [("demo", "cli"), ("transfer",), ("select",), ("hub",), ("train",), ("models", "data"),
           ("artifacts", "side_by_side"),
-          ("defaults", "errors", "fileio", "lazy", "replicated", "__init__")]
+          ("defaults", "errors", "fileio", "lazy", "replicated", "startup_noise", "__init__")]
 RANK = {node: len(LAYERS) - i for i, layer in enumerate(LAYERS) for node in layer}
 
 

@@ -38,6 +38,8 @@ import os
 import sys
 import time
 
+from tfexperts import startup_noise
+
 ORACLE_TASK = "shapes_fine"
 TASKS = (ORACLE_TASK, "shapes_mixed", "shapes_count")
 # bin/train_experts --dataset=tfexperts_shapes/demo --model=tiny --resolution=64 --batch_size=64
@@ -266,6 +268,7 @@ def main(argv=None):
                       help="run only this part, in this process (the demo starts its parts "
                       "this way, several at a time)")
   args = parser.parse_args(argv)
+  startup_noise.filter_stderr()
   paths = _Paths(args)
   _one_thread()
   if args.part:

@@ -17,6 +17,7 @@ from absl import app
 from absl import flags
 
 from tfexperts import errors
+from tfexperts import startup_noise
 
 FLAGS = flags.FLAGS
 EXIT_USER_ERROR = 2
@@ -80,6 +81,7 @@ def _parse_flags(module, prog, argv):
 def run(module):
   """Runs `module.main(argv)` as a binary with the flags, help and error convention above."""
   prog = os.path.basename(sys.argv[0])
+  startup_noise.filter_stderr()
 
   def main(argv):
     if verbose():

@@ -9,6 +9,7 @@ import time
 
 import tensorflow_datasets as tfds
 
+from tfexperts import startup_noise
 from tfexperts.data import builders
 from tfexperts.data.builders import taxonomy
 
@@ -60,6 +61,7 @@ def prepare_offline_datasets(data_dir, configs=("tiny",), print_fn=print):
     status = "present"
     if not builder.is_prepared():
       status = "built"
+      startup_noise.quiet_tfds()
       with tempfile.TemporaryDirectory() as download_dir:  # required by tfds, stays empty
         builder.download_and_prepare(
             download_dir=download_dir,

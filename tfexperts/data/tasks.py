@@ -31,6 +31,7 @@ import numpy as np
 
 from tfexperts import errors
 from tfexperts import lazy
+from tfexperts import startup_noise
 from tfexperts.errors import UserError, did_you_mean
 
 # Imported on first use: the registry (names, splits) is read by the binaries' flag checks before
@@ -140,6 +141,7 @@ class Task:
     installable = sorted({str(builder.canonical_version), str(max(builder.versions))})
     can_generate = str(builder.version) in installable
     if download and can_generate:
+      startup_noise.quiet_tfds()
       builder.download_and_prepare()
       return builder
     message = (f"Task {self.name!r} reads {self.tfds_name} version {builder.version} "
