@@ -1,15 +1,12 @@
 """Every example exactly once, in order, whatever the batch size (more replicas: tests/train)."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import processes
 from tfexperts import replicated
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _examples(n):
@@ -68,8 +65,6 @@ def test_a_reused_step_traces_once_and_new_steps_do_not_warn_of_retracing():
   # One step per model (a new function each time, as for every expert of a pool) is traced once
   # each; TensorFlow must not take the seven for one function retraced seven times. A fresh
   # process: TensorFlow's retracing detector keeps its history for the whole process.
-  result = subprocess.run([sys.executable, "-c", _NEW_STEPS_SCRIPT], capture_output=True,
-                          text=True, timeout=300, check=True,
-                          env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "2"})
+  result = processes.run_python(_NEW_STEPS_SCRIPT)
   assert "ran 7 steps" in result.stdout
   assert "retracing" not in result.stderr, result.stderr[-2000:]

@@ -1,11 +1,8 @@
 """TensorFlow's start-up noise and tfds' progress bars stay out of output that is not a terminal."""
-import os
-import subprocess
-import sys
 
+from tests import processes
 from tfexperts import startup_noise
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lines TensorFlow 2.21 printed on import here (cuInit and cudart on a machine without a GPU).
 NOISE = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
@@ -54,9 +51,7 @@ else:  # tfds' own, which draws progress bars into a pipe
 
 
 def _stderr(mode, data_dir):
-  result = subprocess.run([sys.executable, "-c", _SCRIPT, mode, data_dir], capture_output=True,
-                          text=True, timeout=600, check=True,
-                          env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "0"})
+  result = processes.run_python(_SCRIPT, [mode, data_dir], timeout=600, TF_CPP_MIN_LOG_LEVEL="0")
   return result.stderr
 
 

@@ -11,16 +11,14 @@ value.
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests import processes
 from tfexperts import errors
 from tfexperts.cli import run as run_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Files:
@@ -130,10 +128,8 @@ BINARY_CASES = [
 
 
 def _run(binary, args):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  env.pop(run_lib.VERBOSE_ENV, None)
-  return subprocess.run([sys.executable, os.path.join(REPO, "bin", binary), *args], env=env,
-                        capture_output=True, text=True, timeout=300)
+  return processes.run_binary(binary, args, check_exit=False, timeout=300,
+                              **{run_lib.VERBOSE_ENV: None})
 
 
 @pytest.fixture(scope="module")
@@ -245,9 +241,8 @@ def test_flag_errors_come_before_tensorflow_loads(files):
   for binary, args in [("select_expert", ["--task=no_such_task", f"--experts={files.collection}"]),
                        ("vtab_eval", ["--task=digits", f"--experts={files.collection}",
                                       "--selection=knnn"])]:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-    proc = subprocess.run([sys.executable, "-X", "importtime", os.path.join(REPO, "bin", binary),
-                           *args], env=env, capture_output=True, text=True, timeout=300)
+    proc = processes.run_binary(binary, args, check_exit=False, timeout=300,
+                                python_options=("-X", "importtime"))
     assert proc.returncode == run_lib.EXIT_USER_ERROR, proc.stderr[-3000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}

@@ -5,14 +5,13 @@ import sys
 
 import pytest
 
+from tests import processes
 from tfexperts.cli import run
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_usage_as_run_rewrites_only_launcher_paths():
   doc = "bin/vtab_eval: x\n  bin/vtab_eval --a\n  then bin/export_experts; /opt/bin/vtab_eval"
-  assert run.usage_as_run(doc, os.path.join(REPO, "bin", "vtab_eval")) == doc
+  assert run.usage_as_run(doc, os.path.join(processes.REPO, "bin", "vtab_eval")) == doc
   assert run.usage_as_run(doc, "/usr/local/bin/vtab_eval") == (
       "vtab_eval: x\n  vtab_eval --a\n  then export_experts; /opt/bin/vtab_eval")
 
@@ -20,11 +19,11 @@ def test_usage_as_run_rewrites_only_launcher_paths():
 @pytest.mark.parametrize("installed", [False, True])
 def test_help_names_the_program_as_run(installed):
   script = (os.path.join(os.path.dirname(sys.executable), "select_expert") if installed
-            else os.path.join(REPO, "bin", "select_expert"))
+            else os.path.join(processes.REPO, "bin", "select_expert"))
   if installed and not os.path.exists(script):
     pytest.skip(f"no console script beside {sys.executable} (tfexperts not pip-installed there)")
-  result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": REPO}, check=True)
+  result = processes.check(subprocess.run([script, "--help"], capture_output=True, text=True,
+                                          timeout=120, env=processes.env()))
   shown = "select_expert" if installed else "bin/select_expert"
   assert result.stdout.startswith(f"{shown}: "), result.stdout[:80]
   assert f"Usage: {shown} " in result.stdout

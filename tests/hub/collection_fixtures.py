@@ -5,20 +5,17 @@ collection share it.
 """
 import dataclasses
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests import processes
 from tfexperts import artifacts
 from tfexperts.models import adapters
 from tfexperts.models import bit
 from tfexperts.models import finished
 from tfexperts.models import patches
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.path.join(REPO, "bin", "export_experts")
 RESOLUTION = 32
 CLASSES = list("abcdef")
 EXPERTS = [
@@ -113,12 +110,7 @@ def workdir(tmp_path_factory, models):
 
 def run_binary(args, check=True):
   """Runs bin/export_experts with `args`; returns the CompletedProcess."""
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  proc = subprocess.run([sys.executable, BINARY, *args], env=env, capture_output=True, text=True,
-                        timeout=900)
-  if check:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-  return proc
+  return processes.run_binary("export_experts", args, check_exit=check)
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from tests import processes
 from tests.hub import collection_fixtures
 from tests.hub import third_party_modules as tpm
 from tfexperts.errors import UserError
@@ -86,8 +87,8 @@ def test_published_collection_file_is_package_data(tmp_path):
   source = tmp_path / "src"
   source.mkdir()
   for name in ("setup.cfg", "pyproject.toml", "README.md"):
-    shutil.copy(os.path.join(collection_fixtures.REPO, name), source / name)
-  shutil.copytree(os.path.join(collection_fixtures.REPO, "tfexperts"), source / "tfexperts",
+    shutil.copy(os.path.join(processes.REPO, name), source / name)
+  shutil.copytree(os.path.join(processes.REPO, "tfexperts"), source / "tfexperts",
                   ignore=shutil.ignore_patterns("__pycache__"))
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                   "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source)],

@@ -1,12 +1,11 @@
 """Embedding with progress, strategies, and the feature cache (warm runs embed nothing)."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import processes
 from tfexperts import fileio
 from tfexperts.errors import UserError
 from tfexperts.select import feature_cache, features
@@ -197,11 +196,8 @@ print("OK")
 
 def test_embed_under_two_replicas_keeps_dataset_order():
   # Logical devices must be configured before TF starts, hence a fresh process.
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": root}
-  result = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+  result = processes.run_python(TWO_REPLICA_SCRIPT)
+  assert "OK" in result.stdout, result.stderr[-3000:]
 
 
 class ScaledMeanModule(tf.Module):

@@ -1,17 +1,14 @@
 """The proxy registry and interface, label matching, domain prediction, random and linear probe."""
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests import processes
 from tfexperts.select import knn, matching, proxies
 from tfexperts.select.proxies import ProxyInputs
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _every_input():
@@ -113,8 +110,7 @@ def test_linear_probe_depends_on_its_seed_only():
   here = [proxies.score("linear_probe", inputs, seed=s) for s in (1, 2, 3)]
   assert len(set(here)) > 1  # the seed picks the holdout, so it moves the score on noise
   # The same seeds repeat in a fresh process (no hidden global random state).
-  result = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": REPO}, timeout=300, check=True)
+  result = processes.run_python(_PROBE_SCRIPT)
   assert json.loads(result.stdout.strip().splitlines()[-1]) == here
 
 

@@ -1,12 +1,9 @@
 """TrainConfig is bin/train_experts' flags: same names, defaults and recorded settings."""
 import json
-import os
-import subprocess
-import sys
 
+from tests import processes
 from tfexperts.train import config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SETTINGS = {"workdir": "/tmp/w", "dataset": "tfexperts_shapes/demo", "model": "tiny",
             "resolution": 64, "batch_size": 64, "baseline_steps": 600, "base_lr": 0.4,
             "decay": "cosine", "stage": ["baseline", "adapter"], "experts": ["a", "b"],
@@ -27,8 +24,7 @@ def test_flags_and_config_record_the_same_settings_and_flag_lines():
           "own = [f for f in t.FLAGS.flags_by_module_dict()[t.__name__] if f.value is not None]\n"
           "print(json.dumps([t.train_config().settings(), [f.serialize() for f in own]]))")
   args = [_flag(k, v) for k, v in SETTINGS.items()]
-  proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                        env={**os.environ, "PYTHONPATH": REPO}, timeout=300, check=True)
+  proc = processes.run_python(code, args)
   settings, lines = json.loads(proc.stdout.strip().splitlines()[-1])
   ours = config.TrainConfig(**SETTINGS)
   assert settings == ours.settings()

@@ -8,16 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from tests import processes
 from tests.train import strategy_worker
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-WORKER = os.path.join(REPO, "tests", "train", "strategy_worker.py")
+WORKER = os.path.join(processes.REPO, "tests", "train", "strategy_worker.py")
 
 
 def _env(**extra):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, **extra}
-  env.pop("TF_CONFIG", None) if "TF_CONFIG" not in extra else None
-  return env
+  return processes.env(**{"TF_CONFIG": None, **extra})
 
 
 def _free_ports(n):

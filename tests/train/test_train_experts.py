@@ -2,19 +2,16 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
+from tests import processes
 from tfexperts.data import offline
 from tfexperts.models import finished
 from tfexperts.train import loop
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BINARY = os.path.join(REPO, "bin", "train_experts")
 TINY = ["--dataset=tfexperts_shapes/tiny", "--model=tiny", "--resolution=32", "--batch_size=16",
         "--log_every=5", "--warmup_steps=5", "--num_experts=2"]
 
@@ -25,12 +22,7 @@ def data_dir(offline_data_dir):
 
 
 def _run(args, timeout=900, check=True):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  proc = subprocess.run([sys.executable, BINARY, *args], env=env, capture_output=True,
-                        timeout=timeout, text=True)
-  if check:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-  return proc
+  return processes.run_binary("train_experts", args, check_exit=check, timeout=timeout)
 
 
 def _weights(directory):
@@ -90,9 +82,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, data_dir):
             "--checkpoint_every=10", "--deterministic", "--base_lr=1.0", *TINY]
   _run([f"--workdir={tmp_path}/straight", *common])
   killed = str(tmp_path / "killed")
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  proc = subprocess.Popen([sys.executable, BINARY, f"--workdir={killed}", *common], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = processes.start_binary("train_experts", [f"--workdir={killed}", *common])
   deadline = time.time() + 600
   while loop.checkpointed_step(killed + "/baseline/ckpt") < 10 and time.time() < deadline:
     time.sleep(0.05)

@@ -3,25 +3,15 @@ bin/vtab_eval --quick; a pool of the project's collection, a tf.Module SavedMode
 SavedModel and the published BiT collection resolved from a prepared TF-Hub cache (no network)."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.processes import run_binary
 from tests.data import image_folders
 from tests.hub import third_party_modules as tpm
 from tfexperts.hub import published
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TFDS_TASK = "tfds:tfexperts_shapes/tiny?label=label"  # 500 train, validation as test, 2 labels
-
-
-def _run(binary, args, **env):
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "bin", binary), *args],
-                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO, **env},
-                        capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-  return proc
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +43,10 @@ def test_mixed_pool_with_published_collection_ranks_every_expert(data, exported,
   experts = [exported.collection_dir, tf_module + "?range=-1:1", keras_export,
              "tfhub:bit-experts-r50x1-in21k"]
   out = str(tmp_path / "out")
-  proc = _run("select_expert", [f"--task=folder:{data['flat']}", "--experts=" + ",".join(experts),
-                                "--resolution=32", f"--output_dir={out}",
-                                f"--cache_dir={tmp_path}/features"], TFHUB_CACHE_DIR=cache)
+  proc = run_binary("select_expert", [f"--task=folder:{data['flat']}",
+                                      "--experts=" + ",".join(experts), "--resolution=32",
+                                      f"--output_dir={out}", f"--cache_dir={tmp_path}/features"],
+                    TFHUB_CACHE_DIR=cache)
   task_dir, ranking = _ranking(out)
   assert task_dir.startswith("folder-flat-") and ranking["task"] == task_dir
   assert ranking["task_spec"] == f"folder:{data['flat']}"
@@ -81,7 +72,7 @@ def test_folder_and_tfds_tasks_through_select_expert_and_vtab_eval(data, exporte
   selected = {}
   for task in tasks[1:]:  # the flat folder's selection is the test above
     out = str(data["root"] / f"select_{len(selected)}")
-    _run("select_expert", [f"--task={task}", f"--output_dir={out}", *common])
+    run_binary("select_expert", [f"--task={task}", f"--output_dir={out}", *common])
     name, ranking = _ranking(out)
     assert set(ranking["scores"]["knn"]) == {"baseline", "adapter_animal"}
     selected[task] = (name, ranking)
@@ -89,9 +80,10 @@ def test_folder_and_tfds_tasks_through_select_expert_and_vtab_eval(data, exporte
   assert selected[TFDS_TASK][1]["splits"]["test"] == "validation"
   assert selected[TFDS_TASK][1]["images_embedded"] == 2 * 400
   results = str(data["root"] / "results")
-  proc = _run("vtab_eval", [f"--task={','.join(tasks)}", "--selection=knn", "--report_proxies=knn",
-                            "--quick", "--steps=2", "--learning_rates=0.1", "--final_repeats=1",
-                            "--batch_size=8", f"--results_dir={results}", *common])
+  proc = run_binary("vtab_eval", [f"--task={','.join(tasks)}", "--selection=knn",
+                                  "--report_proxies=knn", "--quick", "--steps=2",
+                                  "--learning_rates=0.1", "--final_repeats=1", "--batch_size=8",
+                                  f"--results_dir={results}", *common])
   records = {}
   for name in os.listdir(results):
     if name.endswith("__knn.json"):

@@ -3,25 +3,15 @@ import csv
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
+from tests.processes import run_binary, start_binary
 from tfexperts.train import loop
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # No --resolution: every module is fed at its metadata's input.resolution (32 in this collection).
 QUICK = ["--task=shapes_fine_tiny", "--quick", "--final_repeats=1", "--batch_size=16"]
-
-
-def _command(binary, args):
-  return [sys.executable, os.path.join(REPO, "bin", binary), *args]
-
-
-def _env():
-  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
 
 
 def metadata_resolutions(collection_dir, names):
@@ -31,19 +21,12 @@ def metadata_resolutions(collection_dir, names):
           if m["name"] in names}
 
 
-def _run(binary, args):
-  proc = subprocess.run(_command(binary, args), env=_env(), capture_output=True, text=True,
-                        timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-  return proc
-
-
 @pytest.mark.slow
 def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_data_dir):
   results = str(tmp_path / "results")
   common = [f"--experts={exported.collection_dir}", f"--data_dir={offline_data_dir}",
             f"--results_dir={results}", "--steps=8", "--topk=2", *QUICK]
-  _run("vtab_eval", ["--selection=knn_topk", *common])
+  run_binary("vtab_eval", ["--selection=knn_topk", *common])
   topk = json.load(open(os.path.join(results, "shapes_fine_tiny__knn_topk.json")))
   block = topk["topk"]
   knn_order = sorted(topk["proxy_scores"]["knn"].items(), key=lambda kv: (-kv[1], kv[0]))
@@ -63,7 +46,7 @@ def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_da
   low, high = topk["test_interval"]
   assert low <= topk["test_accuracy"] <= high and topk["test_size"] == 200
 
-  proc = _run("vtab_eval", ["--selection=all_proxies", *common])
+  proc = run_binary("vtab_eval", ["--selection=all_proxies", *common])
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__all_proxies.json")))
   assert record["group"] == "offline" and record["num_experts"] == 5
   # select_expert (test below) and vtab_eval share the default: each module's metadata resolution.
@@ -110,8 +93,7 @@ def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
           "--learning_rates=0.1", *QUICK]
   run_dir = os.path.join(results, "runs", "shapes_fine_tiny", "baseline",
                          "sweep_lr0.1_steps40_seed0", "ckpt")
-  proc = subprocess.Popen(_command("vtab_eval", args), env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = start_binary("vtab_eval", args)
   deadline = time.time() + 600
   while loop.checkpointed_step(run_dir) < 10 and time.time() < deadline:
     time.sleep(0.05)
@@ -119,7 +101,7 @@ def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
   proc.wait()
   interrupted = loop.checkpointed_step(run_dir)
   assert 10 <= interrupted < 40
-  resumed = _run("vtab_eval", args)
+  resumed = run_binary("vtab_eval", args)
   assert f"resuming from step {interrupted}" in resumed.stdout
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__baseline.json")))
   assert record["chosen"] == ["baseline"] and loop.checkpointed_step(run_dir) == 40
@@ -131,7 +113,7 @@ def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported
   args = ["--task=shapes_fine_tiny", f"--experts={exported.collection_dir}", "--proxy=all",
           f"--data_dir={offline_data_dir}", f"--cache_dir={tmp_path}/cache",
           f"--output_dir={tmp_path}/out"]
-  first = _run("select_expert", args)
+  first = run_binary("select_expert", args)
   ranking = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
   assert set(ranking["scores"]) >= {"knn", "label_matching", "domain", "random", "logme",
                                      "hscore", "linear_probe", "leep"}
@@ -143,7 +125,7 @@ def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported
   assert "resolution: each expert's metadata input.resolution (else 224): 32 px" in first.stdout
   assert (tmp_path / "out" / "shapes_fine_tiny" / "knn.png").exists()
   assert "knn on shapes_fine_tiny" in first.stdout
-  _run("select_expert", args)
+  run_binary("select_expert", args)
   again = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
   assert again["images_embedded"] == 0 and again["scores"] == ranking["scores"]
 
@@ -179,11 +161,8 @@ def test_vtab_eval_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, exp
   records = {}
   for strategy, cpus in (("one_device", "1"), ("mirrored", "2")):
     results = str(tmp_path / strategy)
-    env = {**_env(), "TFEXPERTS_LOGICAL_CPUS": cpus}
-    proc = subprocess.run(_command("vtab_eval", [*args, f"--results_dir={results}",
-                                                 f"--strategy={strategy}"]),
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run_binary("vtab_eval", [*args, f"--results_dir={results}", f"--strategy={strategy}"],
+               TFEXPERTS_LOGICAL_CPUS=cpus)
     records[strategy] = json.load(open(os.path.join(results, "shapes_fine_tiny__knn.json")))
   one, two = records["one_device"], records["mirrored"]
   assert two["picks"] == one["picks"] and two["chosen"] == one["chosen"]
