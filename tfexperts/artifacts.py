@@ -30,8 +30,6 @@ ARTIFACT_KINDS = ("baseline", "full") + BANK_KINDS + ("epn",)
 # Kinds of exported hub modules: single experts (a bank's experts are extracted), the EPN, banks.
 EXPERT_KINDS = ("baseline", "full", "adapter", "patch")
 MODULE_KINDS = EXPERT_KINDS + ("epn",) + BANK_KINDS
-# Kinds whose record lists its experts (one for `full`, except DAT models, which have none).
-KINDS_WITH_EXPERTS = BANK_KINDS
 
 MODEL_CONFIG = "model.json"
 MODEL_WEIGHTS = "model.weights.h5"
@@ -148,7 +146,9 @@ class ModelRecord:
     if self.kind not in ARTIFACT_KINDS:
       raise RecordError(f"A finished model's kind must be one of {ARTIFACT_KINDS}. Received: "
                         f"{self.kind!r}")
-    if self.kind in KINDS_WITH_EXPERTS and not self.experts:
+    # A bank's record must list its experts (its routing indexes them); a `full` record lists its
+    # one expert, except DAT's models, which have none.
+    if self.kind in BANK_KINDS and not self.experts:
       raise RecordError(f"A {self.kind} record needs 'experts', a list of expert records ("
                         "expert_id, name, node, num_images, label_prior, slices; one per expert "
                         f"index). Received: {self.experts!r}")

@@ -33,7 +33,6 @@ Every step resumes: re-running `make demo` skips what is finished.
 Usage: python -m tfexperts.demo [--workdir demo_work] [--export_dir export]
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -68,8 +67,7 @@ def _step(title, fn):
 
 def _read_record(results_dir, task, selection):
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
-  with open(report.record_path(results_dir, task, selection)) as f:
-    return json.load(f)
+  return report.read_result_record(report.record_path(results_dir, task, selection))
 
 
 def _pct(record, strategy):
@@ -87,7 +85,7 @@ def _oracle_lines(record):
            "optimistic)."]
   for strategy in ("knn", "knn_topk", "label_matching", "domain", "random", "baseline"):
     if strategy in regret:
-      expert = oracle if strategy == "oracle" else picks.get(strategy, strategy)
+      expert = picks.get(strategy, strategy)
       tau_text = (f", Kendall's tau {tau[strategy]:+.2f}" if tau.get(strategy) is not None
                   else "")
       lines.append(f"  {strategy:15s} picked {expert:22s} {_pct(record, strategy):>13s}, regret "

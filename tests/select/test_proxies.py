@@ -44,9 +44,9 @@ def test_label_matching_picks_the_expert_covering_the_task():
   task_probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
   priors = {"animals": [50, 30, 20, 0, 0, 0], "vehicles": [0, 0, 0, 40, 40, 20],
             "everything": [1, 1, 1, 1, 1, 1]}
-  scores = proxies.score_experts("label_matching", {
-      name: ProxyInputs(upstream_probs=task_probs, prior=np.array(prior, float))
-      for name, prior in priors.items()})
+  scores = {name: proxies.score("label_matching", ProxyInputs(upstream_probs=task_probs,
+                                                               prior=np.array(prior, float)))
+            for name, prior in priors.items()}
   assert [name for name, _ in proxies.rank(scores)] == ["animals", "everything", "vehicles"]
   # Direction: KL(task mean || smoothed prior).
   q = task_probs.mean(axis=0)
@@ -70,9 +70,10 @@ def test_domain_prediction_uses_the_geometric_mean():
 
 def test_random_is_seeded_and_order_independent():
   names = ["a", "b", "c", "d"]
-  first = proxies.score_experts("random", {n: ProxyInputs() for n in names}, seed=3)
-  again = proxies.score_experts("random", {n: ProxyInputs() for n in reversed(names)}, seed=3)
-  other = proxies.score_experts("random", {n: ProxyInputs() for n in names}, seed=4)
+  def random_scores(order, seed):
+    return {n: proxies.score("random", ProxyInputs(expert=n), seed=seed) for n in order}
+  first, again = random_scores(names, 3), random_scores(reversed(names), 3)
+  other = random_scores(names, 4)
   assert first == again and first != other
   assert all(0 <= s < 1 for s in first.values())
 
@@ -88,8 +89,8 @@ def test_feature_proxies_prefer_informative_features():
   good = np.eye(4)[labels] * 3 + rng.standard_normal((120, 4))
   bad = rng.standard_normal((120, 4))
   for name in ("knn", "logme", "hscore", "linear_probe"):
-    scores = proxies.score_experts(name, {"good": ProxyInputs(features=good, labels=labels),
-                                          "bad": ProxyInputs(features=bad, labels=labels)})
+    scores = {"good": proxies.score(name, ProxyInputs(features=good, labels=labels)),
+              "bad": proxies.score(name, ProxyInputs(features=bad, labels=labels))}
     assert proxies.rank(scores)[0][0] == "good", name
 
 

@@ -8,8 +8,8 @@ taken from the handle. Every module is checked on load: it must map a few images
 float feature tensor. Third-party SavedModels work too (`third_party`: `__call__`, `serve` or a
 signature; `HANDLE?range=-1,1` for modules expecting another input range).
 
-    experts = load_experts("export/my_collection")   # or a handle, or a list of both
-    features = experts[0].embed(images)               # [b, d] float32 tf.Tensor
+    experts = load_collection("export/my_collection").experts  # or load_expert(handle)
+    features = experts[0].embed(images)                         # [b, d] float32 tf.Tensor
 """
 import dataclasses
 import os
@@ -77,7 +77,7 @@ def resolve(handle):
   if not tf.io.gfile.exists(path):
     raise errors.MissingFileError(f"Hub handle {handle!r} does not exist.")
   if not tf.io.gfile.exists(os.path.join(path, tf.saved_model.SAVED_MODEL_FILENAME_PB)):
-    hint = (" It is a collection: use load_collection or load_experts." if
+    hint = (" It is a collection: use load_collection." if
             index_lib.is_collection(path) else "")
     raise errors.UserError(f"Hub handle {handle!r} is not a SavedModel: no "
                            f"{tf.saved_model.SAVED_MODEL_FILENAME_PB} in {path!r}.{hint}")
@@ -353,17 +353,3 @@ def load_collection(directory, version=None, lazy=True, allow_incomplete=False):
   return Collection(data.get("collection") or os.path.basename(path), path, experts, epn, banks)
 
 
-def load_experts(handles, lazy=True):
-  """Experts from a handle, a collection directory, or a list of either; returns a list.
-
-  A collection gives its baseline, full, adapter and patch experts (not the EPN or banks).
-  """
-  if isinstance(handles, str):
-    handles = [handles]
-  experts = []
-  for handle in handles:
-    if is_collection_handle(handle):
-      experts.extend(load_collection(handle, lazy=lazy).experts)
-    else:
-      experts.append(load_expert(handle, lazy=lazy))
-  return experts

@@ -15,7 +15,7 @@ import dataclasses
 import inspect
 import math
 import zlib
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -35,11 +35,13 @@ class ProxyInputs:
   Attributes:
     features: `[n, d]` the expert's features of the task's (training) images.
     labels: `[n]` the task's labels of those images.
-    upstream_probs: `[n, K]` softmax over upstream labels on the task's images. For
-      `label_matching` from the generic upstream model (the same for every expert); for `leep`
-      from the scored expert's own upstream head.
+    upstream_probs: `[n, K]` distribution over upstream labels on the task's images, rows
+      summing to 1 (a softmax head's probabilities, or a multi-label head's sigmoids normalised
+      over labels). For `label_matching` from the generic upstream model (the same for every
+      expert); for `leep` from the scored expert's own upstream head.
     prior: `[K]` the expert's empirical upstream label prior (frequencies or counts).
-    domain_probs: `[n, E]` expert prediction network softmax over the E expert domains.
+    domain_probs: `[n, E]` the expert prediction network's per-domain sigmoids (it is multi-label:
+      domains overlap), normalised over the E expert domains.
     expert_index: the scored expert's column in `domain_probs`.
     expert: the scored expert's name (seeds the `random` proxy).
   """
@@ -121,19 +123,6 @@ def score(name, inputs, **options):
     raise ValueError(f"Proxy {name!r} got unknown options {unknown}. Valid options: "
                      f"{list(proxy.options)}")
   return float(proxy.fn(inputs, **options))
-
-
-def score_experts(name, inputs_by_expert, **options):
-  """Scores every expert: `{expert: ProxyInputs}` -> `{expert: score}` with proxy `name`.
-
-  Each ProxyInputs without `expert` set gets its key as `expert` (the random proxy needs it).
-  """
-  if not isinstance(inputs_by_expert, Mapping):
-    raise ValueError("`inputs_by_expert` must map expert names to ProxyInputs. "
-                     f"Received: {type(inputs_by_expert).__name__}")
-  return {expert: score(name, inputs if inputs.expert is not None else
-                        dataclasses.replace(inputs, expert=expert), **options)
-          for expert, inputs in inputs_by_expert.items()}
 
 
 def rank(scores):

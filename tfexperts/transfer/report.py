@@ -124,8 +124,11 @@ def verdict_text(comparison):
 REQUIRED_FIELDS = ("task", "group", "selection", "test_accuracy")
 
 
-def read_record(path):
-  """The record at `path`; `UserError` naming the file when it is not JSON or lacks a field."""
+def read_result_record(path):
+  """The vtab_eval results record (a dict) at `path`.
+
+  Raises `UserError` naming the file when it is not JSON or lacks a required field.
+  """
   try:
     record = fileio.read_json(path)
   except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
@@ -139,9 +142,9 @@ def read_record(path):
 
 
 def read_records(results_dir):
-  """All JSON records in `results_dir`, sorted by task then selection (see `read_record`)."""
+  """All JSON records in `results_dir`, sorted by task then selection (see `read_result_record`)."""
   paths = sorted(tf.io.gfile.glob(os.path.join(results_dir, "*__*.json")))
-  return [read_record(p) for p in paths]
+  return [read_result_record(p) for p in paths]
 
 
 def kendall_tau(scores, accuracies):
@@ -238,9 +241,9 @@ def plot_table(records, path):
   for i, strategy in enumerate(strategies):
     cells = [table[strategy].get(t, (np.nan, None)) for t in tasks]
     values = np.array([100 * a for a, _ in cells])
-    errors = np.array([[100 * (a - b[0]), 100 * (b[1] - a)] if b else [np.nan, np.nan]
-                       for a, b in cells]).T
-    ax.bar(np.arange(len(tasks)) + i * width, values, width, label=strategy, yerr=errors,
+    error_bars = np.array([[100 * (a - b[0]), 100 * (b[1] - a)] if b else [np.nan, np.nan]
+                           for a, b in cells]).T
+    ax.bar(np.arange(len(tasks)) + i * width, values, width, label=strategy, yerr=error_bars,
            capsize=2, error_kw={"elinewidth": 0.8})
   ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2)
   ax.set_xticklabels(tasks)
