@@ -1,7 +1,10 @@
 """TrainConfig is bin/train_experts' flags: same names, defaults and recorded settings."""
 import json
 
+import pytest
+
 from tests import processes
+from tfexperts.errors import UserError
 from tfexperts.train import config
 
 SETTINGS = {"workdir": "/tmp/w", "dataset": "tfexperts_shapes/demo", "model": "tiny",
@@ -30,3 +33,18 @@ def test_flags_and_config_record_the_same_settings_and_flag_lines():
   assert settings == ours.settings()
   assert lines == ours.flag_lines()
   assert settings["momentum"] == 0.9 and settings["checkpoint_every"] == 100
+
+
+@pytest.mark.parametrize("field,value", [
+    ("batch_size", 0), ("baseline_steps", -5), ("base_lr", 0.0), ("label_smoothing", 1.0),
+    ("warmup_steps", -1), ("stage", ["baseline", "distill"]), ("model", "r51x1"),
+    ("strategy", "tpu"), ("decay", "linear"), ("mixed_precision", "fp8"), ("groups", 0),
+    ("width", -1.0), ("seed", 1.5)])
+def test_train_config_checks_what_the_flags_check(field, value):
+  # An API caller (`workdir.train(TrainConfig(...))`, as the README shows) gets the same bounds
+  # as the binary's flags, before anything loads.
+  with pytest.raises(UserError) as info:
+    config.TrainConfig(**{field: value})
+  shown = value[-1] if isinstance(value, list) else value
+  assert f"Received: {field}={shown!r}" in str(info.value)
+  config.TrainConfig(**{field: config.default(field)})  # the defaults pass

@@ -100,9 +100,8 @@ def check_flags(argv):
   if len(argv) > 1:
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
   checks.required("workdir", FLAGS.workdir, " (checkpoints and finished models go there)")
-  checks.known_names("stage", FLAGS.stage, STAGES)
-  checks.known_names("model", FLAGS.model, list(presets.PRESETS))
   checks.existing_path("hierarchy", FLAGS.hierarchy)
+  train_config()  # checks every setting (TrainConfig validates itself)
 
 
 def train_config():

@@ -13,6 +13,7 @@ Per expert and place the cost is `3c + c^2` parameters: 1,385,920 for R50x1 (c =
 import keras
 from keras import ops
 
+from tfexperts import bounds
 from tfexperts.models import bit
 from tfexperts.models import layers as bit_layers
 
@@ -121,9 +122,7 @@ class AdapterExpertModel(keras.Model):
       backbone = keras.saving.deserialize_keras_object(backbone)
     if not isinstance(backbone, bit.ResNetV2) or backbone.patch_experts:
       raise ValueError(f"`backbone` must be a plain ResNetV2. Received: backbone={backbone!r}")
-    if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts <= 0:
-      raise ValueError(f"`num_experts` must be a positive integer. Received: "
-                       f"num_experts={num_experts!r}")
+    bounds.positive_int("num_experts", num_experts)
     self.backbone, self.num_experts = backbone, num_experts
     self.freeze_backbone = freeze_backbone
     if freeze_backbone:

@@ -11,6 +11,7 @@ hub modules built on it keep the [0, 1] contract.
 import keras
 from keras import ops
 
+from tfexperts import bounds
 from tfexperts import errors
 from tfexperts.models import inputs
 from tfexperts.models import layers as bit_layers
@@ -111,14 +112,12 @@ def validate_resnet_args(units, width, num_classes, groups, patch_experts=0):
       isinstance(u, bool) or not isinstance(u, int) or u <= 0 for u in units):
     raise ValueError("`units` must be 4 positive integers, one per block, e.g. (3, 4, 6, 3) for "
                      f"R50. Received: units={units!r}")
-  if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-    raise ValueError(f"`width` must be a positive number. Received: width={width!r}")
+  bounds.positive_number("width", width)
   root = ROOT_FILTERS * width
   if abs(root - round(root)) > 1e-9 or round(root) < 1:
     raise ValueError("`width` must make 64 * width a whole number of channels. "
                      f"Received: width={width!r} (64 * width = {root})")
-  if isinstance(groups, bool) or not isinstance(groups, int) or groups <= 0:
-    raise ValueError(f"`groups` must be a positive integer. Received: groups={groups!r}")
+  bounds.positive_int("groups", groups)
   if round(root) % groups:
     raise ValueError(f"`groups` must divide the root width 64 * width = {round(root)}. "
                      f"Received: groups={groups!r}, width={width!r}")

@@ -9,6 +9,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tfexperts import bounds
+
 GN_EPSILON = 1e-5
 WS_EPSILON = 1e-10
 
@@ -23,11 +25,6 @@ def standardize_kernel(kernel):
   mean = ops.mean(kernel32, axis=(0, 1, 2), keepdims=True)
   var = ops.var(kernel32, axis=(0, 1, 2), keepdims=True)
   return ops.cast((kernel32 - mean) / ops.sqrt(var + WS_EPSILON), kernel.dtype)
-
-
-def _check_positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-    raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")
@@ -89,7 +86,7 @@ class SymmetricPadding(keras.layers.Layer):
 
   def __init__(self, kernel_size, **kwargs):
     super().__init__(**kwargs)
-    _check_positive_int("kernel_size", kernel_size)
+    bounds.positive_int("kernel_size", kernel_size)
     self.kernel_size = kernel_size
 
   def call(self, x):
@@ -163,7 +160,7 @@ class GroupNorm(keras.layers.Layer):
 
   def __init__(self, groups=32, epsilon=GN_EPSILON, **kwargs):
     super().__init__(**kwargs)
-    _check_positive_int("groups", groups)
+    bounds.positive_int("groups", groups)
     self.groups, self.epsilon = groups, epsilon
 
   def build(self, input_shape):
@@ -218,8 +215,8 @@ class GroupNormBank(keras.layers.Layer):
 
   def __init__(self, num_experts, groups=32, epsilon=GN_EPSILON, **kwargs):
     super().__init__(**kwargs)
-    _check_positive_int("num_experts", num_experts)
-    _check_positive_int("groups", groups)
+    bounds.positive_int("num_experts", num_experts)
+    bounds.positive_int("groups", groups)
     self.num_experts, self.groups, self.epsilon = num_experts, groups, epsilon
 
   def build(self, input_shape):
@@ -259,11 +256,8 @@ class PreActConv(keras.layers.Layer):
     super().__init__(**kwargs)
     for arg, value in (("filters", filters), ("kernel_size", kernel_size), ("strides", strides),
                        ("groups", groups), ("projection_strides", projection_strides)):
-      _check_positive_int(arg, value)
-    if isinstance(projection_filters, bool) or not isinstance(projection_filters, int) or (
-        projection_filters < 0):
-      raise ValueError("`projection_filters` must be a non-negative integer. "
-                       f"Received: projection_filters={projection_filters!r}")
+      bounds.positive_int(arg, value)
+    bounds.non_negative_int("projection_filters", projection_filters)
     self.filters, self.kernel_size, self.strides = filters, kernel_size, strides
     self.groups, self.patch_experts = groups, patch_experts
     self.projection_filters, self.projection_strides = projection_filters, projection_strides

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from tfexperts import bounds
 from tfexperts import errors
 
 METRICS = ("euclidean", "cosine")
@@ -47,14 +48,6 @@ def _check_features(features, min_points=2):
     raise errors.UserError("`features` must be finite; found NaN or inf in rows "
                            f"{np.flatnonzero(~np.isfinite(features).all(axis=1))[:10].tolist()}")
   return features
-
-
-def _check_positive_int(name, value, allow_none=False):
-  if allow_none and value is None:
-    return
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-    raise errors.UserError(f"`{name}` must be a positive integer{' or None' if allow_none else ''}"
-                           f". Received: {name}={value!r}")
 
 
 class _Exact:
@@ -289,14 +282,14 @@ def loo_neighbors(features, k=1, metric="euclidean", block_size=None,
   """
   features = _check_features(features)
   n, d = features.shape
-  _check_positive_int("k", k)
+  bounds.positive_int("k", k)
   if k > n - 1:
     raise errors.UserError(f"`k` must be at most num_points - 1 = {n - 1} (leave-one-out). "
                            f"Received: k={k}")
   if metric not in METRICS:
     raise errors.UserError(f"`metric` must be one of {METRICS}. Received: metric={metric!r}")
-  _check_positive_int("block_size", block_size, allow_none=True)
-  _check_positive_int("max_block_bytes", max_block_bytes)
+  bounds.positive_int("block_size", block_size, allow_none=True)
+  bounds.positive_int("max_block_bytes", max_block_bytes)
   if block_size is None:
     block_size = max(1, min(MAX_DEFAULT_BLOCK_SIZE,
                             math.isqrt(max_block_bytes // _BYTES_PER_BLOCK_ENTRY)))

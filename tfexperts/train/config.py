@@ -3,7 +3,11 @@ defaults). Import-free of TensorFlow, so the binary takes its flag defaults from
 import dataclasses
 from typing import List, Optional
 
+from tfexperts import artifacts
+from tfexperts import bounds
 from tfexperts import defaults
+from tfexperts.models import presets
+from tfexperts.train import strategy as strategy_lib
 
 MIXED_PRECISION = ("none", "auto", "bfloat16", "float16")
 SLICES = ("semantic", "random")
@@ -50,6 +54,27 @@ class TrainConfig:
   steps_per_loop: int = 1
   seed: int = 0
   deterministic: bool = False
+
+  def __post_init__(self):
+    """Checks every setting, so an API caller gets the bounds the binary's flags enforce."""
+    bounds.all_of("stage", self.stage, artifacts.STAGES)
+    bounds.positive_number("tpu_timeout", self.tpu_timeout)
+    bounds.one_of("strategy", self.strategy, strategy_lib.STRATEGIES)
+    bounds.one_of("model", self.model, list(presets.PRESETS))
+    bounds.one_of("slices", self.slices, SLICES)
+    bounds.one_of("decay", self.decay, DECAYS)
+    bounds.one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
+    bounds.positive_number("width", self.width, allow_none=True)
+    bounds.positive_int("groups", self.groups, allow_none=True)
+    for name in ("num_experts", "min_count", "resolution", "batch_size", "baseline_steps",
+                 "expert_steps", "checkpoint_every", "log_every", "steps_per_loop"):
+      bounds.positive_int(name, getattr(self, name))
+    bounds.positive_number("base_lr", self.base_lr)
+    for name in ("momentum", "weight_decay", "mixup_alpha"):
+      bounds.non_negative_number(name, getattr(self, name))
+    bounds.fraction("label_smoothing", self.label_smoothing)
+    bounds.non_negative_int("warmup_steps", self.warmup_steps)
+    bounds.non_negative_int("seed", self.seed)
 
   def settings(self):
     """The run's settings as recorded in the workdir's config.json (unset ones left out)."""

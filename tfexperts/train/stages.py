@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfexperts import artifacts
-from tfexperts import errors
+from tfexperts import bounds
 from tfexperts.data import upstream as upstream_lib
 from tfexperts.models import adapters
 from tfexperts.models import bit
@@ -332,10 +332,7 @@ def run_stages(sc, names):
   `{stage: its finished model's directory, or a list of them for full experts}`; raises UserError
   naming an unknown stage before running anything.
   """
-  unknown = [n for n in names if n not in STAGE_RUNNERS]
-  if unknown:
-    raise errors.UserError(f"Unknown stages {unknown}. Known stages: {list(STAGES)}."
-                           f"{errors.did_you_mean(unknown[0], STAGES)}")
+  bounds.all_of("stage", names, STAGES)
   priors = None
   outputs = {}
   for name in names:

@@ -82,10 +82,6 @@ def train(config, flag_lines=None):
   if not config.workdir:
     raise errors.UserError("A training run needs a workdir (checkpoints and finished models go "
                            "there).")
-  unknown = [s for s in config.stage if s not in stages.STAGES]
-  if unknown:
-    raise errors.UserError(f"Unknown stages {unknown}. Known stages: {list(stages.STAGES)}."
-                           f"{errors.did_you_mean(unknown[0], stages.STAGES)}")
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   strategy = strategy_lib.make_strategy(config.tpu, config.strategy, config.tpu_timeout)

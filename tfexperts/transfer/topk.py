@@ -10,6 +10,7 @@ the full budget, are never used as a stand-in).
 import math
 import os
 
+from tfexperts import bounds
 from tfexperts.select import proxies as proxies_lib
 from tfexperts.transfer import protocol
 
@@ -43,8 +44,7 @@ def select(handles, knn_scores, task, config, directory, strategy, *, k=3, steps
     `seconds` (sum of the short runs) and `images` (train images stepped plus val images
     evaluated by the short runs).
   """
-  if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-    raise ValueError(f"`k` must be a positive integer. Received: k={k!r}")
+  bounds.positive_int("k", k)
   ranking = [name for name, _ in proxies_lib.rank(knn_scores) if name in handles][:k]
   if not ranking:
     raise ValueError(f"knn_topk needs kNN scores of the pool's experts. Received scores for "
