@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts.models import finite
 from tfexperts.train import preemption
 from tfexperts.train import schedules
 from tfexperts.train import strategy as strategy_lib
@@ -393,16 +394,6 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
   return model, history
 
 
-def nonfinite_variables(model):
-  """Paths of `model`'s variables holding NaN or infinite values (empty list when all finite)."""
-  bad = []
-  for path, variable in model_variables(model).items():
-    value = tf.convert_to_tensor(variable)
-    if value.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(value))):
-      bad.append(path)
-  return bad
-
-
 def _raise_diverged(name, step, lr, what, checkpoint_dir):
   latest = tf.train.latest_checkpoint(checkpoint_dir)
   kept = (f"The last finite checkpoint (step {checkpoint_step(latest)}, {latest}) is kept; a rerun "
@@ -417,7 +408,7 @@ def _raise_diverged(name, step, lr, what, checkpoint_dir):
 def check_finite_weights(model, name, step, lr, checkpoint_dir):
   """Raises `errors.DivergedError` (naming run `name`, `step`, learning rate `lr` and the last
   checkpoint under `checkpoint_dir`) when a weight of `model` is NaN or infinite; else None."""
-  bad = nonfinite_variables(model)
+  bad = finite.nonfinite_weights(model)
   if bad:
     _raise_diverged(name, step, lr, f"{len(bad)} weights are not finite (e.g. {bad[0]})",
                     checkpoint_dir)
