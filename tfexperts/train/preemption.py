@@ -25,6 +25,11 @@ from absl import logging
 
 from tfexperts import errors
 
+try:  # private: tells the platforms where TensorFlow's handler does nothing
+  from tensorflow.python.distribute.failure_handling import failure_handling_util
+except ImportError:
+  failure_handling_util = None
+
 # strategy -> PreemptionCheckpointHandler: TensorFlow's handler keeps cluster-wide keys in the
 # coordination service that can be set once per process, so one handler serves every run.
 _HANDLERS = {}
@@ -41,10 +46,9 @@ def _handler_supported(strategy):
   if not isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
                                tf.distribute.TPUStrategy)):
     return False
-  try:
-    from tensorflow.python.distribute.failure_handling import failure_handling_util  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  if failure_handling_util is None:
     return True
+  # TensorFlow's own platform probe (it asks the GCE metadata server, 5 s at most).
   platform = failure_handling_util.detect_platform()
   return platform not in (failure_handling_util.PlatformDevice.GCE_TPU,
                           failure_handling_util.PlatformDevice.GCE_CPU)
@@ -93,6 +97,7 @@ class Watcher:
     self.handler = None
     self.handler_exited = False
     self.requested = False
+    self._step = None
     self._saved = None
     self._previous = None
     self._installed = False
@@ -102,13 +107,10 @@ class Watcher:
       return self
     if _is_multi_worker(self.strategy) or isinstance(self.strategy, tf.distribute.TPUStrategy):
       self.handler = _tensorflow_handler(self.strategy)
-    previous = signal.getsignal(signal.SIGTERM)
-    if self.handler is None:
-      self._previous = previous
+    if self.handler is None:  # (TensorFlow's handler installed its own, once per process)
+      self._previous = signal.getsignal(signal.SIGTERM)
       signal.signal(signal.SIGTERM, self._on_sigterm)
       self._installed = True
-    else:
-      self._previous = previous  # the handler's own SIGTERM watcher, installed once
     _ACTIVE.append(self)
     return self
 
