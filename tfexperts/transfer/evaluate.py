@@ -294,7 +294,8 @@ def evaluate_task(task, candidates, config, strategy):
     per_expert[name] = protocol_lib.run_protocol(
         by_name[name].handle, task, config.protocol, os.path.join(dirs["work"], task.name, name),
         strategy, config.data_dir)
-    print(f"   {name}: {_accuracy_text(per_expert[name])} (best {per_expert[name]['best']})",
+    best = per_expert[name]["best"]
+    print(f"   {name}: {_accuracy_text(per_expert[name])}" + (f" (best {best})" if best else ""),
           flush=True)
   accuracies = {name: r["test_accuracy"] for name, r in per_expert.items()
                 if r.get("test_accuracy") is not None}

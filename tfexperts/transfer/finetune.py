@@ -244,7 +244,7 @@ def run(spec, strategy):
   try:
     model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
   except errors.DivergedError as e:
-    print(f"[{task.name}] recorded as diverged: {e}", flush=True)
+    print(f"{e} Recorded as diverged.", flush=True)
     result = {**_result_settings(spec), "diverged": True, "accuracy": None,
               "diverged_at_step": e.step, "diverged_learning_rate": e.learning_rate,
               "message": str(e), "seconds": time.perf_counter() - start}

@@ -118,7 +118,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
   if not finite_points:
     return {"sweep": sweep, "best": None, "final": [], "test_accuracy": None,
             "diverged": True, "diverged_in": "sweep", "seconds": seconds,
-            "message": f"every sweep point diverged ({len(points)} points: learning rates "
+            "message": f"every sweep point diverged (learning rates "
                        f"{list(config.learning_rates)} x steps {list(config.steps)})"}
   (best_lr, best_steps), best_accs = max(finite_points.items(),
                                          key=lambda item: statistics.mean(item[1]))
