@@ -71,7 +71,9 @@ def _read_record(results_dir, task, selection):
 
 
 def _pct(record, strategy):
-  accuracy = record["strategy_accuracy"][strategy]
+  accuracy = record["strategy_accuracy"].get(strategy)
+  if accuracy is None:
+    return "diverged"
   low, high = record["strategy_interval"].get(strategy) or (accuracy, accuracy)
   return f"{100 * accuracy:.1f}% ±{100 * (high - low) / 2:.1f}"
 
@@ -79,7 +81,11 @@ def _pct(record, strategy):
 def _oracle_lines(record):
   """The all_experts summary: oracle, each strategy's pick and regret, tau, knn_topk's runs."""
   picks, regret, tau = record["picks"], record["regret"], record.get("kendall_tau", {})
-  oracle = max(record["per_expert"], key=lambda e: record["per_expert"][e]["test_accuracy"])
+  finite = {e: r["test_accuracy"] for e, r in record["per_expert"].items()
+            if r.get("test_accuracy") is not None}
+  if not finite:
+    return [f"- {record['task']}: every expert's fine-tuning diverged; no oracle."]
+  oracle = max(finite, key=finite.get)
   lines = [f"- {record['task']}: the oracle (every one of {record['num_experts']} experts "
            f"fine-tuned) is {oracle} ({_pct(record, 'oracle')}; picked on the test split, so "
            "optimistic)."]
@@ -92,7 +98,9 @@ def _oracle_lines(record):
                    f"{100 * regret[strategy]:.1f} points{tau_text}")
   topk = record.get("topk")
   if topk:
-    runs = ", ".join(f"{c['expert']} {100 * c['val_accuracy']:.1f}%" for c in topk["candidates"])
+    runs = ", ".join(f"{c['expert']} " + ("diverged" if c["val_accuracy"] is None else
+                                          f"{100 * c['val_accuracy']:.1f}%")
+                     for c in topk["candidates"])
     lines.append(f"  knn_topk short runs ({topk['steps']} steps at lr {topk['learning_rate']:g}, "
                  f"val200): {runs} -> {topk['pick']}; cost {topk['cost']['seconds']:.0f}s, "
                  f"{topk['cost']['images']} images")
@@ -103,6 +111,8 @@ def _cost_lines(record, results_dir):
   """kNN selection against fine-tuning every expert: measured (quick) and estimated (full)."""
   from tfexperts.transfer import cost  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
+  if record.get("test_size") is None:
+    return [f"- {record['task']}: no cost ratio, the fine-tuning diverged."]
   finetune_all = sum(r["seconds"] for r in record["per_expert"].values())
   # The feature pass also embeds the baseline's and EPN's logits (label matching, domain): a
   # slight overestimate of kNN's own cost, so the ratios below err low.
@@ -113,7 +123,7 @@ def _cost_lines(record, results_dir):
   forward_per_second = record["images_embedded"] / record["proxy_seconds"]["features"]
   batch = record["config"]["batch_size"]
   trained = sum(batch * (sum(row["steps"] for row in r["sweep"])
-                         + len(r["final"]) * r["best"]["steps"])
+                         + len(r["final"]) * (r["best"] or {}).get("steps", 0))
                 for r in record["per_expert"].values())
   train_per_second = trained / finetune_all
   full = cost.protocol_images(protocol.ProtocolConfig(), test_size=record["test_size"])
@@ -151,6 +161,8 @@ def _verdicts(results_dir):
 
 def _dat_line(record, oracle):
   """DAT's accuracy beside kNN's pick, and its upstream fine-tuning cost against kNN selection."""
+  if record["test_accuracy"] is None:
+    return f"- {record['task']}: DAT's fine-tuning diverged (no accuracy)."
   low, high = record.get("test_interval") or (record["test_accuracy"],) * 2
   dat = record["dat"]
   training = dat["cost"]["upstream_training"]

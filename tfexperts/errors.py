@@ -31,3 +31,32 @@ def did_you_mean(name, valid):
   import difflib  # pylint: disable=g-import-not-at-top  (only on the error path)
   matches = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
   return f" Did you mean {matches[0]!r}?" if matches else ""
+
+
+class DivergedError(UserError, ArithmeticError):
+  """A training or fine-tuning run's loss or weights became NaN or infinite.
+
+  Attributes `run` (the stage or sweep point), `step`, `learning_rate` and `checkpoint` (the last
+  finite checkpoint kept, or None) say where; the message says what to change.
+  """
+
+  def __init__(self, message, run=None, step=None, learning_rate=None, checkpoint=None):
+    super().__init__(message)
+    self.run, self.step, self.learning_rate, self.checkpoint = run, step, learning_rate, checkpoint
+
+
+class NonFiniteModelError(UserError, ArithmeticError):
+  """A model to be saved or exported holds NaN or infinite weights (it diverged in training)."""
+
+
+class PreemptedError(Exception):
+  """A run stopped on SIGTERM (preemption) after writing a checkpoint at its current step.
+
+  Not a `UserError`: nothing is wrong with the input; the binaries exit with EX_TEMPFAIL (75) and
+  rerunning the same command resumes from `checkpoint` (the attributes `run`, `step`, `checkpoint`
+  say where it stopped).
+  """
+
+  def __init__(self, message, run=None, step=None, checkpoint=None):
+    super().__init__(message)
+    self.run, self.step, self.checkpoint = run, step, checkpoint

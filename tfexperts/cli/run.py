@@ -7,6 +7,9 @@
   missing `--flagfile`, and every `tfexperts.errors.UserError` (bad value, unknown task / proxy /
   expert / preset, missing or malformed file, unprepared data, unreachable TPU, ...).
   `--verbose` (or the environment variable `TFEXPERTS_VERBOSE=1`) shows their traceback as well.
+* A run stopped by SIGTERM (preemption, `errors.PreemptedError`) has written a checkpoint at its
+  current step: `<binary>: preempted: <message>` on stderr, exit status 75 (`EXIT_PREEMPTED`,
+  EX_TEMPFAIL: try again). Rerunning the same command resumes.
 * Any other exception is an internal error and keeps Python's traceback (exit status 1).
 """
 import os
@@ -21,6 +24,7 @@ from tfexperts import startup_noise
 
 FLAGS = flags.FLAGS
 EXIT_USER_ERROR = 2
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, the same command may be rerun
 VERBOSE_ENV = "TFEXPERTS_VERBOSE"
 HELP_ARGS = ("-h", "-help", "--help", "-helpshort", "--helpshort", "-?")
 
@@ -32,6 +36,13 @@ def verbose():
   """True when `--verbose` or `TFEXPERTS_VERBOSE=1` asks for tracebacks of user errors."""
   flag = FLAGS["verbose"].value if FLAGS.is_parsed() else False
   return flag or os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def preempted(prog, message):
+  """Prints `<prog>: preempted: <message>` on stderr and exits with EXIT_PREEMPTED."""
+  sys.stderr.write(f"{prog}: preempted: {message}\n")
+  sys.stderr.flush()
+  sys.exit(EXIT_PREEMPTED)
 
 
 def fail(prog, message):
@@ -94,5 +105,10 @@ def run(module):
       if verbose():
         raise
       fail(prog, e)
+    except errors.PreemptedError as e:
+      if verbose():  # the traceback, but still the exit status a scheduler retries on
+        import traceback  # pylint: disable=g-import-not-at-top
+        traceback.print_exc()
+      preempted(prog, e)
 
   app.run(main, flags_parser=lambda argv: _parse_flags(module, prog, argv))

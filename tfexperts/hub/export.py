@@ -17,6 +17,7 @@ from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
 from tfexperts.hub import native
 from tfexperts.hub import verify
+from tfexperts.models import finite
 
 DEFAULT_RESOLUTION = metadata_lib.DEFAULT_RESOLUTION
 
@@ -96,6 +97,13 @@ def _save_context(options):
   return save_context.save_context(options)
 
 
+def _check_finite(model, metadata, path):
+  """NonFiniteModelError naming the module when `model` diverged (NaN or infinite weights)."""
+  name = metadata.get("module") or metadata.get("name") or model.name
+  finite.check_finite(model, name, f" Not exported to {path}: train it again with a lower "
+                      "learning rate (a smaller --base_lr, in a new --workdir).")
+
+
 def _write_and_check(module, model, directory, metadata, expert_ids):
   options = tf.saved_model.SaveOptions()
   with _save_context(options):
@@ -138,7 +146,8 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
     overwrite: replace an existing module at `path`.
 
   Returns:
-    `path`. Raises FileExistsError (exists, no overwrite), ValueError (bad model or metadata) or
+    `path`. Raises FileExistsError (exists, no overwrite), ValueError (bad model or metadata),
+    `errors.NonFiniteModelError` (a NaN or infinite weight: the model diverged) or
     `verify.VerificationError` (the written module differs from `model`), leaving nothing at
     `path` (or the old module, untouched) on failure.
   """
@@ -147,6 +156,7 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
                      f"{model.name!r}, or extract one expert first.")
   metadata = _check_metadata(metadata)
   check_target(path.rstrip("/"), overwrite)
+  _check_finite(model, metadata, path)
   module = module_lib.ExpertModule(copies.export_ready(model, keep_head=with_logits), with_logits)
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, None),
                           overwrite)
@@ -174,6 +184,7 @@ def export_bank(model, path, metadata, with_logits=False, overwrite=False):
                      "plain model; use export_expert.")
   metadata = _check_metadata(metadata)
   check_target(path.rstrip("/"), overwrite)
+  _check_finite(model, metadata, path)
   module = module_lib.BankModule(copies.export_ready(model, keep_head=with_logits), with_logits)
   ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, ids),

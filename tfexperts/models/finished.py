@@ -20,6 +20,7 @@ from tfexperts import fileio
 # Imported for their Keras registrations, so any finished model deserializes.
 from tfexperts.models import adapters  # pylint: disable=unused-import
 from tfexperts.models import bit  # pylint: disable=unused-import
+from tfexperts.models import finite
 
 MODEL_CONFIG = artifacts.MODEL_CONFIG
 MODEL_WEIGHTS = artifacts.MODEL_WEIGHTS
@@ -28,10 +29,14 @@ METADATA = artifacts.METADATA
 
 def save_final(model, directory, record):
   """Writes a built Keras `model` and its `record` (an `artifacts.ModelRecord`) as a finished
-  model at `directory`. Overwrites an existing finished model. Returns `directory`."""
+  model at `directory`. Overwrites an existing finished model. Returns `directory`.
+
+  Raises `errors.NonFiniteModelError` (writing nothing) when a weight is NaN or infinite.
+  """
   if not isinstance(record, artifacts.ModelRecord):
     raise TypeError(f"`record` must be a tfexperts.artifacts.ModelRecord. Received: "
                     f"{type(record).__name__}")
+  finite.check_finite(model, record.name, f" Not saved as a finished model at {directory}.")
   parent = fileio.parent_dir(directory.rstrip("/"))
   if parent:
     tf.io.gfile.makedirs(parent)

@@ -8,6 +8,13 @@ restored step, so a killed run restarted with the same settings continues exactl
 checkpoint was. `resumed_input` turns that step into the input pipeline's position: what was
 consumed is skipped on the encoded records, before any image is decoded. A run whose checkpoint
 already holds `total_steps` is not retrained.
+
+Divergence: a non-finite loss at any step stops the run after the training call in progress
+(at most `steps_per_loop` steps, never more than one logging interval) with `errors.DivergedError`
+naming the run, the first non-finite step and its learning rate. Weights are checked to be finite
+before every checkpoint, so the last finite checkpoint is never replaced by non-finite weights and
+no non-finite model is returned. Preemption: on SIGTERM the run checkpoints at its current step
+and raises `errors.PreemptedError` (see `preemption`).
 """
 import dataclasses
 import os
@@ -19,6 +26,9 @@ import keras
 import tensorflow as tf
 
 from tfexperts import defaults
+from tfexperts import errors
+from tfexperts.models import finite
+from tfexperts.train import preemption
 from tfexperts.train import schedules
 from tfexperts.train import strategy as strategy_lib
 
@@ -200,10 +210,7 @@ def _checkpoint_dir(strategy, directory):
 def checkpointed_step(directory):
   """The step stored in the latest checkpoint under `directory` (0 when there is none)."""
   latest = tf.train.latest_checkpoint(directory)
-  if not latest:
-    return 0
-  reader = tf.train.load_checkpoint(latest)
-  return int(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))
+  return checkpoint_step(latest) if latest else 0
 
 
 def _report_unreached(task_name, variables, gradients, reported):
@@ -300,12 +307,15 @@ def _train_steps(strategy, task, config, model, optimizer, step):
   @tf.function
   def train_steps(iterator, num_steps):
     loss = correct = tf.constant(0.0)
+    first_nonfinite = tf.constant(-1, tf.int64)  # the step (1-based) of the first non-finite loss
     for _ in tf.range(num_steps):
       per_replica_loss, per_replica_correct = strategy.run(step_fn, args=(next(iterator), step))
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
       correct = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_correct, axis=None)
       step.assign_add(1)
-    return loss, correct / global_batch
+      first_nonfinite = tf.where((first_nonfinite < 0) & ~tf.math.is_finite(loss),
+                                 step.read_value(), first_nonfinite)
+    return loss, correct / global_batch, first_nonfinite
 
   return train_steps
 
@@ -353,21 +363,57 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
   global_batch = config.global_batch_size
   progress = _Progress(task.name, config.total_steps, global_batch,
                        summary_dir if strategy_lib.is_chief(strategy) else None, start_step)
+
+  def save(at_step):
+    check_finite_weights(model, task.name, at_step, float(schedule(at_step - 1)), checkpoint_dir)
+    return manager.save(checkpoint_number=at_step)
+
   current = start_step
-  while current < config.total_steps:
-    next_checkpoint = (current // config.checkpoint_every + 1) * config.checkpoint_every
-    next_log = (current // config.log_every + 1) * config.log_every
-    num_steps = min(config.steps_per_loop, next_checkpoint - current, next_log - current,
-                    config.total_steps - current)
-    loss, accuracy = train_steps(iterator, tf.constant(num_steps))
-    current = int(step.numpy())
-    if current % config.log_every == 0 or current == config.total_steps:
-      lr = float(schedule(current - 1))
-      entry = {"step": current, "loss": float(loss), "lr": lr,
-               "accuracy": None if config.multi_label else float(accuracy)}
-      history["log"].append(entry)
-      progress.log(current, entry["loss"], entry["accuracy"], lr)
-    if current % config.checkpoint_every == 0 or current == config.total_steps:
-      manager.save(checkpoint_number=current)
+  with preemption.Watcher(strategy, save, task.name, config.total_steps) as watcher:
+    while current < config.total_steps:
+      next_checkpoint = (current // config.checkpoint_every + 1) * config.checkpoint_every
+      next_log = (current // config.log_every + 1) * config.log_every
+      num_steps = min(config.steps_per_loop, next_checkpoint - current, next_log - current,
+                      config.total_steps - current)
+      loss, accuracy, first_nonfinite = train_steps(iterator, tf.constant(num_steps))
+      current = int(step.numpy())
+      if int(first_nonfinite) >= 0:
+        bad = int(first_nonfinite)
+        _raise_diverged(task.name, bad, float(schedule(bad - 1)), "the loss is not finite",
+                        checkpoint_dir)
+      if current % config.log_every == 0 or current == config.total_steps:
+        lr = float(schedule(current - 1))
+        entry = {"step": current, "loss": float(loss), "lr": lr,
+                 "accuracy": None if config.multi_label else float(accuracy)}
+        history["log"].append(entry)
+        progress.log(current, entry["loss"], entry["accuracy"], lr)
+      if current % config.checkpoint_every == 0 or current == config.total_steps:
+        watcher.save_now(current)
+      watcher.check(current)
   history["final_step"] = current
   return model, history
+
+
+def _raise_diverged(name, step, lr, what, checkpoint_dir):
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  kept = (f"The last finite checkpoint (step {checkpoint_step(latest)}, {latest}) is kept; a rerun "
+          "with the same settings resumes from it and diverges again." if latest else
+          "No checkpoint was written.")
+  raise errors.DivergedError(
+      f"[{name}] diverged: {what} at step {step} (learning rate {lr:.3g}); nothing non-finite was "
+      f"saved. {kept} Lower the learning rate (or lengthen the warm-up).", run=name, step=step,
+      learning_rate=lr, checkpoint=latest)
+
+
+def check_finite_weights(model, name, step, lr, checkpoint_dir):
+  """Raises `errors.DivergedError` (naming run `name`, `step`, learning rate `lr` and the last
+  checkpoint under `checkpoint_dir`) when a weight of `model` is NaN or infinite; else None."""
+  bad = finite.nonfinite_weights(model)
+  if bad:
+    _raise_diverged(name, step, lr, f"{len(bad)} weights are not finite (e.g. {bad[0]})",
+                    checkpoint_dir)
+
+
+def checkpoint_step(path):
+  """The step stored in the checkpoint at `path` (a checkpoint prefix written by `train`)."""
+  return int(tf.train.load_checkpoint(path).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))

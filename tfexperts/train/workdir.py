@@ -111,7 +111,13 @@ def train(config, flag_lines=None):
       baseline_config=loop.LoopConfig(total_steps=config.baseline_steps, **common),
       expert_config=loop.LoopConfig(total_steps=config.expert_steps, **common),
       slices=config.slices, seed=config.seed)
-  outputs = stages.run_stages(sc, config.stage)
+  try:
+    outputs = stages.run_stages(sc, config.stage)
+  except errors.DivergedError as e:
+    raise errors.DivergedError(
+        f"{e} --base_lr={config.base_lr:g} is recorded in {config.workdir}: train with a lower "
+        "--base_lr (or more --warmup_steps) in a new --workdir.", run=e.run, step=e.step,
+        learning_rate=e.learning_rate, checkpoint=e.checkpoint) from e
   print(f"\nDone: stages {config.stage} in {config.workdir}", flush=True)
   summary = {"workdir": config.workdir, "stages": config.stage,
              "experts": [d.name for d in domains]}

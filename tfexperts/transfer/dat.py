@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfexperts import defaults
+from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.errors import UserError
 from tfexperts.hub import export as export_lib
@@ -124,7 +125,8 @@ def _stage_context(upstream, config, resolution, directory, strategy):
 def train_and_export(baseline, upstream, weights, config, directory, strategy, name):
   """Steps 3-4a: fine-tunes the baseline on the resampled upstream data and exports it.
 
-  Returns `(handle of the exported module, cost dict of the upstream training)`.
+  Returns `(handle of the exported module, cost dict of the upstream training)`. Raises
+  `errors.DivergedError` naming `--dat_lr` when the upstream fine-tuning diverges.
   """
   resolution = config.resolution or (baseline.metadata.get("input") or {}).get("resolution")
   if not resolution:
@@ -137,7 +139,14 @@ def train_and_export(baseline, upstream, weights, config, directory, strategy, n
     return handle, fileio.read_json(cost_path)
   sc = _stage_context(upstream, config, resolution, os.path.join(directory, "upstream"), strategy)
   start = time.perf_counter()
-  final = stages.run_dat(sc, lambda: keras_baseline.rebuild(baseline), weights, name)
+  try:
+    final = stages.run_dat(sc, lambda: keras_baseline.rebuild(baseline), weights, name)
+  except errors.DivergedError as e:
+    raise errors.DivergedError(
+        f"DAT's upstream fine-tuning of the baseline for {name!r} diverged at base_lr "
+        f"{config.base_lr:g} (--dat_lr): {e} To retry with a lower --dat_lr, delete "
+        f"{sc.workdir} first (its checkpoints hold this learning rate's run).", run=e.run,
+        step=e.step, learning_rate=e.learning_rate, checkpoint=e.checkpoint) from e
   train_seconds = time.perf_counter() - start
   model, record = finished.load_final(final)
   start = time.perf_counter()
@@ -155,7 +164,7 @@ def train_and_export(baseline, upstream, weights, config, directory, strategy, n
 def protocol_images(result, config):
   """Training images a `protocol.run_protocol` result processed (sum of steps x batch)."""
   steps = [row["steps"] for row in result["sweep"]]
-  steps += [result["best"]["steps"]] * len(result["final"])
+  steps += [(result["best"] or {}).get("steps", 0)] * len(result["final"])
   return int(sum(steps) * config.batch_size)
 
 

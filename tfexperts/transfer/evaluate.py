@@ -172,7 +172,7 @@ def evaluate_dat(task, candidates, upstream, config, strategy):
   protocol_result = result["protocol"]
   cost = result["cost"]
   ratio = cost["upstream_training"]["seconds"] / knn_seconds
-  print(f"   dat: test accuracy {result['test_accuracy']:.4f}; upstream fine-tuning "
+  print(f"   dat: {_accuracy_text(protocol_result)}; upstream fine-tuning "
         f"{cost['upstream_training']['seconds']:.1f}s vs kNN selection over "
         f"{len(candidates.experts)} experts {knn_seconds:.1f}s (x{ratio:.1f})", flush=True)
   record = {"task": task.name, "task_spec": task.spec or task.name,
@@ -180,6 +180,7 @@ def evaluate_dat(task, candidates, upstream, config, strategy):
             "selection": "dat", "chosen": [name],
             "proxy_scores": scores, "picks": {"knn": selection.best(scores["knn"])},
             "per_expert": {name: protocol_result}, "test_accuracy": result["test_accuracy"],
+            **_diverged_fields({name: protocol_result}, [name]),
             "test_interval": protocol_result.get("test_interval"),
             "test_size": protocol_result.get("test_size"),
             "config": _protocol_dict(config.protocol),
@@ -195,6 +196,24 @@ def evaluate_dat(task, candidates, upstream, config, strategy):
             "num_experts": len(candidates.experts)}
   report.write_record(dirs["results"], record)
   return record
+
+
+def _accuracy_text(result):
+  """`test accuracy 0.8123`, or `diverged (<why>)` for a protocol result without accuracy."""
+  if result.get("test_accuracy") is None:
+    return f"diverged ({result.get('message', 'no accuracy')})"
+  return f"test accuracy {result['test_accuracy']:.4f}"
+
+
+def _diverged_fields(per_expert, reported):
+  """The record's `diverged` flag (the reported experts all diverged: no accuracy) and, for every
+  fine-tuned expert that diverged, `diverged_experts` {expert: why}."""
+  why = {name: r.get("message", "diverged") for name, r in per_expert.items()
+         if r.get("diverged")}
+  fields = {"diverged": bool(reported) and all(name in why for name in reported)}
+  if why:
+    fields["diverged_experts"] = why
+  return fields
 
 
 def _chosen(selection_name, by_name, picks, baseline, task):
@@ -221,7 +240,7 @@ def _strategy_block(record, selection_name, scores, picks, per_expert, accuracie
   strategy_accuracy = {p: accuracies.get(picks[p]) for p in picks}
   if baseline in accuracies:
     strategy_accuracy["baseline"] = accuracies[baseline]
-  if selection_name == "all_experts":
+  if selection_name == "all_experts" and best_name is not None:
     strategy_picks["oracle"] = best_name
     strategy_accuracy["oracle"] = accuracies[best_name]
     record["regret"] = {p: strategy_accuracy["oracle"] - a
@@ -275,19 +294,25 @@ def evaluate_task(task, candidates, config, strategy):
     per_expert[name] = protocol_lib.run_protocol(
         by_name[name].handle, task, config.protocol, os.path.join(dirs["work"], task.name, name),
         strategy, config.data_dir)
-    print(f"   {name}: test accuracy {per_expert[name]['test_accuracy']:.4f} "
-          f"(best {per_expert[name]['best']})", flush=True)
-  accuracies = {name: r["test_accuracy"] for name, r in per_expert.items()}
-  best_name = max(accuracies, key=accuracies.get) if selection_name in FINE_TUNE_SEVERAL else (
-      chosen[0])
+    best = per_expert[name]["best"]
+    print(f"   {name}: {_accuracy_text(per_expert[name])}" + (f" (best {best})" if best else ""),
+          flush=True)
+  accuracies = {name: r["test_accuracy"] for name, r in per_expert.items()
+                if r.get("test_accuracy") is not None}
+  if selection_name in FINE_TUNE_SEVERAL:
+    best_name = max(accuracies, key=accuracies.get) if accuracies else None
+  else:
+    best_name = chosen[0]
+  best_result = per_expert.get(best_name) or {}
   config_dict = _protocol_dict(config.protocol)
   record = {"task": task.name, "task_spec": task.spec or task.name, "splits": splits,
             "group": task.group, "selection": selection_name,
             "chosen": chosen, "proxy_scores": scores, "picks": picks,
             "proxy_seconds": proxy_seconds, "per_expert": per_expert,
-            "test_accuracy": accuracies[best_name],
-            "test_interval": per_expert[best_name].get("test_interval"),
-            "test_size": per_expert[best_name].get("test_size"),
+            "test_accuracy": accuracies.get(best_name),
+            **_diverged_fields(per_expert, [best_name] if best_name else chosen),
+            "test_interval": best_result.get("test_interval"),
+            "test_size": best_result.get("test_size"),
             "config": config_dict,
             "times": {"selection_seconds": selection_seconds,
                       "finetune_seconds": sum(r["seconds"] for r in per_expert.values())},
@@ -297,7 +322,7 @@ def evaluate_task(task, candidates, config, strategy):
   if topk_block is not None:
     record["topk"] = topk_block
     record["times"]["topk_seconds"] = topk_block["seconds"]
-  if selection_name == TOPK:
+  if selection_name == TOPK and record["test_accuracy"] is not None:
     regret = oracle_regret(dirs["results"], task, config_dict, record["test_accuracy"])
     if regret is not None:
       record["regret"] = {TOPK: regret}

@@ -5,7 +5,9 @@ Keras 3 (our modules' `serve`/`train` endpoints; modules without them, such as t
 experts, through `__call__`: BiT has no batch norm or dropout, so one endpoint serves both).
 Each run goes through `loop.train` (checkpoints, resume, progress) and stores its evaluation in
 `result.json` (accuracy, and which eval examples it got right, packed: see `stats.pack_correct`),
-so a finished run is neither retrained nor re-evaluated.
+so a finished run is neither retrained nor re-evaluated. A run whose loss or weights became
+non-finite is finished too: its `result.json` says `diverged` (with the step, learning rate and
+message) and has no accuracy.
 """
 import dataclasses
 import os
@@ -16,6 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import errors
 from tfexperts import fileio
 from tfexperts import replicated
 from tfexperts.hub import identity as hub_identity
@@ -199,11 +202,24 @@ def _forward(model, batch):
   return model(batch["image"], training=True)
 
 
+def _result_settings(spec):
+  return {"handle": spec.handle, "task": spec.task.name, "train_split": spec.train_split,
+          "eval_split": spec.eval_split, "learning_rate": spec.learning_rate,
+          "steps": spec.steps, "batch_size": spec.batch_size, "seed": spec.seed,
+          "resolution": spec.resolution}
+
+
+def diverged(result):
+  """True when a run's result dict (or a protocol result) records divergence (no accuracy)."""
+  return bool((result or {}).get("diverged"))
+
+
 def run(spec, strategy):
   """Fine-tunes `spec.handle` on `spec.train_split` and evaluates on `spec.eval_split`.
 
   Returns the run's result dict (accuracy, examples, seconds, hyperparameters); a run whose
-  `result.json` exists returns it without training.
+  `result.json` exists returns it without training. A run that diverges (`errors.DivergedError`)
+  returns (and records) `diverged: True` with `accuracy` None instead of raising.
   """
   result_path = os.path.join(spec.directory, RESULT)
   if tf.io.gfile.exists(result_path):
@@ -225,15 +241,20 @@ def run(spec, strategy):
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(expert_dir)}/{run_dir}",
                         spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
                         reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes))
-  model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
+  try:
+    model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
+  except errors.DivergedError as e:
+    print(f"{e} Recorded as diverged.", flush=True)
+    result = {**_result_settings(spec), "diverged": True, "accuracy": None,
+              "diverged_at_step": e.step, "diverged_learning_rate": e.learning_rate,
+              "message": str(e), "seconds": time.perf_counter() - start}
+    fileio.write_json_atomic(result_path, result)
+    return result
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size, strategy)
   accuracy, count = float(correct.mean()), int(correct.size)
-  result = {"handle": spec.handle, "task": spec.task.name, "train_split": spec.train_split,
-            "eval_split": spec.eval_split, "learning_rate": spec.learning_rate,
-            "steps": spec.steps, "batch_size": spec.batch_size, "seed": spec.seed,
-            "resolution": spec.resolution, "accuracy": accuracy, "num_eval_examples": count,
-            "num_correct": int(correct.sum()), "correct_bits": stats.pack_correct(correct),
-            "seconds": time.perf_counter() - start}
+  result = {**_result_settings(spec), "diverged": False, "accuracy": accuracy,
+            "num_eval_examples": count, "num_correct": int(correct.sum()),
+            "correct_bits": stats.pack_correct(correct), "seconds": time.perf_counter() - start}
   fileio.write_json_atomic(result_path, result)
   return result

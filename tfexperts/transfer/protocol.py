@@ -6,6 +6,10 @@ accuracy is the median of the final repeats (the paper: 3 retrains), with its 95
 on the test size and, with several repeats, their spread. The per-example test correctness of the
 median run is kept (packed) so that two experts can be compared on the same examples.
 
+A run that diverges (non-finite loss or weights) is recorded, not raised: a sweep point with a
+diverged repeat is `diverged` and cannot be chosen (its val accuracy is None); if every point
+diverges, or a final retrain does, the result is `diverged` with `test_accuracy` None.
+
 `short_run` is the budget-limited fine-tune of `--selection=knn_topk`: one learning rate, a
 fraction of the sweep's steps, train800 -> val200.
 """
@@ -87,38 +91,59 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     data_dir: tfds data dir.
 
   Returns:
-    A dict: `sweep` (one row per run: lr at batch 512, steps, seed, val accuracy), `best`
-    ({learning_rate, steps, val_accuracy}), `final` (rows with test accuracy), `test_accuracy`
-    (median of the final runs) and `seconds` (sum over runs).
+    A dict: `sweep` (one row per run: lr at batch 512, steps, seed, val accuracy; `diverged`
+    rows have None), `best` ({learning_rate, steps, val_accuracy} among the points that did not
+    diverge), `final` (rows with test accuracy), `test_accuracy` (median of the final runs),
+    `diverged` and `seconds` (sum over runs). When every sweep point or a final retrain diverged:
+    `diverged` True, `diverged_in` ("sweep" or "final"), `message`, and `test_accuracy` None
+    (`best` None too when the whole sweep diverged).
   """
   sweep = []
   for lr in config.learning_rates:
     for steps in config.steps:
-      accuracies = []
       for repeat in range(config.sweep_repeats):
         result = finetune.run(_spec(config, handle, task, "sweep", lr, steps, repeat, directory,
                                     data_dir), strategy)
-        accuracies.append(result["accuracy"])
-        sweep.append({"learning_rate": lr, "steps": steps, "seed": result["seed"],
-                      "val_accuracy": result["accuracy"], "seconds": result["seconds"]})
+        row = {"learning_rate": lr, "steps": steps, "seed": result["seed"],
+               "val_accuracy": result["accuracy"], "seconds": result["seconds"]}
+        if finetune.diverged(result):
+          row.update(diverged=True, diverged_at_step=result.get("diverged_at_step"))
+        sweep.append(row)
   points = {}
   for row in sweep:
-    points.setdefault((row["learning_rate"], row["steps"]), []).append(row["val_accuracy"])
-  (best_lr, best_steps), best_accs = max(points.items(),
+    points.setdefault((row["learning_rate"], row["steps"]), []).append(row)
+  finite_points = {key: [r["val_accuracy"] for r in rows] for key, rows in points.items()
+                   if not any(r.get("diverged") for r in rows)}
+  seconds = sum(r["seconds"] for r in sweep)
+  if not finite_points:
+    return {"sweep": sweep, "best": None, "final": [], "test_accuracy": None,
+            "diverged": True, "diverged_in": "sweep", "seconds": seconds,
+            "message": f"every sweep point diverged (learning rates "
+                       f"{list(config.learning_rates)} x steps {list(config.steps)})"}
+  (best_lr, best_steps), best_accs = max(finite_points.items(),
                                          key=lambda item: statistics.mean(item[1]))
   final = []
   for repeat in range(config.final_repeats):
     result = finetune.run(_spec(config, handle, task, "final", best_lr, best_steps, repeat,
                                 directory, data_dir), strategy)
-    final.append({"seed": result["seed"], "test_accuracy": result["accuracy"],
-                  "test_size": result["num_eval_examples"], "seconds": result["seconds"],
-                  "correct_bits": result.get("correct_bits")})
+    row = {"seed": result["seed"], "test_accuracy": result["accuracy"],
+           "test_size": result.get("num_eval_examples"), "seconds": result["seconds"],
+           "correct_bits": result.get("correct_bits")}
+    if finetune.diverged(result):
+      row.update(diverged=True, diverged_at_step=result.get("diverged_at_step"))
+    final.append(row)
   output = {"sweep": sweep,
             "best": {"learning_rate": best_lr, "steps": best_steps,
                      "val_accuracy": statistics.mean(best_accs)},
-            "final": final,
-            "test_accuracy": statistics.median(r["test_accuracy"] for r in final),
-            "seconds": sum(r["seconds"] for r in sweep + final)}
+            "final": final, "diverged": False,
+            "seconds": seconds + sum(r["seconds"] for r in final)}
+  if any(r.get("diverged") for r in final):
+    output.update(test_accuracy=None, diverged=True, diverged_in="final",
+                  message=f"the final retrain at learning rate {best_lr:g}, {best_steps} steps "
+                          f"diverged ({sum(bool(r.get('diverged')) for r in final)} of "
+                          f"{len(final)} repeats)")
+    return output
+  output["test_accuracy"] = statistics.median(r["test_accuracy"] for r in final)
   output.update(test_statistics(final))
   return output
 

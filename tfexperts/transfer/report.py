@@ -7,7 +7,10 @@ any selection strategy on that task is the accuracy of the expert it picks.
 
 Every test accuracy carries its 95% Wilson interval on the test size (`test_interval`,
 `strategy_interval`); the table shows it as `78.6 ±2.5` (half the interval's width, in points),
-the plot as error bars. Records older than the intervals show none. Paired verdicts
+the plot as error bars. Records older than the intervals show none. A record whose fine-tuning
+diverged (`diverged`: every sweep point or the final retrain of its expert had a non-finite loss)
+has no accuracy: its results.csv row leaves the accuracy empty with `diverged` = yes (rows written
+before that column existed read as empty), and its table cell says `diverged`. Paired verdicts
 (`comparisons`) compare two strategies' experts on the same test examples: exact McNemar for the
 verdict, Newcombe's interval for the difference (see `stats`).
 """
@@ -27,7 +30,8 @@ from tfexperts.transfer import stats
 GROUPS = ("natural", "specialized", "structured", "offline")
 STRATEGY_ORDER = ("baseline", "random", "knn", "label_matching", "domain", "knn_topk", "oracle")
 CSV_FIELDS = ("task", "group", "selection", "chosen", "test_accuracy", "test_low", "test_high",
-              "test_size", "baseline_accuracy", "selection_seconds", "finetune_seconds", "record")
+              "test_size", "baseline_accuracy", "selection_seconds", "finetune_seconds", "record",
+              "diverged")
 # Paired comparisons recorded for a multi-expert record: (strategy, against), when both ran.
 COMPARISONS = (("knn", "baseline"), ("knn", "random"), ("knn_topk", "knn"),
                ("knn_topk", "baseline"), ("label_matching", "baseline"), ("domain", "baseline"),
@@ -67,7 +71,8 @@ def _append_row(csv_path, record, path):
                "test_size": record.get("test_size"), "baseline_accuracy": baseline,
                "selection_seconds": round(record["times"]["selection_seconds"], 2),
                "finetune_seconds": round(record["times"]["finetune_seconds"], 2),
-               "record": os.path.basename(path)})
+               "record": os.path.basename(path),
+               "diverged": "yes" if record.get("diverged") else "no"})
   out = io.StringIO()
   writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
   writer.writeheader()
@@ -122,6 +127,7 @@ def verdict_text(comparison):
 
 
 REQUIRED_FIELDS = ("task", "group", "selection", "test_accuracy")
+DIVERGED = "diverged"  # a table value in place of an accuracy
 
 
 def read_result_record(path):
@@ -167,6 +173,10 @@ def strategy_table(records, intervals=False):
   table, groups = {}, {}
   for record in records:
     groups[record["task"]] = record["group"]
+    if record.get("diverged") and record["selection"] not in ("all_experts", "all_proxies"):
+      table.setdefault(record["selection"], {}).setdefault(  # never hides an accuracy
+          record["task"], (DIVERGED, None) if intervals else DIVERGED)
+      continue
     values = dict(record.get("strategy_accuracy") or {})
     bounds = dict(record.get("strategy_interval") or {})
     if record["selection"] not in ("all_experts", "all_proxies"):
@@ -186,6 +196,8 @@ def _ordered(strategies):
 
 
 def _cell(accuracy, bound):
+  if accuracy == DIVERGED:
+    return DIVERGED
   if bound is None:
     return f"{100 * accuracy:.1f}"
   return f"{100 * accuracy:.1f} ±{100 * (bound[1] - bound[0]) / 2:.1f}"
@@ -193,6 +205,7 @@ def _cell(accuracy, bound):
 
 def _mean_cell(cells):
   """Mean accuracy of tasks, with a normal-approximation half-width from their intervals."""
+  cells = [c for c in cells if c[0] != DIVERGED]
   if not cells:
     return "-"
   mean = statistics.mean(a for a, _ in cells)
@@ -240,6 +253,7 @@ def plot_table(records, path):
   width = 0.8 / max(len(strategies), 1)
   for i, strategy in enumerate(strategies):
     cells = [table[strategy].get(t, (np.nan, None)) for t in tasks]
+    cells = [(np.nan, None) if a == DIVERGED else (a, b) for a, b in cells]
     values = np.array([100 * a for a, _ in cells])
     error_bars = np.array([[100 * (a - b[0]), 100 * (b[1] - a)] if b else [np.nan, np.nan]
                            for a, b in cells]).T

@@ -40,7 +40,8 @@ def select(handles, knn_scores, task, config, directory, strategy, *, k=3, steps
 
   Returns:
     A dict: `k`, `learning_rate`, `steps`, `batch_size`, `candidates` (kNN order: expert, knn,
-    val_accuracy, seconds), `pick` (best val accuracy; ties to the better kNN rank),
+    val_accuracy, seconds; a `diverged` run has val_accuracy None), `pick` (best val accuracy
+    of the runs that did not diverge, ties to the better kNN rank; kNN's top if all diverged),
     `seconds` (sum of the short runs) and `images` (train images stepped plus val images
     evaluated by the short runs).
   """
@@ -57,8 +58,13 @@ def select(handles, knn_scores, task, config, directory, strategy, *, k=3, steps
                                 os.path.join(directory, name), strategy, data_dir)
     candidates.append({"expert": name, "knn": knn_scores[name],
                        "val_accuracy": result["accuracy"], "seconds": result["seconds"],
-                       "val_size": result["num_eval_examples"]})
-  pick = max(candidates, key=lambda c: c["val_accuracy"])["expert"]  # first max: kNN order
+                       "val_size": result.get("num_eval_examples", 0)})
+    if result.get("diverged"):
+      candidates[-1]["diverged"] = True
+  finite = [c for c in candidates if not c.get("diverged")]
+  # First max: kNN order. When every short run diverged, kNN's own pick (its protocol sweeps
+  # other learning rates too).
+  pick = max(finite, key=lambda c: c["val_accuracy"])["expert"] if finite else ranking[0]
   return {"k": k, "learning_rate": lr, "steps": steps, "batch_size": config.batch_size,
           "candidates": candidates, "pick": pick,
           "seconds": sum(c["seconds"] for c in candidates),
