@@ -31,3 +31,11 @@ def did_you_mean(name, valid):
   import difflib  # pylint: disable=g-import-not-at-top  (only on the error path)
   matches = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
   return f" Did you mean {matches[0]!r}?" if matches else ""
+
+
+class DiskFullError(UserError, OSError):
+  """A write failed for lack of space, quota or allowed file size (ENOSPC, EDQUOT, EFBIG).
+
+  The message names the path and how many bytes were being written; the write left nothing
+  incomplete under the final name, so rerunning once space is freed continues.
+  """

@@ -8,6 +8,8 @@
   expert / preset, missing or malformed file, unprepared data, unreachable TPU, ...).
   `--verbose` (or the environment variable `TFEXPERTS_VERBOSE=1`) shows their traceback as well.
 * Any other exception is an internal error and keeps Python's traceback (exit status 1).
+* Each binary holds an exclusive lease on the directories it writes (`take_leases`); a second run
+  on one of them is a user error naming the first, unless --force_takeover.
 """
 import os
 import re
@@ -26,6 +28,21 @@ HELP_ARGS = ("-h", "-help", "--help", "-helpshort", "--helpshort", "-?")
 
 flags.DEFINE_bool("verbose", False, f"Show the traceback of user errors too (or set "
                   f"{VERBOSE_ENV}=1); also prints the Python and tfexperts in use.")
+flags.DEFINE_bool("force_takeover", False, "Take the output directory's lease even from a run "
+                  "that still looks alive (only when you know it is gone: two writers would "
+                  "interleave their files).")
+
+
+def take_leases(*directories):
+  """Takes the exclusive lease (tfexperts.lease) on each output directory given (None and
+  duplicates skipped) for the rest of the run, honouring --force_takeover; returns the leases.
+
+  Called first thing after the flag checks, before TensorFlow loads, so a second run on the same
+  directory is refused within a second or two with the holder's host, pid, start and command.
+  """
+  from tfexperts import lease  # pylint: disable=g-import-not-at-top
+  unique = list(dict.fromkeys(d.rstrip("/") for d in directories if d))
+  return lease.acquire_all(unique, force=FLAGS.force_takeover)
 
 
 def verbose():

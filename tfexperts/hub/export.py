@@ -55,7 +55,8 @@ def write_atomically(path, write_fn, overwrite=False):
     overwrite: replace an existing `path`; without it an existing `path` raises FileExistsError.
 
   Returns:
-    `path`.
+    `path`. Raises `errors.DiskFullError` naming `path` (and leaving no temp directory) when the
+    disk has no room for the module.
   """
   path = check_target(path.rstrip("/"), overwrite)
   parent = fileio.parent_dir(path)
@@ -63,18 +64,19 @@ def write_atomically(path, write_fn, overwrite=False):
     tf.io.gfile.makedirs(parent)
   tmp = fileio.temp_path_beside(path)
   try:
-    write_fn(tmp)
-    if not tf.io.gfile.exists(path):
-      tf.io.gfile.rename(tmp, path)
-    else:
-      old = fileio.temp_path_beside(path)
-      tf.io.gfile.rename(path, old)
-      try:
+    with fileio.disk_writes(path, lambda: fileio.tree_nbytes(tmp), qualifier="at least "):
+      write_fn(tmp)
+      if not tf.io.gfile.exists(path):
         tf.io.gfile.rename(tmp, path)
-      except BaseException:
-        tf.io.gfile.rename(old, path)  # put the old module back
-        raise
-      tf.io.gfile.rmtree(old)
+      else:
+        old = fileio.temp_path_beside(path)
+        tf.io.gfile.rename(path, old)
+        try:
+          tf.io.gfile.rename(tmp, path)
+        except BaseException:
+          tf.io.gfile.rename(old, path)  # put the old module back
+          raise
+        tf.io.gfile.rmtree(old)
   finally:
     if tf.io.gfile.exists(tmp):
       tf.io.gfile.rmtree(tmp)

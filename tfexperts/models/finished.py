@@ -28,7 +28,8 @@ METADATA = artifacts.METADATA
 
 def save_final(model, directory, record):
   """Writes a built Keras `model` and its `record` (an `artifacts.ModelRecord`) as a finished
-  model at `directory`. Overwrites an existing finished model. Returns `directory`."""
+  model at `directory`. Overwrites an existing finished model. Returns `directory`. Raises
+  `errors.DiskFullError` (leaving no temp directory) when the disk has no room for it."""
   if not isinstance(record, artifacts.ModelRecord):
     raise TypeError(f"`record` must be a tfexperts.artifacts.ModelRecord. Received: "
                     f"{type(record).__name__}")
@@ -36,14 +37,20 @@ def save_final(model, directory, record):
   if parent:
     tf.io.gfile.makedirs(parent)
   tmp = fileio.temp_path_beside(directory.rstrip("/"))
-  tf.io.gfile.makedirs(tmp)
-  config = keras.saving.serialize_keras_object(model)
-  fileio.write_bytes_atomic(os.path.join(tmp, MODEL_CONFIG), json.dumps(config).encode())
-  _save_weights(model, os.path.join(tmp, MODEL_WEIGHTS))
-  artifacts.write_record(tmp, record)
-  if tf.io.gfile.exists(directory):
-    tf.io.gfile.rmtree(directory)
-  tf.io.gfile.rename(tmp, directory)
+  try:
+    with fileio.disk_writes(directory, lambda: fileio.variables_nbytes(model.weights),
+                            qualifier="about "):
+      tf.io.gfile.makedirs(tmp)
+      config = keras.saving.serialize_keras_object(model)
+      fileio.write_bytes_atomic(os.path.join(tmp, MODEL_CONFIG), json.dumps(config).encode())
+      _save_weights(model, os.path.join(tmp, MODEL_WEIGHTS))
+      artifacts.write_record(tmp, record)
+      if tf.io.gfile.exists(directory):
+        tf.io.gfile.rmtree(directory)
+      tf.io.gfile.rename(tmp, directory)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.rmtree(tmp)
   return directory
 
 

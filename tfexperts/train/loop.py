@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from tfexperts import defaults
+from tfexperts import fileio
 from tfexperts.train import schedules
 from tfexperts.train import strategy as strategy_lib
 
@@ -368,6 +369,8 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
       history["log"].append(entry)
       progress.log(current, entry["loss"], entry["accuracy"], lr)
     if current % config.checkpoint_every == 0 or current == config.total_steps:
-      manager.save(checkpoint_number=current)
+      with fileio.disk_writes(manager.directory, lambda: fileio.variables_nbytes(
+          list(model_variables(model).values()) + list(optimizer.variables)), qualifier="about "):
+        manager.save(checkpoint_number=current)
   history["final_step"] = current
   return model, history
