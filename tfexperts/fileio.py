@@ -13,9 +13,10 @@ import posixpath
 import sys
 import uuid
 
-import tensorflow as tf
-
 from tfexperts import errors
+from tfexperts import lazy
+
+tf = lazy.LazyModule("tensorflow")  # the lease writes its file before TensorFlow has loaded
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # How the same failures read once TensorFlow or h5py has turned errno into a message.
