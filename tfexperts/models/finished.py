@@ -81,8 +81,13 @@ def load_final(directory, record=None):
   with tf.io.gfile.GFile(os.path.join(directory, MODEL_CONFIG)) as f:
     model = keras.saving.deserialize_keras_object(json.load(f))
   model.build((None, None, None, 3))
-  with tempfile.TemporaryDirectory() as local:
-    local_path = os.path.join(local, MODEL_WEIGHTS)
-    tf.io.gfile.copy(os.path.join(directory, MODEL_WEIGHTS), local_path, overwrite=True)
-    model.load_weights(local_path)
+  weights = os.path.join(directory, MODEL_WEIGHTS)
+  if "://" not in directory:  # h5py reads local files in place
+    model.load_weights(weights)
+  else:
+    with tempfile.TemporaryDirectory() as local:
+      local_path = os.path.join(local, MODEL_WEIGHTS)
+      with fileio.disk_writes(local_path, lambda: tf.io.gfile.stat(weights).length):
+        tf.io.gfile.copy(weights, local_path, overwrite=True)
+      model.load_weights(local_path)
   return model, record if record is not None else artifacts.read_record(directory)
