@@ -249,7 +249,7 @@ def test_real_efbig_on_an_export_then_the_rerun_completes(tmp_path, workdir):
   failed = _run(_binary("export_experts", *args), limit=64 * 1024)
   assert failed.returncode == 2, failed.stderr[-3000:]
   module = f"{tmp_path}/export/c/baseline/1"
-  assert f"export_experts: error: writing {module} (at least " in failed.stderr, failed.stderr
+  assert f"export_experts: error: writing {module} (about " in failed.stderr, failed.stderr
   assert "File too large" in failed.stderr
   assert not os.path.exists(module)
   assert [p for p in _listing(f"{tmp_path}/export/c") if fileio.TEMP_MARKER in p] == []

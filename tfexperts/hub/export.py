@@ -45,7 +45,7 @@ def check_target(path, overwrite=False):
   return path
 
 
-def write_atomically(path, write_fn, overwrite=False):
+def write_atomically(path, write_fn, overwrite=False, nbytes=None):
   """Runs `write_fn(temp_dir)` and renames the temp directory to `path`.
 
   Args:
@@ -53,6 +53,8 @@ def write_atomically(path, write_fn, overwrite=False):
     write_fn: callable filling the temp directory it is given; anything it raises propagates,
       after the temp directory is removed.
     overwrite: replace an existing `path`; without it an existing `path` raises FileExistsError.
+    nbytes: about how many bytes the module takes (int or callable), for a disk-full message;
+      default: what the temp directory holds when the write fails.
 
   Returns:
     `path`. Raises `errors.DiskFullError` naming `path` (and leaving no temp directory) when the
@@ -64,7 +66,9 @@ def write_atomically(path, write_fn, overwrite=False):
     tf.io.gfile.makedirs(parent)
   tmp = fileio.temp_path_beside(path)
   try:
-    with fileio.disk_writes(path, lambda: fileio.tree_nbytes(tmp), qualifier="at least "):
+    size = (nbytes, "about ") if nbytes is not None else (lambda: fileio.tree_nbytes(tmp),
+                                                           "at least ")
+    with fileio.disk_writes(path, *size):
       write_fn(tmp)
       if not tf.io.gfile.exists(path):
         tf.io.gfile.rename(tmp, path)
@@ -151,7 +155,7 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
   check_target(path.rstrip("/"), overwrite)
   module = module_lib.ExpertModule(copies.export_ready(model, keep_head=with_logits), with_logits)
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, None),
-                          overwrite)
+                          overwrite, lambda: fileio.variables_nbytes(model.weights))
 
 
 def num_bank_experts(model):
@@ -179,5 +183,5 @@ def export_bank(model, path, metadata, with_logits=False, overwrite=False):
   module = module_lib.BankModule(copies.export_ready(model, keep_head=with_logits), with_logits)
   ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, ids),
-                          overwrite)
+                          overwrite, lambda: fileio.variables_nbytes(model.weights))
 
