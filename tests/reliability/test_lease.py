@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import time
+import types
 
 import pytest
 
@@ -179,3 +180,24 @@ def test_gcs_without_the_client_library_is_a_clear_error(monkeypatch):
   monkeypatch.setattr(builtins, "__import__", no_gcs)
   with pytest.raises(errors.UserError, match=r"pip install tfexperts\[gcs\]"):
     lease.acquire("gs://bucket/runs/b")
+
+
+@pytest.mark.parametrize("task,cluster,chief", [
+    ({"type": "worker", "index": 0}, {"worker": ["a:1", "b:1"]}, True),
+    ({"type": "worker", "index": 1}, {"worker": ["a:1", "b:1"]}, False),
+    ({"type": "worker", "index": 0}, {"chief": ["c:1"], "worker": ["a:1"]}, False),
+    ({"type": "chief", "index": 0}, {"chief": ["c:1"], "worker": ["a:1"]}, True),
+])
+def test_only_the_chief_of_a_multi_worker_cluster_takes_the_lease(tmp_path, monkeypatch, task,
+                                                                  cluster, chief):
+  from tfexperts.cli import run as run_lib  # pylint: disable=g-import-not-at-top
+  directory = str(tmp_path / "run")
+  monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": task}))
+  assert run_lib.multi_worker_chief() is chief
+  with holders.Holder([directory]):
+    if chief:
+      monkeypatch.setattr(run_lib, "FLAGS", types.SimpleNamespace(force_takeover=False))
+      with pytest.raises(lease.LeaseError):
+        run_lib.take_leases(directory)
+    else:
+      assert run_lib.take_leases(directory) == []  # a worker beside the chief is not refused
