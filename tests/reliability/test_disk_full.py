@@ -201,27 +201,33 @@ def _binary(name, *args):
 
 CHILD = """
 import sys, numpy as np
+from tfexperts import errors
 from tfexperts.select import feature_cache
 from tfexperts.transfer import report
 from tests.reliability import test_disk_full as t
-if sys.argv[1] == "features":
-  feature_cache.FeatureCache(sys.argv[2]).save(t.KEY, np.ones((200, 64), np.float32),
-                                               np.zeros(200, np.int64))
-else:
-  report.write_record(sys.argv[2], t._record(padding=20000))
-print("written")
+writes = {"features": lambda: feature_cache.FeatureCache(sys.argv[1] + "/features").save(
+              t.KEY, np.ones((200, 64), np.float32), np.zeros(200, np.int64)),
+          "record": lambda: report.write_record(sys.argv[1] + "/results", t._record(padding=20000))}
+for kind, write in writes.items():
+  try:
+    write()
+    print(kind, "written")
+  except errors.DiskFullError as e:
+    print(kind, e)
 """
 
 
-@pytest.mark.parametrize("kind", ["features", "record"])
-def test_real_efbig_on_a_feature_cache_or_record_write_then_the_rerun(tmp_path, kind):
-  directory = str(tmp_path / kind)
-  failed = _run([sys.executable, "-c", CHILD, kind, directory], limit=16 * 1024)
-  assert failed.returncode != 0 and "DiskFullError: writing " in failed.stderr, failed.stderr
-  assert "bytes) failed: File too large" in failed.stderr
-  assert _listing(directory) in ([], ["results.csv.lock"])
-  rerun = _run([sys.executable, "-c", CHILD, kind, directory])
-  assert rerun.returncode == 0 and rerun.stdout == "written\n", rerun.stderr[-3000:]
+def test_real_efbig_on_a_feature_cache_and_a_record_write_then_the_rerun(tmp_path):
+  root = str(tmp_path)
+  failed = _run([sys.executable, "-c", CHILD, root], limit=16 * 1024)  # each file is > 40 KB
+  lines = failed.stdout.splitlines()
+  assert len(lines) == 2, failed.stdout + failed.stderr[-3000:]
+  assert lines[0].startswith(f"features writing {root}/features/") and lines[1].startswith(
+      f"record writing {root}/results/digits__knn.json (")
+  assert all("bytes) failed: File too large." in line for line in lines)
+  assert _listing(root) == ["results/results.csv.lock"] or _listing(root) == []
+  rerun = _run([sys.executable, "-c", CHILD, root])
+  assert rerun.stdout == "features written\nrecord written\n", rerun.stderr[-3000:]
 
 
 @pytest.mark.slow

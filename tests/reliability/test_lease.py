@@ -201,3 +201,19 @@ def test_only_the_chief_of_a_multi_worker_cluster_takes_the_lease(tmp_path, monk
         run_lib.take_leases(directory)
     else:
       assert run_lib.take_leases(directory) == []  # a worker beside the chief is not refused
+
+
+def test_renewal_refreshes_the_lease_and_stops_once_it_was_forced_away(tmp_path):
+  directory = str(tmp_path / "run")
+  first = lease.acquire(directory)
+  path = os.path.join(directory, lease.LEASE_FILE)
+  before = json.load(open(path))["renewed"]
+  time.sleep(0.01)
+  assert first._store.renew(first.holder)  # pylint: disable=protected-access
+  assert json.load(open(path))["renewed"] > before
+  second = lease.acquire(directory, force=True, out=io.StringIO())
+  assert not first._store.renew(first.holder)  # pylint: disable=protected-access
+  first.release()  # leaves the new holder's lease in place
+  assert json.load(open(path))["token"] == second.holder.token
+  second.release()
+  assert not os.path.exists(path)
