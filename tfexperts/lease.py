@@ -306,15 +306,19 @@ class _GcsStore:
     bucket, _, prefix = self.directory[len("gs://"):].partition("/")
     self.bucket_name, self.object_name = bucket, f"{prefix}/{LEASE_FILE}" if prefix else LEASE_FILE
     self.generation = None
+    self._cached = None
 
   def _blob(self):
-    if _GcsStore.client_factory is not None:
-      client = _GcsStore.client_factory()
-      exceptions = client.exceptions
-    else:
-      storage, exceptions = _storage()
-      client = storage.Client()
-    return client.bucket(self.bucket_name).blob(self.object_name), exceptions
+    """`(blob, exceptions module)`: one client and blob per store, made on first use."""
+    if self._cached is None:
+      if _GcsStore.client_factory is not None:
+        client = _GcsStore.client_factory()
+        exceptions = client.exceptions
+      else:
+        storage, exceptions = _storage()
+        client = storage.Client()
+      self._cached = client.bucket(self.bucket_name).blob(self.object_name), exceptions
+    return self._cached
 
   def _read(self, blob):
     """`(holder, generation)` of the current lease object, or `(None, None)` when absent."""
