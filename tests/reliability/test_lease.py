@@ -143,7 +143,8 @@ class _FakeBlob:
 @pytest.fixture
 def gcs(monkeypatch):
   fake = _FakeGcs()
-  monkeypatch.setattr(lease._GcsStore, "client_factory", lambda: fake)  # pylint: disable=protected-access
+  monkeypatch.setattr(lease._GcsStore, "client_factory",  # pylint: disable=protected-access
+                      lambda: fake)
   return fake
 
 
@@ -151,7 +152,7 @@ def test_gcs_lease_is_created_only_if_absent_and_replaced_only_when_stale(gcs):
   key = ("bucket", "runs/a/" + lease.LEASE_FILE)
   first = lease.acquire("gs://bucket/runs/a", command="run on vm-1")
   assert json.loads(gcs.objects[key][1])["command"] == "run on vm-1"
-  with pytest.raises(lease.LeaseError, match="gs://bucket/runs/a is in use by .* pid .*run on vm-1"):
+  with pytest.raises(lease.LeaseError, match="gs://bucket/runs/a is in use by .*pid .*vm-1"):
     lease.acquire("gs://bucket/runs/a")
   generation, data = gcs.objects[key]
   stale = json.loads(data)
