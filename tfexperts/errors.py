@@ -60,3 +60,11 @@ class PreemptedError(Exception):
   def __init__(self, message, run=None, step=None, checkpoint=None):
     super().__init__(message)
     self.run, self.step, self.checkpoint = run, step, checkpoint
+
+
+class DiskFullError(UserError, OSError):
+  """A write failed for lack of space, quota or allowed file size (ENOSPC, EDQUOT, EFBIG).
+
+  The message names the path and how many bytes were being written; the write left nothing
+  incomplete under the final name, so rerunning once space is freed continues.
+  """

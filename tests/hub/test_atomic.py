@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfexperts.errors import DiskFullError
 from tfexperts.errors import UserError
 from tfexperts.hub import collection
 from tfexperts.hub import copies
@@ -29,7 +30,7 @@ def _crashing_save(obj, export_dir, signatures=None, options=None):
 def test_crash_mid_write_leaves_no_module_and_an_incomplete_index(tmp_path, monkeypatch, workdir):
   monkeypatch.setattr(tf.saved_model, "save", _crashing_save)
   export_dir = str(tmp_path / "export")
-  with pytest.raises(OSError, match="simulated"):
+  with pytest.raises(DiskFullError, match="No space left on device"):
     collection.export_workdir(os.path.dirname(workdir.baseline), export_dir, collection="c")
   module_dir = os.path.join(export_dir, "c", "baseline")
   assert os.listdir(module_dir) == []  # neither "1" nor a temp directory
@@ -127,7 +128,7 @@ def test_interrupted_export_resumes_and_incomplete_collection_is_refused(tmp_pat
     real_save(obj, export_dir, signatures=signatures, options=options)
 
   monkeypatch.setattr(tf.saved_model, "save", dies_on_second_module)
-  with pytest.raises(OSError, match="simulated"):
+  with pytest.raises(DiskFullError, match="No space left on device"):
     collection.export_workdir(str(run), export_dir, collection="c")
   monkeypatch.undo()
   # kill -9 runs no cleanup: the dead process's temp directory stays beside the module.

@@ -11,6 +11,7 @@ reusable SavedModel with assets/metadata.json, checked against the Keras model a
 collection's index.json lists them all (see tfexperts/hub/collection.py for the module names).
 A rerun resumes an interrupted export: modules already written are checked and kept, missing ones
 are written, and temp directories a killed run left are removed; --overwrite rewrites them all.
+One export at a time writes a collection: a second is refused naming the first (--force_takeover).
 Then: tfexperts.hub.load.load_collection("export/shapes") or
 hub.KerasLayer("export/shapes/baseline/1").
 """
@@ -44,10 +45,11 @@ def main(argv):
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
   checks.required("workdir", FLAGS.workdir, " (a training workdir with finished models)")
   checks.existing_path("workdir", FLAGS.workdir)
+  name = FLAGS.collection or os.path.basename(FLAGS.workdir.rstrip("/"))
+  run_lib.take_leases(os.path.join(FLAGS.export_dir, name))
   from tfexperts.hub import collection  # pylint: disable=g-import-not-at-top
   entries = collection.export_workdir(FLAGS.workdir, FLAGS.export_dir, FLAGS.collection,
                                       FLAGS.version, FLAGS.overwrite)
-  name = FLAGS.collection or os.path.basename(FLAGS.workdir.rstrip("/"))
   print(f"Exported {len(entries)} modules to {os.path.join(FLAGS.export_dir, name)}:")
   print(collection.format_entries(entries), flush=True)
 

@@ -11,6 +11,8 @@
   current step: `<binary>: preempted: <message>` on stderr, exit status 75 (`EXIT_PREEMPTED`,
   EX_TEMPFAIL: try again). Rerunning the same command resumes.
 * Any other exception is an internal error and keeps Python's traceback (exit status 1).
+* Each binary holds an exclusive lease on the directories it writes (`take_leases`); a second run
+  on one of them is a user error naming the first, unless --force_takeover.
 """
 import os
 import re
@@ -30,6 +32,41 @@ HELP_ARGS = ("-h", "-help", "--help", "-helpshort", "--helpshort", "-?")
 
 flags.DEFINE_bool("verbose", False, f"Show the traceback of user errors too (or set "
                   f"{VERBOSE_ENV}=1); also prints the Python and tfexperts in use.")
+flags.DEFINE_bool("force_takeover", False, "Take the output directory's lease even from a run "
+                  "that still looks alive (only when you know it is gone: two writers would "
+                  "interleave their files).")
+
+
+def multi_worker_chief(tf_config=None):
+  """False only on a non-chief worker of the TF_CONFIG cluster (`tf_config`, default the
+  environment's): a `worker` when the cluster has a `chief`, or a worker with index > 0, or a
+  parameter server / evaluator. Mirrors tfexperts.train.strategy.is_chief without TensorFlow."""
+  import json  # pylint: disable=g-import-not-at-top
+  text = os.environ.get("TF_CONFIG", "") if tf_config is None else tf_config
+  try:
+    config = json.loads(text) if text else {}
+    task_type, task_id = config["task"]["type"], int(config["task"].get("index", 0))
+  except (ValueError, KeyError, TypeError):
+    return True
+  if task_type == "chief":
+    return True
+  return task_type == "worker" and task_id == 0 and "chief" not in config.get("cluster", {})
+
+
+def take_leases(*directories):
+  """Takes the exclusive lease (tfexperts.lease) on each output directory given (None and
+  duplicates skipped) for the rest of the run, honouring --force_takeover; returns the leases.
+
+  Called first thing after the flag checks, before TensorFlow loads, so a second run on the same
+  directory is refused within a second or two with the holder's host, pid, start and command.
+  The non-chief workers of a multi-worker cluster (TF_CONFIG) run the same command on the same
+  directories but write only their own temp files: they take no lease.
+  """
+  from tfexperts import lease  # pylint: disable=g-import-not-at-top
+  if not multi_worker_chief():
+    return []
+  unique = list(dict.fromkeys(d.rstrip("/") for d in directories if d))
+  return lease.acquire_all(unique, force=FLAGS.force_takeover)
 
 
 def verbose():

@@ -9,7 +9,8 @@ Usage: bin/select_expert --task=TASK --experts=COLLECTION_DIR_OR_HANDLE[,...] [f
 
 Prints the ranking (expert, score, seconds) and writes ranking JSON, CSV and a PNG bar plot per
 proxy. Each expert is fed at its own resolution (its metadata's input.resolution, else 224) unless
---resolution sets one for all.
+--resolution sets one for all. One run at a time writes a task's output directory: a second is
+refused naming the first (--force_takeover).
 """
 import csv
 import io
@@ -65,6 +66,8 @@ def check_flags(argv):
 def main(argv):
   """Scores the experts on the task and writes the rankings."""
   check_flags(argv)
+  run_lib.take_leases(os.path.join(FLAGS.output_dir, tasks.get_task(FLAGS.task,
+                                                                    FLAGS.data_dir).name))
   from tfexperts import fileio  # pylint: disable=g-import-not-at-top
   from tfexperts.select import plots  # pylint: disable=g-import-not-at-top
   from tfexperts.select import selection  # pylint: disable=g-import-not-at-top

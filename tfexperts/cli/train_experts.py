@@ -13,7 +13,12 @@ Stages (run in the order given; each resumes from its checkpoints and skips fini
   adapter   frozen baseline + one residual adapter per expert, each trained on its slice
   patch     frozen baseline + one GroupNorm patch per expert
   epn       expert prediction network (multi-label over the expert domains)
+
+Each stage's directory (<workdir>/<stage>) has one writer: a second run of a stage that is being
+trained is refused with the first run's host, pid, start and command (--force_takeover overrides);
+stages may run as separate concurrent processes on one workdir.
 """
+import os
 import sys
 
 from absl import flags
@@ -113,6 +118,7 @@ def train_config():
 def main(argv):
   """Runs the stages named by --stage with the flags' settings."""
   check_flags(argv)
+  run_lib.take_leases(*[os.path.join(FLAGS.workdir, s) for s in STAGES if s in FLAGS.stage])
   from tfexperts.train import workdir  # pylint: disable=g-import-not-at-top
   own = [f for f in FLAGS.flags_by_module_dict()[__name__] if f.value is not None]
   workdir.train(train_config(), flag_lines=[f.serialize() for f in own])

@@ -17,7 +17,8 @@ the table at a fraction of the oracle's cost), or the name of one expert (e.g. b
 writes a JSON record and a row of results.csv. Every test accuracy carries its 95% Wilson
 interval; multi-expert records add paired verdicts (exact McNemar, Newcombe interval). Each expert
 is embedded and fine-tuned at its own resolution (its metadata's input.resolution, else 224)
-unless --resolution sets one for all.
+unless --resolution sets one for all. One run at a time writes a results dir (and --workdir): a
+second is refused naming the first (--force_takeover); the feature cache may be shared.
 """
 import sys
 
@@ -185,6 +186,7 @@ def main(argv):
     from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
     print(report.summarize(FLAGS.results_dir))
     return
+  run_lib.take_leases(FLAGS.results_dir, FLAGS.workdir)  # the feature cache stays shared
   from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
   config = eval_config()
   strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)

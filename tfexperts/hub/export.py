@@ -46,7 +46,7 @@ def check_target(path, overwrite=False):
   return path
 
 
-def write_atomically(path, write_fn, overwrite=False):
+def write_atomically(path, write_fn, overwrite=False, nbytes=None):
   """Runs `write_fn(temp_dir)` and renames the temp directory to `path`.
 
   Args:
@@ -54,9 +54,12 @@ def write_atomically(path, write_fn, overwrite=False):
     write_fn: callable filling the temp directory it is given; anything it raises propagates,
       after the temp directory is removed.
     overwrite: replace an existing `path`; without it an existing `path` raises FileExistsError.
+    nbytes: about how many bytes the module takes (int or callable), for a disk-full message;
+      default: what the temp directory holds when the write fails.
 
   Returns:
-    `path`.
+    `path`. Raises `errors.DiskFullError` naming `path` (and leaving no temp directory) when the
+    disk has no room for the module.
   """
   path = check_target(path.rstrip("/"), overwrite)
   parent = fileio.parent_dir(path)
@@ -64,18 +67,21 @@ def write_atomically(path, write_fn, overwrite=False):
     tf.io.gfile.makedirs(parent)
   tmp = fileio.temp_path_beside(path)
   try:
-    write_fn(tmp)
-    if not tf.io.gfile.exists(path):
-      tf.io.gfile.rename(tmp, path)
-    else:
-      old = fileio.temp_path_beside(path)
-      tf.io.gfile.rename(path, old)
-      try:
+    size = (nbytes, "about ") if nbytes is not None else (lambda: fileio.tree_nbytes(tmp),
+                                                           "at least ")
+    with fileio.disk_writes(path, *size):
+      write_fn(tmp)
+      if not tf.io.gfile.exists(path):
         tf.io.gfile.rename(tmp, path)
-      except BaseException:
-        tf.io.gfile.rename(old, path)  # put the old module back
-        raise
-      tf.io.gfile.rmtree(old)
+      else:
+        old = fileio.temp_path_beside(path)
+        tf.io.gfile.rename(path, old)
+        try:
+          tf.io.gfile.rename(tmp, path)
+        except BaseException:
+          tf.io.gfile.rename(old, path)  # put the old module back
+          raise
+        tf.io.gfile.rmtree(old)
   finally:
     if tf.io.gfile.exists(tmp):
       tf.io.gfile.rmtree(tmp)
@@ -159,7 +165,7 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
   _check_finite(model, metadata, path)
   module = module_lib.ExpertModule(copies.export_ready(model, keep_head=with_logits), with_logits)
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, None),
-                          overwrite)
+                          overwrite, lambda: fileio.variables_nbytes(model.weights))
 
 
 def num_bank_experts(model):
@@ -188,5 +194,5 @@ def export_bank(model, path, metadata, with_logits=False, overwrite=False):
   module = module_lib.BankModule(copies.export_ready(model, keep_head=with_logits), with_logits)
   ids = np.arange(max(count, verify.NUM_IMAGES), dtype="int32") % count
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, ids),
-                          overwrite)
+                          overwrite, lambda: fileio.variables_nbytes(model.weights))
 

@@ -31,7 +31,8 @@ def save_final(model, directory, record):
   """Writes a built Keras `model` and its `record` (an `artifacts.ModelRecord`) as a finished
   model at `directory`. Overwrites an existing finished model. Returns `directory`.
 
-  Raises `errors.NonFiniteModelError` (writing nothing) when a weight is NaN or infinite.
+  Raises `errors.NonFiniteModelError` (writing nothing) when a weight is NaN or infinite, and
+  `errors.DiskFullError` (leaving no temp directory) when the disk has no room for it.
   """
   if not isinstance(record, artifacts.ModelRecord):
     raise TypeError(f"`record` must be a tfexperts.artifacts.ModelRecord. Received: "
@@ -41,14 +42,20 @@ def save_final(model, directory, record):
   if parent:
     tf.io.gfile.makedirs(parent)
   tmp = fileio.temp_path_beside(directory.rstrip("/"))
-  tf.io.gfile.makedirs(tmp)
-  config = keras.saving.serialize_keras_object(model)
-  fileio.write_bytes_atomic(os.path.join(tmp, MODEL_CONFIG), json.dumps(config).encode())
-  _save_weights(model, os.path.join(tmp, MODEL_WEIGHTS))
-  artifacts.write_record(tmp, record)
-  if tf.io.gfile.exists(directory):
-    tf.io.gfile.rmtree(directory)
-  tf.io.gfile.rename(tmp, directory)
+  try:
+    with fileio.disk_writes(directory, lambda: fileio.variables_nbytes(model.weights),
+                            qualifier="about "):
+      tf.io.gfile.makedirs(tmp)
+      config = keras.saving.serialize_keras_object(model)
+      fileio.write_bytes_atomic(os.path.join(tmp, MODEL_CONFIG), json.dumps(config).encode())
+      _save_weights(model, os.path.join(tmp, MODEL_WEIGHTS))
+      artifacts.write_record(tmp, record)
+      if tf.io.gfile.exists(directory):
+        tf.io.gfile.rmtree(directory)
+      tf.io.gfile.rename(tmp, directory)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.rmtree(tmp)
   return directory
 
 
@@ -79,8 +86,13 @@ def load_final(directory, record=None):
   with tf.io.gfile.GFile(os.path.join(directory, MODEL_CONFIG)) as f:
     model = keras.saving.deserialize_keras_object(json.load(f))
   model.build((None, None, None, 3))
-  with tempfile.TemporaryDirectory() as local:
-    local_path = os.path.join(local, MODEL_WEIGHTS)
-    tf.io.gfile.copy(os.path.join(directory, MODEL_WEIGHTS), local_path, overwrite=True)
-    model.load_weights(local_path)
+  weights = os.path.join(directory, MODEL_WEIGHTS)
+  if "://" not in directory:  # h5py reads local files in place
+    model.load_weights(weights)
+  else:
+    with tempfile.TemporaryDirectory() as local:
+      local_path = os.path.join(local, MODEL_WEIGHTS)
+      with fileio.disk_writes(local_path, lambda: tf.io.gfile.stat(weights).length):
+        tf.io.gfile.copy(weights, local_path, overwrite=True)
+      model.load_weights(local_path)
   return model, record if record is not None else artifacts.read_record(directory)

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts import fileio
 from tfexperts.models import finite
 from tfexperts.train import preemption
 from tfexperts.train import schedules
@@ -366,7 +367,9 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
 
   def save(at_step):
     check_finite_weights(model, task.name, at_step, float(schedule(at_step - 1)), checkpoint_dir)
-    return manager.save(checkpoint_number=at_step)
+    with fileio.disk_writes(manager.directory, lambda: fileio.variables_nbytes(
+        list(model_variables(model).values()) + list(optimizer.variables)), qualifier="about "):
+      return manager.save(checkpoint_number=at_step)
 
   current = start_step
   with preemption.Watcher(strategy, save, task.name, config.total_steps) as watcher:
