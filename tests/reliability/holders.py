@@ -4,7 +4,8 @@ import signal
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import processes
+
 HOLDER = """
 import sys
 from tfexperts import lease
@@ -19,8 +20,8 @@ class Holder:
   (or `kill()`, which is kill -9). `command` is what the child says it is running."""
 
   def __init__(self, directories, command="holder --workdir=x"):
-    env = {**os.environ, "PYTHONPATH": REPO}
-    self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, command, *directories], env=env,
+    self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, command, *directories],
+                                 env=processes.env(),
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
     line = self.proc.stdout.readline()

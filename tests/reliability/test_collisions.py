@@ -5,28 +5,24 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tfexperts import lease
+from tests import processes
 from tests.reliability import holders
+from tfexperts import lease
 
-REPO = holders.REPO
 TINY = ["--dataset=tfexperts_shapes/tiny", "--model=tiny", "--resolution=32", "--batch_size=16",
         "--warmup_steps=5", "--num_experts=2"]
 
 
 def _env():
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  env.pop("TFEXPERTS_VERBOSE", None)
-  return env
+  return processes.env(TFEXPERTS_VERBOSE=None)
 
 
 def _command(binary, args, importtime=False):
-  return [sys.executable, *(["-X", "importtime"] if importtime else []),
-          os.path.join(REPO, "bin", binary), *args]
+  return processes.binary_command(binary, args, ("-X", "importtime") if importtime else ())
 
 
 def _fake_collection(root):

@@ -28,11 +28,10 @@ from tfexperts.models import finished
 from tfexperts.select import feature_cache
 from tfexperts.train import loop
 from tfexperts.transfer import report
+from tests import processes
 from tests.hub import collection_fixtures
-from tests.reliability import holders
 from tests.train import strategy_worker
 
-REPO = holders.REPO
 KEY = feature_cache.CacheKey(handle="export/c/baseline/1", module="sha256:abc", task="digits",
                              split="train800", resolution=32, preprocessing="resize")
 
@@ -189,14 +188,12 @@ def _limited(limit):
 
 
 def _run(command, limit=None, timeout=900):
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  env.pop("TFEXPERTS_VERBOSE", None)
-  return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
+  return subprocess.run(command, env=processes.env(TFEXPERTS_VERBOSE=None), capture_output=True, text=True, timeout=timeout,
                         preexec_fn=_limited(limit) if limit else None)
 
 
 def _binary(name, *args):
-  return [sys.executable, os.path.join(REPO, "bin", name), *args]
+  return processes.binary_command(name, list(args))
 
 
 CHILD = """

@@ -4,13 +4,12 @@ records a diverged fine-tune as `diverged`, with no accuracy in results.csv or t
 import csv
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import processes
 from tests.hub import collection_fixtures
 from tests.train import strategy_worker
 from tfexperts import artifacts
@@ -24,7 +23,6 @@ from tfexperts.transfer import protocol
 from tfexperts.transfer import report
 from tfexperts.transfer import topk
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STRATEGY = tf.distribute.OneDeviceStrategy("/cpu:0")
 
 
@@ -171,14 +169,11 @@ def test_diverged_record_has_no_accuracy_in_results_csv_or_the_table(tmp_path):
 def test_vtab_eval_with_a_huge_learning_rate_records_diverged(tmp_path, exported,
                                                               offline_data_dir):
   results = str(tmp_path / "results")
-  proc = subprocess.run(
-      [sys.executable, os.path.join(REPO, "bin", "vtab_eval"), "--task=shapes_fine_tiny",
-       f"--experts={exported.collection_dir}", f"--data_dir={offline_data_dir}",
-       f"--results_dir={results}", "--selection=knn", "--report_proxies=knn", "--quick",
-       "--learning_rates=1e9", "--steps=4", "--final_repeats=1", "--batch_size=16"],
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}, capture_output=True,
-      text=True, timeout=900)
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  proc = processes.run_binary("vtab_eval", [
+      "--task=shapes_fine_tiny", f"--experts={exported.collection_dir}",
+      f"--data_dir={offline_data_dir}", f"--results_dir={results}", "--selection=knn",
+      "--report_proxies=knn", "--quick", "--learning_rates=1e9", "--steps=4", "--final_repeats=1",
+      "--batch_size=16"])
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__knn.json")))
   expert = record["chosen"][0]
   assert record["diverged"] and record["test_accuracy"] is None

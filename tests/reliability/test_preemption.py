@@ -2,19 +2,17 @@
 resumes to exactly the weights of an uninterrupted run; a preempted binary exits 75."""
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests import processes
 from tests.train import strategy_worker
 from tfexperts import errors
 from tfexperts.train import loop
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOTAL_STEPS, SIGTERM_AT_BATCH = 12, 6
 
 
@@ -89,9 +87,7 @@ def test_preempted_binary_exits_75_saying_it_will_resume(tmp_path):
       sys.modules["__main__"].main = main
       run_lib.run(sys.modules["__main__"])
       """)
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
-  proc = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True,
-                        timeout=300)
+  proc = processes.run_python(program, check_exit=False)
   assert proc.returncode == 75, proc.stderr[-3000:]
   assert "finished" not in proc.stdout
   assert ("-c: preempted: [fake] stopped by SIGTERM at step 4/10 after writing the checkpoint "
