@@ -90,13 +90,32 @@ def _to_loop_batch(multi_label, extra=None):
   return fn
 
 
-def _make_dataset_fn(sc, source, extra=None):
-  """`(ctx, per_replica_batch, start_step) -> dataset` over `source(batch_size=..., ...)`."""
+def upstream_dataset_fn(upstream, source, preprocess, seed, extra=None):
+  """A `loop.TrainTask.dataset_fn` over upstream data.
+
+  Args:
+    upstream: the `tfexperts.data.upstream.Upstream` that `source` reads.
+    source: `(**pipeline_kwargs) -> tf.data.Dataset` of upstream examples (e.g.
+      `upstream.baseline_dataset` or `upstream.weighted_dataset` with its weights bound).
+    preprocess: the training preprocessing spec (after decode).
+    seed: data order and augmentation seed.
+    extra: optional `batch -> dict` of more training targets.
+
+  Returns:
+    `(ctx, per_replica_batch, start_step) -> dataset` of `{"image", "label", ...}` batches that
+    resume at `start_step`.
+  """
+  multi_label = upstream.spec.kind != "single"
+
   def make(ctx, per_replica_batch, start_step):
-    ds = source(preprocess=sc.preprocess, shuffle_buffer=2048, repeat=True, seed=sc.seed,
+    ds = source(preprocess=preprocess, shuffle_buffer=2048, repeat=True, seed=seed,
                 **loop.resumed_input(ctx, per_replica_batch, start_step))
-    return ds.map(_to_loop_batch(sc.multi_label, extra))
+    return ds.map(_to_loop_batch(multi_label, extra))
   return make
+
+
+def _make_dataset_fn(sc, source, extra=None):
+  return upstream_dataset_fn(sc.upstream, source, sc.preprocess, sc.seed, extra)
 
 
 def _expert_source(sc, expert_id):
@@ -138,23 +157,41 @@ def _expert_infos(sc, priors):
           for d in sc.domains]
 
 
-def _record(sc, kind, name, steps, **extra):
-  """The `artifacts.ModelRecord` of a model this run trained."""
+def model_record(upstream, kind, name, steps, resolution, preset=None, model_overrides=None,
+                 **extra):
+  """The `artifacts.ModelRecord` of a model trained `steps` steps on `upstream` data.
+
+  `preset`, `model_overrides`: how it was built (None for a model rebuilt from a module);
+  `extra`: more record fields (experts, domains, dat_class_weights).
+  """
   return artifacts.ModelRecord(
-      kind=kind, name=name, upstream_dataset=sc.upstream.name, upstream_split=sc.upstream.split,
-      num_upstream_images=sc.upstream.num_images, num_upstream_classes=sc.upstream.num_classes,
-      upstream_class_names=list(sc.upstream.class_names), preset=sc.preset,
-      model_overrides=sc.model_overrides, resolution=sc.resolution, input_range=[0.0, 1.0],
-      steps=steps, multi_label=sc.multi_label, **extra)
+      kind=kind, name=name, upstream_dataset=upstream.name, upstream_split=upstream.split,
+      num_upstream_images=upstream.num_images, num_upstream_classes=upstream.num_classes,
+      upstream_class_names=list(upstream.class_names), preset=preset,
+      model_overrides=model_overrides or {}, resolution=resolution, input_range=[0.0, 1.0],
+      steps=steps, multi_label=upstream.spec.kind != "single", **extra)
 
 
-def _save_final(sc, model, directory, record):
-  # Every worker trains; only the chief writes (the others would race on the same directory).
-  if strategy_lib.is_chief(sc.strategy):
+def _record(sc, kind, name, steps, **extra):
+  return model_record(sc.upstream, kind, name, steps, sc.resolution, sc.preset,
+                      sc.model_overrides, **extra)
+
+
+def save_final_on_chief(strategy, model, directory, record):
+  """Saves the finished model (`finished.save_final`) on the chief worker only.
+
+  Every worker trains; only the chief writes (the others would race on the same directory).
+  """
+  if strategy_lib.is_chief(strategy):
     finished.save_final(model, directory, record)
 
 
-def _logits(model, batch):
+def _save_final(sc, model, directory, record):
+  save_final_on_chief(sc.strategy, model, directory, record)
+
+
+def logits(model, batch):
+  """The `loop.TrainTask.forward` of a model with a `logits` output: logits of `batch`'s images."""
   return model(batch["image"])["logits"]
 
 
@@ -162,14 +199,23 @@ def _routed_logits(model, batch):
   return model(batch["image"], batch["expert_id"])["logits"]
 
 
-def _run(sc, task, config, directory):
+def train_in(strategy, task, config, directory):
+  """Runs (or resumes) `task` with checkpoints in `directory`/ckpt and summaries in /tb.
+
+  Returns `loop.train`'s `(model, history)`.
+  """
   print(f"\n== {task.name}: {config.total_steps} steps at global batch "
         f"{config.global_batch_size}", flush=True)
-  return loop.train(sc.strategy, task, config, os.path.join(directory, "ckpt"),
+  return loop.train(strategy, task, config, os.path.join(directory, "ckpt"),
                     os.path.join(directory, "tb"))
 
 
-def _finished(directory):
+def _run(sc, task, config, directory):
+  return train_in(sc.strategy, task, config, directory)
+
+
+def is_finished(directory):
+  """True (saying so) when `directory`/final holds a finished model, which is not retrained."""
   final = os.path.join(directory, "final")
   if finished.is_final(final):
     print(f"\n== {directory}: finished model present; not retrained.", flush=True)
@@ -188,13 +234,13 @@ def _load_baseline(sc):
 def run_baseline(sc):
   """Stage 1: trains the baseline on all upstream data; returns its final directory."""
   directory = os.path.join(sc.workdir, "baseline")
-  if not _finished(directory):
+  if not is_finished(directory):
     def make_model():
       keras.utils.set_random_seed(sc.seed)
       return bit.create_model(sc.preset, num_classes=sc.upstream.num_classes,
                               **sc.model_overrides)
     task = loop.TrainTask("baseline", sc.upstream.num_classes, make_model,
-                          _make_dataset_fn(sc, sc.upstream.baseline_dataset), _logits)
+                          _make_dataset_fn(sc, sc.upstream.baseline_dataset), logits)
     model, _ = _run(sc, task, sc.baseline_config, directory)
     _save_final(sc, model, os.path.join(directory, "final"),
                 _record(sc, "baseline", "baseline", sc.baseline_config.total_steps))
@@ -206,10 +252,10 @@ def run_full(sc, priors):
   outputs = []
   for domain in sc.domains:
     directory = os.path.join(sc.workdir, "full", expert_dirname(domain))
-    if not _finished(directory):
+    if not is_finished(directory):
       task = loop.TrainTask(f"full/{domain.name}", sc.upstream.num_classes,
                             lambda: _load_baseline(sc),
-                            _make_dataset_fn(sc, _expert_source(sc, domain.expert_id)), _logits)
+                            _make_dataset_fn(sc, _expert_source(sc, domain.expert_id)), logits)
       model, _ = _run(sc, task, sc.expert_config, directory)
       record = _record(sc, "full", domain.name, sc.expert_config.total_steps,
                        experts=[_expert_infos(sc, priors)[domain.expert_id]])
@@ -227,7 +273,7 @@ def _bank_rows_decayed(expert_id):
 def _run_bank(sc, kind, create_bank, priors):
   """Trains a bank's experts in turn (each from where the previous one left the bank)."""
   directory = os.path.join(sc.workdir, kind)
-  if _finished(directory):
+  if is_finished(directory):
     return os.path.join(directory, "final")
   bank = None
   previous_ckpt = None
@@ -289,7 +335,7 @@ def _copy_backbone(source_model, target_model):
 def run_epn(sc):
   """Trains the expert prediction network: multi-label over domains, from the baseline's weights."""
   directory = os.path.join(sc.workdir, "epn")
-  if _finished(directory):
+  if is_finished(directory):
     return os.path.join(directory, "final")
   membership = tf.constant(sc.upstream.membership(sc.domains).astype(np.float32))
   num_domains = len(sc.domains)
@@ -309,7 +355,7 @@ def run_epn(sc):
                                mixup_alpha=0.0)
   task = loop.TrainTask("epn", num_domains, make_model,
                         _make_dataset_fn(sc, sc.upstream.baseline_dataset, domain_targets),
-                        _logits)
+                        logits)
   model, _ = _run(sc, task, config, directory)
   record = _record(sc, "epn", "epn", config.total_steps,
                    domains=[artifacts.DomainInfo(d.expert_id, d.name, d.count)
@@ -343,30 +389,3 @@ def run_stages(sc, names):
     else:
       outputs[name] = STAGE_RUNNERS[name](sc)
   return outputs
-
-
-def run_dat(sc, make_baseline, class_weights, name):
-  """Domain Adaptive Transfer (Ngiam et al., 2018): the baseline fine-tuned on the upstream data
-  resampled by per-class importance weights, for `sc.expert_config.total_steps` steps.
-
-  Args:
-    sc: the `StageContext`; its `workdir` is this run's directory (ckpt, tb, final) and
-      `domains` may be empty.
-    make_baseline: returns the built baseline Keras model (with its upstream head) to start from.
-    class_weights: `[num_classes]` weights (see `tfexperts.transfer.dat_weights`).
-    name: the model's name in its metadata.
-
-  Returns:
-    The finished model's directory. Resumes from its checkpoints like every stage and is not
-    retrained when the finished model exists.
-  """
-  if _finished(sc.workdir):
-    return os.path.join(sc.workdir, "final")
-  source = lambda **kw: sc.upstream.weighted_dataset(class_weights, **kw)  # noqa: E731
-  task = loop.TrainTask(f"dat/{name}", sc.upstream.num_classes, make_baseline,
-                        _make_dataset_fn(sc, source), _logits)
-  model, _ = _run(sc, task, sc.expert_config, sc.workdir)
-  record = _record(sc, "full", name, sc.expert_config.total_steps,
-                   dat_class_weights=np.asarray(class_weights, np.float64).tolist())
-  _save_final(sc, model, os.path.join(sc.workdir, "final"), record)
-  return os.path.join(sc.workdir, "final")

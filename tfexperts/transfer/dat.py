@@ -5,7 +5,7 @@ For a task:
      mean is p_T(y) (`dat_weights.task_label_distribution`);
   2. each upstream class gets weight p_T(y) / p_S(y), p_S the upstream label frequency;
   3. the baseline is fine-tuned on the upstream data resampled by those weights
-     (`train.stages.run_dat`: bin/train_experts' loop, strategy, checkpoints and resume);
+     (`train_upstream`: bin/train_experts' loop, strategy, checkpoints and resume);
   4. that model is exported as a hub module and fine-tuned on the task with the VTAB-1k protocol.
 Everything lives under one directory per task and resumes after a kill: the weights are saved,
 training resumes from its checkpoints, a finished export is reused, and protocol runs resume.
@@ -109,17 +109,44 @@ def class_weights_for_task(baseline, upstream, source, directory):
   return weights, summary, cost
 
 
-def _stage_context(upstream, config, resolution, directory, strategy):
+def train_upstream(make_baseline, upstream, class_weights, config, resolution, directory,
+                   strategy, name):
+  """Step 3: fine-tunes the baseline on upstream data resampled by `class_weights`.
+
+  Runs `config.steps` steps of the training loop (checkpoints in `directory`/ckpt, resumed after a
+  kill) and saves the finished model in `directory`/final, which a rerun reuses.
+
+  Args:
+    make_baseline: returns the built baseline Keras model (with its upstream head).
+    upstream: the `tfexperts.data.upstream.Upstream` the baseline was trained on.
+    class_weights: `[num_classes]` weights (see `dat_weights.class_weights`).
+    config: `DatConfig`.
+    resolution: the training resolution.
+    directory: this upstream run's directory.
+    strategy: the tf.distribute strategy.
+    name: the model's name in its record.
+
+  Returns:
+    The finished model's directory.
+  """
+  final = os.path.join(directory, "final")
+  if stages.is_finished(directory):
+    return final
   loop_config = loop.LoopConfig(
       total_steps=config.steps, global_batch_size=config.batch_size, base_lr=config.base_lr,
-      warmup_steps=min(config.warmup_steps, config.steps - 1), multi_label=(
-          upstream.spec.kind != "single"), checkpoint_every=config.checkpoint_every,
+      warmup_steps=min(config.warmup_steps, config.steps - 1),
+      multi_label=upstream.spec.kind != "single", checkpoint_every=config.checkpoint_every,
       log_every=config.log_every, seed=config.seed)
-  return stages.StageContext(
-      workdir=directory, strategy=strategy, upstream=upstream, domains=[], preset=None,
-      model_overrides={}, preprocess=TRAIN_PREPROCESS.format(res=resolution),
-      resolution=resolution, baseline_config=loop_config, expert_config=loop_config,
-      seed=config.seed)
+  source = lambda **kw: upstream.weighted_dataset(class_weights, **kw)  # noqa: E731
+  dataset_fn = stages.upstream_dataset_fn(upstream, source, TRAIN_PREPROCESS.format(
+      res=resolution), config.seed)
+  task = loop.TrainTask(f"dat/{name}", upstream.num_classes, make_baseline, dataset_fn,
+                        stages.logits)
+  model, _ = stages.train_in(strategy, task, loop_config, directory)
+  record = stages.model_record(upstream, "full", name, config.steps, resolution,
+                               dat_class_weights=np.asarray(class_weights, np.float64).tolist())
+  stages.save_final_on_chief(strategy, model, final, record)
+  return final
 
 
 def train_and_export(baseline, upstream, weights, config, directory, strategy, name):
@@ -137,15 +164,16 @@ def train_and_export(baseline, upstream, weights, config, directory, strategy, n
   if tf.io.gfile.exists(os.path.join(handle, tf.saved_model.SAVED_MODEL_FILENAME_PB)) and (
       tf.io.gfile.exists(cost_path)):
     return handle, fileio.read_json(cost_path)
-  sc = _stage_context(upstream, config, resolution, os.path.join(directory, "upstream"), strategy)
+  upstream_dir = os.path.join(directory, "upstream")
   start = time.perf_counter()
   try:
-    final = stages.run_dat(sc, lambda: keras_baseline.rebuild(baseline), weights, name)
+    final = train_upstream(lambda: keras_baseline.rebuild(baseline), upstream, weights, config,
+                           resolution, upstream_dir, strategy, name)
   except errors.DivergedError as e:
     raise errors.DivergedError(
         f"DAT's upstream fine-tuning of the baseline for {name!r} diverged at base_lr "
         f"{config.base_lr:g} (--dat_lr): {e} To retry with a lower --dat_lr, delete "
-        f"{sc.workdir} first (its checkpoints hold this learning rate's run).", run=e.run,
+        f"{upstream_dir} first (its checkpoints hold this learning rate's run).", run=e.run,
         step=e.step, learning_rate=e.learning_rate, checkpoint=e.checkpoint) from e
   train_seconds = time.perf_counter() - start
   model, record = finished.load_final(final)
