@@ -94,8 +94,9 @@ class FeatureSource:
   `image_memory_bytes` bounds the decoded images kept in memory between experts of one size
   (`task_images.ImageStore`; 0 decodes the split again for every expert).
   `engine` runs the experts' pre-logits with "tensorflow" or "openvino" (`hub.openvino_engine`:
-  converted once, the IR cached under `cache_dir`; a module it cannot convert, or a run under a
-  strategy, uses TensorFlow). Logits always come from TensorFlow.
+  converted once, the IR cached under `engine_cache_dir`, default `cache_dir`; a module it cannot
+  convert, or a strategy over several replicas (said in one line), uses TensorFlow). Logits
+  always come from TensorFlow.
   """
   task: tasks_lib.Task
   split: str = "train800"
@@ -106,9 +107,13 @@ class FeatureSource:
   strategy: tf.distribute.Strategy = None
   image_memory_bytes: int = task_images.DEFAULT_MAX_BYTES
   engine: str = "tensorflow"
+  engine_cache_dir: str = None
 
   def __post_init__(self):
     openvino_engine.check_engine(self.engine)
+    if self.engine != "tensorflow" and not self._single_device():
+      print(f"engine {self.engine} runs on one device; embedding with TensorFlow over the "
+            f"strategy's {self.strategy.num_replicas_in_sync} replicas instead.", flush=True)
     self.cache = feature_cache.FeatureCache(self.cache_dir) if self.cache_dir else None
     self.images = task_images.ImageStore(self.task, self.split, self.data_dir, self.batch_size,
                                          self.image_memory_bytes)
@@ -154,13 +159,19 @@ class FeatureSource:
     return expert
 
   def _engine_for(self, output):
-    return self.engine if output == "pre_logits" and self.strategy is None else "tensorflow"
+    return self.engine if output == "pre_logits" and self._single_device() else "tensorflow"
+
+  def _single_device(self):
+    return self.strategy is None or self.strategy.num_replicas_in_sync == 1
+
+  def engine_precision(self):
+    """The precision the OpenVINO engine runs at (float32 until FeatureSource takes one)."""
+    return ENGINE_PRECISION
 
   def _openvino_embedder(self, expert):
-    # The conversion's precision: float32 until the precision option reaches FeatureSource.
-    return openvino_engine.load(expert.handle, hub_load.resolve(expert.handle), self.cache_dir,
-                                ENGINE_PRECISION, third_party.input_range(expert.handle),
-                                self.resolution_of(expert))
+    return openvino_engine.load(expert.handle, hub_load.resolve(expert.handle),
+                                self.engine_cache_dir or self.cache_dir, self.engine_precision(),
+                                third_party.input_range(expert.handle), self.resolution_of(expert))
 
   def _embedder(self, expert):
     # tfexperts' own modules run as in-process models when they verify (hub.native): no graph to
@@ -177,18 +188,20 @@ class FeatureSource:
 
   def features(self, expert):
     """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
-    key, make_model = self.key(expert), lambda: self._embedder(expert)
+    key, make_model, strategy = self.key(expert), lambda: self._embedder(expert), self.strategy
+    if key.engine == "openvino":
+      strategy = None  # one device (checked by _engine_for): the engine runs outside it
     if key.engine == "openvino" and not self._cached(key):
       # Converted before the cache is written, so features a fallback computes with TensorFlow
       # are cached (and may already be) under TensorFlow's key, never under OpenVINO's.
       embed = self._openvino_embedder(expert) if isinstance(expert, hub_load.Expert) else None
       if embed is None:
-        key = self.key(expert, engine="tensorflow")
+        key, strategy = self.key(expert, engine="tensorflow"), self.strategy
       else:
         make_model = lambda: embed
     return features_lib.cached_features(self.cache, key, make_model,
                                         self._dataset(self.resolution_of(expert)),
-                                        strategy=self.strategy, stats=self.stats)
+                                        strategy=strategy, stats=self.stats)
 
   def logits(self, module):
     """`Features` whose features are `module`'s upstream-head logits on the split."""
