@@ -92,3 +92,30 @@ def test_engine_names_are_checked(monkeypatch):
   with pytest.raises(UserError, match=r"pip install tfexperts\[openvino\]"):
     openvino_engine.check_engine("openvino")
   assert openvino_engine.check_engine("tensorflow") == "tensorflow"
+
+
+class _Bfloat16Source(selection.FeatureSource):
+  def engine_precision(self):
+    return "bfloat16"
+
+
+def test_openvino_bfloat16_knn_scores_and_pick_equal_tensorflow_float32(exported,
+                                                                        offline_data_dir):
+  pytest.importorskip("openvino")
+  candidates = selection.load_candidates([_path(exported, n) for n in NAMES])
+  task = counted_task()[0]
+  want = selection.FeatureSource(task, "few", offline_data_dir, batch_size=5)
+  got = _Bfloat16Source(task, "few", offline_data_dir, batch_size=5, engine="openvino")
+  scores = {}
+  for expert in candidates.experts:
+    f32, bf16 = want.features(expert), got.features(expert)
+    error = np.abs(bf16.features - f32.features).max() / np.abs(f32.features).max()
+    print(f"{selection.expert_key(expert)}: bfloat16 features' max error {error:.2e} of scale")
+    assert 0 < error < 0.05  # bfloat16 did run (not float32), and stayed close
+    scores[selection.expert_key(expert)] = [knn.loo_accuracy(f.features, f.labels)
+                                            for f in (f32, bf16)]
+  for name, (f32, bf16) in scores.items():
+    assert abs(f32 - bf16) <= 0.005, (name, f32, bf16)
+  best = max(v[0] for v in scores.values())
+  pick = max(scores, key=lambda n: scores[n][1])
+  assert scores[pick][0] >= best - 0.005, scores

@@ -11,9 +11,13 @@ Precision maps to OpenVINO's `INFERENCE_PRECISION_HINT` ("float32" -> f32, "bflo
 "float16" -> f16). It is always set: OpenVINO's CPU plugin otherwise picks bf16 by itself on
 CPUs with AVX512_BF16 or AMX, which would silently change float32 features.
 
-A module OpenVINO cannot convert (e.g. modules exported before variables had unique graph names,
-which its frontend rejects with `VarHandleOp`) gives None from `load`, with one printed line, and
-the caller embeds it with TensorFlow as before.
+Every conversion is checked before it is cached or used: the float32 OpenVINO model must give a
+tfexperts module's own stored check features (`assets/check_features.npz`), or, for other
+modules, what TensorFlow's `hub.load` gives on two probe images, within `verify.TOLERANCE` of
+their scale. A module OpenVINO cannot convert, or converts into something else (modules exported
+before variables had unique graph names: their repeated names make OpenVINO read the wrong
+weights or reject the module), gives None from `load`, with one printed line, and the caller
+embeds it with TensorFlow as before.
 """
 import hashlib
 import json
@@ -30,6 +34,10 @@ from tfexperts.hub import third_party
 tf = lazy.LazyModule("tensorflow")
 fileio = lazy.LazyModule("tfexperts.fileio")
 identity = lazy.LazyModule("tfexperts.hub.identity")
+hub_load = lazy.LazyModule("tfexperts.hub.load")
+native = lazy.LazyModule("tfexperts.hub.native")
+verify = lazy.LazyModule("tfexperts.hub.verify")
+PROBE_RESOLUTION = 224
 
 ENGINES = ("tensorflow", "openvino")
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
@@ -102,7 +110,32 @@ def _is_local(path):
   return "://" not in path
 
 
-def convert(module_dir, cache_root=None, precision="float32"):
+def _reference(handle, module_dir):
+  """`(images, features)` a correct conversion must reproduce (see the module docstring)."""
+  stored = native.read_check_features(module_dir)
+  if stored is not None:
+    images = verify.check_images(int(stored["resolution"]), int(stored["count"]),
+                                 int(stored["seed"]))
+    return images, stored["features"]
+  images = verify.check_images(PROBE_RESOLUTION, 2)
+  return images, np.asarray(hub_load.load_expert(handle).embed(images))
+
+
+def check_conversion(model, handle, module_dir):
+  """Raises `verify.VerificationError` when the float32 OpenVINO `model` does not compute the
+  module's features (within `verify.TOLERANCE` of their scale); returns the max difference."""
+  images, want = _reference(handle, module_dir)
+  got = Embedder(model, "float32", third_party.input_range(handle)).run(images)
+  scale = max(1.0, float(np.abs(want).max()))
+  diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+  if not diff <= verify.TOLERANCE * scale:
+    raise verify.VerificationError(
+        f"OpenVINO's model of {handle!r} differs from the module by {diff:.3g} (tolerance "
+        f"{verify.TOLERANCE * scale:.3g}; shapes {got.shape} vs {want.shape})")
+  return diff
+
+
+def convert(module_dir, cache_root=None, precision="float32", handle=None):
   """The OpenVINO model (`openvino.Model`) of the SavedModel at `module_dir`, converted once.
 
   Args:
@@ -110,18 +143,24 @@ def convert(module_dir, cache_root=None, precision="float32"):
     cache_root: feature cache directory; the IR is cached under `<cache_root>/openvino/`. None
       (or a non-local path) converts without caching.
     precision: a key of `PRECISIONS`; part of the cache key.
+    handle: the module's handle (default `module_dir`); its `?range=` option is applied.
 
   Returns:
-    `openvino.Model`. Raises whatever OpenVINO raises when the module does not convert.
+    `openvino.Model`, checked by `check_conversion` before it is cached. Raises whatever OpenVINO
+    raises when the module does not convert, or `verify.VerificationError`.
   """
   ov = _openvino()
+  handle = handle or module_dir
   if not cache_root or not _is_local(cache_root):
-    return ov.convert_model(module_dir)
+    model = ov.convert_model(module_dir)
+    check_conversion(model, handle, module_dir)
+    return model
   target = os.path.join(cache_root, CACHE_SUBDIR, cache_key(module_dir, precision))
   xml = os.path.join(target, _IR_NAME)
   if os.path.exists(xml):
     return ov.Core().read_model(xml)
   model = ov.convert_model(module_dir)
+  check_conversion(model, handle, module_dir)
   os.makedirs(os.path.dirname(target), exist_ok=True)
   tmp = fileio.temp_path_beside(target)
   try:
@@ -198,7 +237,7 @@ def load(handle, module_dir, cache_root=None, precision="float32", input_range=N
   """
   check_precision(precision)
   try:
-    model = convert(module_dir, cache_root, precision)
+    model = convert(module_dir, cache_root, precision, handle)
     _feature_output(model)
     embedder = Embedder(model, precision, input_range or third_party.DEFAULT_RANGE)
     if resolution:
