@@ -110,21 +110,22 @@ def _is_local(path):
   return "://" not in path
 
 
-def _reference(handle, module_dir):
+def _reference(handle, module_dir, resolution):
   """`(images, features)` a correct conversion must reproduce (see the module docstring)."""
   stored = native.read_check_features(module_dir)
   if stored is not None:
     images = verify.check_images(int(stored["resolution"]), int(stored["count"]),
                                  int(stored["seed"]))
     return images, stored["features"]
-  images = verify.check_images(PROBE_RESOLUTION, 2)
+  images = verify.check_images(resolution or PROBE_RESOLUTION, 2)
   return images, np.asarray(hub_load.load_expert(handle).embed(images))
 
 
-def check_conversion(model, handle, module_dir):
+def check_conversion(model, handle, module_dir, resolution=None):
   """Raises `verify.VerificationError` when the float32 OpenVINO `model` does not compute the
-  module's features (within `verify.TOLERANCE` of their scale); returns the max difference."""
-  images, want = _reference(handle, module_dir)
+  module's features (within `verify.TOLERANCE` of their scale); returns the max difference.
+  Modules without stored check features are probed at `resolution` (default 224) px."""
+  images, want = _reference(handle, module_dir, resolution)
   got = Embedder(model, "float32", third_party.input_range(handle)).run(images)
   scale = max(1.0, float(np.abs(want).max()))
   diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
@@ -135,7 +136,7 @@ def check_conversion(model, handle, module_dir):
   return diff
 
 
-def convert(module_dir, cache_root=None, precision="float32", handle=None):
+def convert(module_dir, cache_root=None, precision="float32", handle=None, resolution=None):
   """The OpenVINO model (`openvino.Model`) of the SavedModel at `module_dir`, converted once.
 
   Args:
@@ -144,6 +145,7 @@ def convert(module_dir, cache_root=None, precision="float32", handle=None):
       (or a non-local path) converts without caching.
     precision: a key of `PRECISIONS`; part of the cache key.
     handle: the module's handle (default `module_dir`); its `?range=` option is applied.
+    resolution: image size of the check when the module stores no check features.
 
   Returns:
     `openvino.Model`, checked by `check_conversion` before it is cached. Raises whatever OpenVINO
@@ -153,14 +155,14 @@ def convert(module_dir, cache_root=None, precision="float32", handle=None):
   handle = handle or module_dir
   if not cache_root or not _is_local(cache_root):
     model = ov.convert_model(module_dir)
-    check_conversion(model, handle, module_dir)
+    check_conversion(model, handle, module_dir, resolution)
     return model
   target = os.path.join(cache_root, CACHE_SUBDIR, cache_key(module_dir, precision))
   xml = os.path.join(target, _IR_NAME)
   if os.path.exists(xml):
     return ov.Core().read_model(xml)
   model = ov.convert_model(module_dir)
-  check_conversion(model, handle, module_dir)
+  check_conversion(model, handle, module_dir, resolution)
   os.makedirs(os.path.dirname(target), exist_ok=True)
   tmp = fileio.temp_path_beside(target)
   try:
@@ -237,7 +239,7 @@ def load(handle, module_dir, cache_root=None, precision="float32", input_range=N
   """
   check_precision(precision)
   try:
-    model = convert(module_dir, cache_root, precision, handle)
+    model = convert(module_dir, cache_root, precision, handle, resolution)
     _feature_output(model)
     embedder = Embedder(model, precision, input_range or third_party.DEFAULT_RANGE)
     if resolution:
