@@ -137,7 +137,7 @@ def engine_rates(path, ref_path, images, precisions, batches):
       load = time.perf_counter() - start
       if embedder is None:
         continue
-      rates[name, precision] = (embed_throughput(embedder, images, batches[1]), load)
+      rates[name, precision] = (embed_throughput(embedder.function, images, batches[1]), load)
       print(f"  measured openvino {name} {precision}: {rates[name, precision][0]:.2f} images/s",
             flush=True)
   return rates

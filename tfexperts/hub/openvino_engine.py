@@ -189,6 +189,16 @@ class Embedder:
     self.precision = check_precision(precision)
     self.input_range = tuple(input_range)
     self._compiled = {}
+    self._function = None
+
+  @property
+  def function(self):
+    """This embedder as one `tf.function` (made once), for callers that trace what they call:
+    `select.features.embed` runs a tf.function as it is rather than wrapping it in a new one, so
+    the experts of a pool do not each retrace a wrapper."""
+    if self._function is None:
+      self._function = tf.function(self.__call__, reduce_retracing=True, autograph=False)
+    return self._function
 
   def compiled_for(self, height, width):
     """`(compiled model, feature output)` for `height` x `width` images, compiled on first use."""

@@ -198,7 +198,7 @@ class FeatureSource:
       if embed is None:
         key, strategy = self.key(expert, engine="tensorflow"), self.strategy
       else:
-        make_model = lambda: embed
+        make_model = lambda: embed.function
     return features_lib.cached_features(self.cache, key, make_model,
                                         self._dataset(self.resolution_of(expert)),
                                         strategy=strategy, stats=self.stats)
