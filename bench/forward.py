@@ -229,7 +229,8 @@ def main():
   for (name, precision), (rate, load) in engine.items():
     print(f"openvino {name} {precision:<8} {rate:8.2f} images/s  (via features.embed; load and "
           f"convert {load:.1f}s); ratio / module via features.embed (TF float32): "
-          f"{rate / module_rate:.3f}")
+          f"{rate / module_rate:.3f}, / ours inference (TF float32, same weights): "
+          f"{rate / rates['ours inference', False]:.3f}")
   for xla in (False, True) if full else (False,):
     for name in ("ours", "ours inference"):
       print(f"ratio {name} / ResNet50V2, {'XLA:   ' if xla else 'no XLA:'}"
