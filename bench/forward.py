@@ -13,12 +13,21 @@ In one run, on the same random images (batch 32, 224 px by default), it measures
              and, for comparison, loaded with `hub.load` (tfexperts.hub.load, the path of other
              modules); each steady rate is taken from two embed runs of different lengths (the
              difference cancels per-run costs such as tracing, printed separately)
+  engines   the same module through `tfexperts.hub.openvino_engine` (the `--engine=openvino`
+             path: converted once, compiled with INFERENCE_PRECISION_HINT) at each --precisions
+             (float16 only where the CPU has AVX512-FP16/AMX-FP16), via features.embed, and
+             ResNet50V2 through the same engine at the same precisions (the limit row); each with
+             its ratio to "module via features.embed" (today's TensorFlow float32 feature path)
 and the float32 matmul GFLOP/s of this machine, then the ratios:
   ours (and ours inference) / ResNet50V2   without XLA and with XLA
   ours GFLOP/s / matmul       (graph FLOPs per image x images/s, with XLA)
   module via features / ours  (both without XLA, the feature path's default)
 
-Usage: python bench/forward.py [--batch 32] [--size 224] [--seconds 10]
+Usage: python bench/forward.py [--batch 32] [--size 224] [--seconds 10] [--rows all|engines]
+                               [--precisions float32,bfloat16]
+  --rows engines measures only today's feature path and the engine rows (no XLA, no hub.load).
+Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (`env -u OPENBLAS_CORETYPE -u
+OPENBLAS_L2_SIZE python bench/forward.py`); the BLAS kernel NumPy runs is printed.
 """
 import argparse
 import os
@@ -29,10 +38,12 @@ import numpy as np
 import tensorflow as tf
 
 import keras
+from _common import blas_kernel
 from tfexperts.hub import export as hub_export
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import native
+from tfexperts.hub import openvino_engine
 from tfexperts.models import bit
 from tfexperts.models import layers as bit_layers
 from tfexperts.select import features as features_lib
@@ -92,14 +103,68 @@ def feature_path_throughput(model, images, batches):
   return rate, times[0] - batches[0] * images.shape[0] / rate
 
 
+def embed_throughput(model, images, count):
+  """Images/s of `model` through `features.embed` over `count` copies of `images`, after a warm-up
+  run of one batch (per-run costs are included: small for a compiled engine model)."""
+  labels = np.zeros(images.shape[0], np.int64)
+  features_lib.embed(model, tf.data.Dataset.from_tensors((images, labels)), log_every_seconds=None)
+  dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(count)
+  start = time.perf_counter()
+  features_lib.embed(model, dataset, log_every_seconds=None)
+  return count * images.shape[0] / (time.perf_counter() - start)
+
+
+def cpu_has_float16():
+  """True when this CPU computes float16 natively (AVX512-FP16 or AMX-FP16 flags)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      flags = f.read()
+  except OSError:
+    return False
+  return "avx512_fp16" in flags or "amx_fp16" in flags
+
+
+def engine_rates(path, ref_path, images, precisions, batches):
+  """{(model, precision): (images/s via features.embed, load seconds)} through the OpenVINO
+  engine for the exported R50x1 at `path` and ResNet50V2 at `ref_path` (input range [-1, 1])."""
+  rates = {}
+  for precision in precisions:
+    for name, module_dir, value_range in (("R50x1", path, None), ("ResNet50V2", ref_path,
+                                                                   (-1.0, 1.0))):
+      start = time.perf_counter()
+      embedder = openvino_engine.load(module_dir, module_dir, None, precision, value_range,
+                                      images.shape[1])
+      load = time.perf_counter() - start
+      if embedder is None:
+        continue
+      rates[name, precision] = (embed_throughput(embedder.function, images, batches[1]), load)
+      print(f"  measured openvino {name} {precision}: {rates[name, precision][0]:.2f} images/s",
+            flush=True)
+  return rates
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--size", type=int, default=224)
   parser.add_argument("--seconds", type=float, default=10.0,
                       help="measuring time per model and mode (after warm-up)")
+  parser.add_argument("--rows", choices=("all", "engines"), default="all")
+  parser.add_argument("--precisions", default="float32,bfloat16",
+                      help="engine precisions (float16 is skipped on CPUs without it)")
   args = parser.parse_args()
+  precisions = [p for p in args.precisions.split(",") if p]
+  for precision in precisions:
+    openvino_engine.check_precision(precision)
+  if "float16" in precisions and not cpu_has_float16():
+    print("float16 rows skipped: this CPU has neither AVX512-FP16 nor AMX-FP16.")
+    precisions.remove("float16")
+  engines = openvino_engine.available()
+  if not engines:
+    print(f"engine rows skipped: OpenVINO is not installed ({openvino_engine.INSTALL_HINT}).")
   print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+  print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} "
+        f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE')}", flush=True)
 
   images = tf.random.uniform((args.batch, args.size, args.size, 3))
   spec = tf.TensorSpec(images.shape, tf.float32)
@@ -115,12 +180,13 @@ def main():
   ours_call = lambda x: ours_model(x)["pre_logits"]
   inference_call = lambda x: inference_model(x)["pre_logits"]
   ref_call = lambda x: ref_model(x * 2.0 - 1.0)
+  full = args.rows == "all"
   flops_per_image = graph_flops(tf.function(ours_call, input_signature=[spec]), spec) / args.batch
-  gflops_machine = matmul_gflops()
+  gflops_machine = matmul_gflops() if full else float("nan")
   rates, firsts = {}, {}
   for name, call in (("ours", ours_call), ("ours inference", inference_call),
                      ("ResNet50V2", ref_call)):
-    for xla in (False, True):
+    for xla in (False, True) if full else (False,):
       fn = tf.function(call, input_signature=[spec], jit_compile=xla)
       rates[name, xla], firsts[name, xla] = throughput(fn, images, args.seconds)
       print(f"  measured {name} xla={xla}: {rates[name, xla]:.2f} images/s", flush=True)
@@ -136,12 +202,19 @@ def main():
     native_load = time.perf_counter() - start
     assert native_embed is not None, "the exported module did not verify as a native model"
     module_rate, module_fixed = feature_path_throughput(native_embed, images, (2, 2 + extra))
-    start = time.perf_counter()
-    expert = hub_load.load_expert(path)
-    hub_load_seconds = time.perf_counter() - start
-    hub_rate, hub_fixed = feature_path_throughput(expert.embed, images, (2, 2 + extra))
+    hub_rate = hub_fixed = hub_load_seconds = float("nan")
+    if full:
+      start = time.perf_counter()
+      expert = hub_load.load_expert(path)
+      hub_load_seconds = time.perf_counter() - start
+      hub_rate, hub_fixed = feature_path_throughput(expert.embed, images, (2, 2 + extra))
+    engine = {}
+    if engines:
+      ref_path = os.path.join(tmp, "resnet50v2")
+      ref_model.export(ref_path, verbose=False)
+      engine = engine_rates(path, ref_path, images.numpy(), precisions, (2, 2 + extra))
 
-  achieved = rates["ours", True] * flops_per_image / 1e9
+  achieved = rates.get(("ours", True), float("nan")) * flops_per_image / 1e9
   print(f"threads: intra={tf.config.threading.get_intra_op_parallelism_threads()} "
         f"cpus={os.cpu_count()}; batch {args.batch}, {args.size} px")
   print(f"matmul (2048^2, float32):             {gflops_machine:8.1f} GFLOP/s")
@@ -153,7 +226,12 @@ def main():
         f"hub.native, load {native_load:.1f}s, per-run fixed cost {module_fixed:.1f}s)")
   print(f"module via hub.load + embed:     {hub_rate:8.2f} images/s  (the path of other modules:"
         f" load {hub_load_seconds:.1f}s, per-run fixed cost {hub_fixed:.1f}s)")
-  for xla in (False, True):
+  for (name, precision), (rate, load) in engine.items():
+    print(f"openvino {name} {precision:<8} {rate:8.2f} images/s  (via features.embed; load and "
+          f"convert {load:.1f}s); ratio / module via features.embed (TF float32): "
+          f"{rate / module_rate:.3f}, / ours inference (TF float32, same weights): "
+          f"{rate / rates['ours inference', False]:.3f}")
+  for xla in (False, True) if full else (False,):
     for name in ("ours", "ours inference"):
       print(f"ratio {name} / ResNet50V2, {'XLA:   ' if xla else 'no XLA:'}"
             f"{' ' * (15 - len(name))}{rates[name, xla] / rates['ResNet50V2', xla]:8.3f}")

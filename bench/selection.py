@@ -20,8 +20,16 @@ drifts by 20% or more within minutes here, so only neighbouring measurements com
 round's ratios are printed, then the round with the fastest selection in detail, and the largest
 difference between the two paths' features of the first expert.
 
+With `--engine=openvino` the selection embeds through `tfexperts.hub.openvino_engine` at
+`--precision` (the other two measurements stay TensorFlow float32); converted models are cached in
+a directory of this run, so the first round pays the conversions (printed) and later rounds start
+warm, as a second `bin/select_expert` run does.
+
 Usage: python bench/selection.py [--experts 4] [--images 256] [--resolution 224] [--batch 32]
-                                 [--seconds 10] [--rounds 2]
+                                 [--seconds 10] [--rounds 2] [--engine tensorflow|openvino]
+                                 [--precision float32|bfloat16|float16]
+Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (`env -u OPENBLAS_CORETYPE -u
+OPENBLAS_L2_SIZE python bench/selection.py`); the BLAS kernel NumPy runs is printed.
 """
 import argparse
 import dataclasses
@@ -36,10 +44,12 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import forward  # noqa: E402  (bench/forward.py: the in-process measurement)
+from _common import blas_kernel  # noqa: E402
 from tfexperts.data import offline  # noqa: E402
 from tfexperts.data import tasks  # noqa: E402
 from tfexperts.hub import export as hub_export  # noqa: E402
 from tfexperts.hub import metadata as metadata_lib  # noqa: E402
+from tfexperts.hub import openvino_engine  # noqa: E402
 from tfexperts.hub.tfhub import hub  # noqa: E402
 from tfexperts.models import bit  # noqa: E402
 from tfexperts.select import selection  # noqa: E402
@@ -88,9 +98,17 @@ def select_once(handles, task, data_dir, args):
   """
   start = time.perf_counter()
   candidates = selection.load_candidates(handles)
-  source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None)
+  precision = args.precision
+
+  class Source(selection.FeatureSource):
+    def engine_precision(self):
+      return precision
+
+  source = Source(task, "bench", data_dir, args.resolution, args.batch, None, engine=args.engine,
+                  engine_cache_dir=args.engine_cache_dir)
   parts = {"module loads": timed(source.native, "load"), "image decoding": timed(
-      source.images, "_decode")}
+      source.images, "_decode"), "engine loads (convert or cached IR)": timed(
+          source, "_openvino_embedder")}
   scores, seconds = selection.score(candidates, source, ["knn"])
   elapsed = time.perf_counter() - start
   assert source.stats.images_embedded == args.images * args.experts, source.stats
@@ -123,10 +141,18 @@ def main():
                       help="measuring time of the in-process model")
   parser.add_argument("--rounds", type=int, default=2,
                       help="interleaved rounds of the three measurements")
+  parser.add_argument("--engine", choices=openvino_engine.ENGINES, default="tensorflow")
+  parser.add_argument("--precision", choices=tuple(openvino_engine.PRECISIONS),
+                      default="float32", help="the OpenVINO engine's precision")
   args = parser.parse_args()
   if args.rounds < 1:
     parser.error(f"--rounds must be at least 1. Received: --rounds={args.rounds}")
+  if args.engine == "tensorflow" and args.precision != "float32":
+    parser.error("--precision applies to --engine=openvino here; TensorFlow runs float32.")
+  openvino_engine.check_engine(args.engine)
   print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+  print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} "
+        f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE')}", flush=True)
 
   with tempfile.TemporaryDirectory() as tmp:
     data_dir = os.path.join(tmp, "tfds")
@@ -134,6 +160,7 @@ def main():
     base = tasks.get_task(TASK)
     task = dataclasses.replace(base, splits={**base.splits, "bench": f"train[:{args.images}]"})
     handles = export_experts(os.path.join(tmp, "export"), args.experts, args.resolution)
+    args.engine_cache_dir = os.path.join(tmp, "engine_cache")
 
     model = bit.create_model("r50x1")
     spec = tf.TensorSpec((args.batch, args.resolution, args.resolution, 3), tf.float32)
@@ -166,7 +193,8 @@ def main():
         1.0, np.abs(hand_features).max())
 
   print(f"{args.experts} x R50x1 (untrained), {args.images} images of {TASK} at "
-        f"{args.resolution} px, batch {args.batch}, {os.cpu_count()} CPUs")
+        f"{args.resolution} px, batch {args.batch}, {os.cpu_count()} CPUs; selection engine "
+        f"{args.engine} at {args.precision}")
   for i in range(args.rounds):
     print(f"round {i + 1}: selection {select_rates[i]:.2f}, in-process {inprocess_rates[i][0]:.2f} "
           f"before and {inprocess_rates[i][1]:.2f} after, by hand {hand_rates[i]:.2f} images x "

@@ -25,6 +25,7 @@ from tfexperts import errors
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
+from tfexperts.hub import openvino_engine
 from tfexperts.select import proxies as proxies_lib
 
 FLAGS = flags.FLAGS
@@ -43,6 +44,9 @@ flags.DEFINE_integer("batch_size", defaults.EMBED_BATCH_SIZE, "Embedding batch s
 flags.DEFINE_string("cache_dir", "results/features", "Feature cache directory ('' to disable).")
 flags.DEFINE_string("output_dir", "results/selection", "Where rankings and plots are written.")
 flags.DEFINE_integer("seed", 0, "Seed of the random proxy.")
+flags.DEFINE_string("engine", "tensorflow", "Engine computing the experts' features: "
+                    f"{' or '.join(openvino_engine.ENGINES)} (CPU; `{openvino_engine.INSTALL_HINT}`"
+                    "; converted once per module, cached under --cache_dir).")
 
 
 def proxy_names():
@@ -61,6 +65,7 @@ def check_flags(argv):
   checks.known_names("proxy", proxy_names(), sorted(proxies_lib.PROXIES) + ["all"])
   checks.hub_handles("experts", FLAGS.experts)
   checks.existing_path("data_dir", FLAGS.data_dir)
+  openvino_engine.check_engine(FLAGS.engine)
 
 
 def main(argv):
@@ -77,10 +82,12 @@ def main(argv):
   print(f"Task {FLAGS.task} ({task.name}, {task.num_classes} classes): splits {splits}")
   candidates = selection.load_candidates(FLAGS.experts)
   source = selection.FeatureSource(task, FLAGS.split, FLAGS.data_dir, FLAGS.resolution,
-                                   FLAGS.batch_size, FLAGS.cache_dir or None)
+                                   FLAGS.batch_size, FLAGS.cache_dir or None,
+                                   engine=FLAGS.engine)
   resolutions = {n: source.resolution_of(e) for n, e in zip(candidates.names(),
                                                                 candidates.experts)}
   print(source.describe_resolution(candidates.experts), flush=True)
+  print(f"engine: {FLAGS.engine}", flush=True)
   scores, seconds = selection.score(candidates, source, names, seed=FLAGS.seed)
   out_dir = os.path.join(FLAGS.output_dir, task.name)
   rows = []
@@ -99,7 +106,8 @@ def main(argv):
                            {"task": task.name, "task_spec": FLAGS.task, "splits": splits,
                             "split": FLAGS.split, "scores": scores,
                             "seconds": seconds, "images_embedded": source.stats.images_embedded,
-                            "experts": candidates.names(), "resolution": resolutions})
+                            "experts": candidates.names(), "resolution": resolutions,
+                            "engine": FLAGS.engine})
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, ["task", "proxy", "rank", "expert", "score", "seconds"])
   writer.writeheader()

@@ -29,6 +29,7 @@ from tfexperts import errors
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
+from tfexperts.hub import openvino_engine
 from tfexperts.select import proxies as proxies_lib
 from tfexperts.train import strategy as strategy_lib
 
@@ -86,6 +87,9 @@ flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (`local` on a TPU 
 flags.DEFINE_float("tpu_timeout", 30.0, "Seconds to wait for the TPU to accept the connection.")
 flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES,
                   "Distribution strategy without --tpu.")
+flags.DEFINE_string("engine", "tensorflow", "Engine embedding the pool for selection: "
+                    f"{' or '.join(openvino_engine.ENGINES)} (CPU; `{openvino_engine.INSTALL_HINT}`"
+                    "); fine-tuning runs in TensorFlow.")
 flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.md/png.")
 
 
@@ -127,6 +131,7 @@ def check_flags(argv):
   if not 0.0 < FLAGS.topk_steps_fraction <= 1.0:
     raise errors.UserError(f"--topk_steps_fraction: {FLAGS.topk_steps_fraction!r} must be in "
                            "(0, 1].")
+  openvino_engine.check_engine(FLAGS.engine)
   checks.numbers("learning_rates", FLAGS.learning_rates or [], float)
   checks.numbers("steps", FLAGS.steps or [], int)
   modules = checks.hub_handles("experts", FLAGS.experts)
@@ -175,7 +180,7 @@ def eval_config():
       report_proxies=tuple(FLAGS.report_proxies), topk=FLAGS.topk,
       topk_steps_fraction=FLAGS.topk_steps_fraction, topk_learning_rate=FLAGS.topk_learning_rate,
       protocol=_protocol_config(), data_dir=FLAGS.data_dir, results_dir=FLAGS.results_dir,
-      workdir=FLAGS.workdir, cache_dir=FLAGS.cache_dir, seed=FLAGS.seed,
+      workdir=FLAGS.workdir, cache_dir=FLAGS.cache_dir, seed=FLAGS.seed, engine=FLAGS.engine,
       dat=_dat_config() if dat else None, upstream=upstream)
 
 

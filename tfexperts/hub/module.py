@@ -14,7 +14,17 @@ after `images` (`__call__(images, expert_ids, training=False)`, `serve`, `train`
 
 Only the model's variables and the traced functions are saved, not the Keras objects, so loading
 needs TensorFlow (plus tensorflow_hub or Keras for their wrappers) but no tfexperts code.
+
+Each saved variable is a TensorFlow variable named by its Keras path (`resnet/block1/unit01/a/
+group_norm/gamma`), so every graph name is unique. Keras 3 names a backend variable by the name
+scope it was created in (`resnet/block1/gamma` for every unit of block 1), and session-based
+loaders (`saved_model_cli run`, TF Serving) and OpenVINO's TensorFlow frontend resolve variables
+by those names: with repeated names they fail or read the wrong weights. The module holds its own
+renamed copies; the Keras model reads them only while a function is being traced (`_renamed`).
 """
+import contextlib
+import re
+
 import tensorflow as tf
 
 from tfexperts.hub import copies
@@ -31,6 +41,42 @@ EXPERT_IDS_SPEC = tf.TensorSpec([None], tf.int32, name=EXPERT_IDS)
 def _function(fn, specs):
   # autograph off, as keras.export does: the models have no data-dependent Python control flow.
   return tf.function(fn, input_signature=specs, autograph=False)
+
+
+def graph_name(path):
+  """A TensorFlow variable name for the Keras variable path `path` (characters TF rejects -> _)."""
+  name = re.sub(r"[^A-Za-z0-9_./-]", "_", path)
+  return name if re.match(r"[A-Za-z0-9.]", name) else "v" + name
+
+
+def renamed_copies(variables):
+  """New TensorFlow variables, one per Keras variable in `variables`, named by its path.
+
+  Each copy has the value, dtype and creation trainability of the Keras variable's backend
+  variable. Raises ValueError when two paths give the same name. Returns a list in input order.
+  """
+  names = [graph_name(v.path) for v in variables]
+  if len(set(names)) != len(names):
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    raise ValueError(f"Variables share the graph names {repeated[:5]}; every variable of an "
+                     "exported model needs a unique path.")
+  with tf.init_scope():
+    return [tf.Variable(v.value, name=name, trainable=copies.created_trainable(v))
+            for v, name in zip(variables, names)]
+
+
+@contextlib.contextmanager
+def _renamed(keras_variables, tf_variables):
+  # Swaps the backend variable under each Keras variable for the trace only: the traced graph
+  # captures the renamed copies, and the caller's model is left as it was.
+  old = [v._value for v in keras_variables]  # pylint: disable=protected-access
+  try:
+    for v, new in zip(keras_variables, tf_variables):
+      v._value = new  # pylint: disable=protected-access
+    yield
+  finally:
+    for v, value in zip(keras_variables, old):
+      v._value = value  # pylint: disable=protected-access
 
 
 class _NotSaved:
@@ -55,9 +101,9 @@ class _Base(tf.__internal__.tracking.AutoTrackable):
     self._keras = _NotSaved(model)
     self._extra_specs = tuple(extra_specs)
     self.with_logits = with_logits
-    self.variables = list(model.variables)
+    self.variables = renamed_copies(model.variables)
     # What the SavedModel records (see copies.created_trainable), not Keras' current flags.
-    self.trainable_variables = [v for v in model.variables if copies.created_trainable(v)]
+    self.trainable_variables = [v for v in self.variables if v.trainable]
     self.regularization_losses = []  # weight decay is the optimizer's business, not the graph's
     # serve, train and serving_default call the traced __call__ / logits instead of tracing the
     # model again: a model trace takes about a second even for the tiny test model.
@@ -75,7 +121,8 @@ class _Base(tf.__internal__.tracking.AutoTrackable):
     return [IMAGES_SPEC, *self._extra_specs]
 
   def _outputs(self, args, training):
-    return self._keras.model(*args, training=training)
+    with _renamed(self._keras.model.variables, self.variables):
+      return self._keras.model(*args, training=training)
 
   def _serving_outputs(self, *args):
     outputs = {PRE_LOGITS: self.__call__(*args, training=False)}

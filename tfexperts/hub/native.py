@@ -52,6 +52,12 @@ def write_check_features(module_dir, resolution, count, seed, features):
   return fileio.write_bytes_atomic(check_asset_path(module_dir), buffer.getvalue())
 
 
+def read_check_features(module_dir):
+  """The check-features asset of `module_dir` as a dict (`resolution`, `count`, `seed`,
+  `features`), or None when the module has none."""
+  return _read_check_features(module_dir)
+
+
 def _read_check_features(module_dir):
   path = check_asset_path(module_dir)
   if not tf.io.gfile.exists(path):

@@ -35,6 +35,7 @@ class CacheKey:
       such as "#logits" when the features are not the pre-logits.
     task: task registry name. split: split name (e.g. "train800val200").
     resolution: input resolution in pixels. preprocessing: a string naming the preprocessing.
+    engine: the inference engine that computed the features ("tensorflow" or "openvino").
     format: `CACHE_FORMAT`.
   """
   handle: str
@@ -43,13 +44,14 @@ class CacheKey:
   split: str
   resolution: int
   preprocessing: str
+  engine: str = "tensorflow"
   format: int = CACHE_FORMAT
 
   def __post_init__(self):
     if not self.module:
       raise ValueError("CacheKey.module must name the module's content (its identity digest). "
                        f"Received: {self.module!r}")
-    for name in ("handle", "module", "task", "split", "preprocessing"):
+    for name in ("handle", "module", "task", "split", "preprocessing", "engine"):
       if not isinstance(getattr(self, name), str):
         raise ValueError(f"CacheKey.{name} must be a string. Received: {getattr(self, name)!r}")
     if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or (

@@ -17,6 +17,8 @@ from tfexperts.hub import load as hub_load
 from tfexperts.hub import published
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import native
+from tfexperts.hub import openvino_engine
+from tfexperts.hub import third_party
 from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
@@ -80,6 +82,8 @@ def load_candidates(specs):
     raise errors.UserError(f"No experts found in {specs!r}.")
   return Candidates(experts, baseline, epn)
 
+ENGINE_PRECISION = "float32"
+
 
 @dataclasses.dataclass
 class FeatureSource:
@@ -89,6 +93,10 @@ class FeatureSource:
   metadata's `input.resolution`, else 224); an integer overrides it for every module.
   `image_memory_bytes` bounds the decoded images kept in memory between experts of one size
   (`task_images.ImageStore`; 0 decodes the split again for every expert).
+  `engine` runs the experts' pre-logits with "tensorflow" or "openvino" (`hub.openvino_engine`:
+  converted once, the IR cached under `engine_cache_dir`, default `cache_dir`; a module it cannot
+  convert, or a strategy over several replicas (said in one line), uses TensorFlow). Logits
+  always come from TensorFlow.
   """
   task: tasks_lib.Task
   split: str = "train800"
@@ -98,22 +106,30 @@ class FeatureSource:
   cache_dir: str = None
   strategy: tf.distribute.Strategy = None
   image_memory_bytes: int = task_images.DEFAULT_MAX_BYTES
+  engine: str = "tensorflow"
+  engine_cache_dir: str = None
 
   def __post_init__(self):
+    openvino_engine.check_engine(self.engine)
+    if self.engine != "tensorflow" and not self._single_device():
+      print(f"engine {self.engine} runs on one device; embedding with TensorFlow over the "
+            f"strategy's {self.strategy.num_replicas_in_sync} replicas instead.", flush=True)
     self.cache = feature_cache.FeatureCache(self.cache_dir) if self.cache_dir else None
     self.images = task_images.ImageStore(self.task, self.split, self.data_dir, self.batch_size,
                                          self.image_memory_bytes)
     self.stats = features_lib.EmbedStats()
     self.native = native.NativeRunner()
 
-  def key(self, expert, output="pre_logits"):
-    """The `CacheKey` of `expert`'s `output` on this split: keyed on the module's content."""
+  def key(self, expert, output="pre_logits", engine=None):
+    """The `CacheKey` of `expert`'s `output` on this split: keyed on the module's content and the
+    engine (`engine`, default: the one this source runs `output` with)."""
     suffix = "" if output == "pre_logits" else "#" + output
     resolution = self.resolution_of(expert)
     return feature_cache.CacheKey(handle=expert.handle + suffix,
                                   module=expert.content_id + suffix, task=self.task.name,
                                   split=self.split, resolution=resolution,
-                                  preprocessing=tasks_lib.eval_preprocess(resolution))
+                                  preprocessing=tasks_lib.eval_preprocess(resolution),
+                                  engine=engine or self._engine_for(output))
 
   def resolution_of(self, module):
     """The image size `module` (an Expert, the baseline or the EPN) is fed at."""
@@ -142,6 +158,21 @@ class FeatureSource:
       expert.module  # pylint: disable=pointless-statement
     return expert
 
+  def _engine_for(self, output):
+    return self.engine if output == "pre_logits" and self._single_device() else "tensorflow"
+
+  def _single_device(self):
+    return self.strategy is None or self.strategy.num_replicas_in_sync == 1
+
+  def engine_precision(self):
+    """The precision the OpenVINO engine runs at (float32 until FeatureSource takes one)."""
+    return ENGINE_PRECISION
+
+  def _openvino_embedder(self, expert):
+    return openvino_engine.load(expert.handle, hub_load.resolve(expert.handle),
+                                self.engine_cache_dir or self.cache_dir, self.engine_precision(),
+                                third_party.input_range(expert.handle), self.resolution_of(expert))
+
   def _embedder(self, expert):
     # tfexperts' own modules run as in-process models when they verify (hub.native): no graph to
     # load and optimise per module. Not under a strategy, whose variables must be mirrored.
@@ -152,12 +183,25 @@ class FeatureSource:
         return embed
     return self._loaded(expert).embed
 
+  def _cached(self, key):
+    return self.cache is not None and tf.io.gfile.exists(self.cache.path(key))
+
   def features(self, expert):
     """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
-    return features_lib.cached_features(self.cache, self.key(expert),
-                                        lambda: self._embedder(expert),
+    key, make_model, strategy = self.key(expert), lambda: self._embedder(expert), self.strategy
+    if key.engine == "openvino":
+      strategy = None  # one device (checked by _engine_for): the engine runs outside it
+    if key.engine == "openvino" and not self._cached(key):
+      # Converted before the cache is written, so features a fallback computes with TensorFlow
+      # are cached (and may already be) under TensorFlow's key, never under OpenVINO's.
+      embed = self._openvino_embedder(expert) if isinstance(expert, hub_load.Expert) else None
+      if embed is None:
+        key, strategy = self.key(expert, engine="tensorflow"), self.strategy
+      else:
+        make_model = lambda: embed.function
+    return features_lib.cached_features(self.cache, key, make_model,
                                         self._dataset(self.resolution_of(expert)),
-                                        strategy=self.strategy, stats=self.stats)
+                                        strategy=strategy, stats=self.stats)
 
   def logits(self, module):
     """`Features` whose features are `module`'s upstream-head logits on the split."""

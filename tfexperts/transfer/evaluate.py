@@ -72,6 +72,8 @@ class EvalConfig:
     results_dir: records, results.csv, summary; workdir (fine-tuning checkpoints) and cache_dir
       (features) default to RESULTS_DIR/runs and RESULTS_DIR/features.
     seed: seed of the proxies that take one.
+    engine: the engine embedding the pool for selection ("tensorflow" or "openvino", see
+      `select.selection.FeatureSource`); fine-tuning always runs in TensorFlow.
     dat, upstream: `dat_lib.DatConfig` and `UpstreamSpec`, for `selection="dat"`.
   """
   tasks: list
@@ -88,6 +90,7 @@ class EvalConfig:
   workdir: Optional[str] = None
   cache_dir: Optional[str] = None
   seed: int = 0
+  engine: str = "tensorflow"
   dat: Optional[dat_lib.DatConfig] = None
   upstream: Optional[UpstreamSpec] = None
 
@@ -263,7 +266,8 @@ def evaluate_task(task, candidates, config, strategy):
   by_name = {selection.expert_key(e): e for e in candidates.experts}
   start = time.perf_counter()
   source = selection.FeatureSource(task, "train800", config.data_dir, config.protocol.resolution,
-                                   cache_dir=dirs["cache"], strategy=strategy)
+                                   cache_dir=dirs["cache"], strategy=strategy,
+                                   engine=config.engine)
   print(f"\n== {task.name}: {source.describe_resolution(candidates.experts)}", flush=True)
   want_topk = selection_name == TOPK or (selection_name in FINE_TUNE_SEVERAL
                                          and TOPK in config.report_proxies)
