@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from tfexperts.hub import load
 from tfexperts.hub import metadata
 from tfexperts.transfer import dat_weights
 from tfexperts.train import loop
+from tests import processes
 from tests.hub import collection_fixtures
 from tests.transfer import test_vtab_eval
 
@@ -105,8 +105,7 @@ def test_killed_dat_run_resumes_and_writes_its_record(tmp_path, baseline_module,
           "--dat_steps=20", "--dat_batch_size=8", "--steps=3", "--learning_rates=0.1",
           *test_vtab_eval.QUICK]
   ckpt = os.path.join(results, "runs", "shapes_fine_tiny", "dat", "upstream", "ckpt")
-  proc = subprocess.Popen(test_vtab_eval._command("vtab_eval", args), env=test_vtab_eval._env(),  # pylint: disable=protected-access
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = processes.start_binary("vtab_eval", args)
   deadline = time.time() + 600
   while loop.checkpointed_step(ckpt) < 5 and time.time() < deadline and proc.poll() is None:
     time.sleep(0.05)
@@ -114,7 +113,7 @@ def test_killed_dat_run_resumes_and_writes_its_record(tmp_path, baseline_module,
   proc.wait()
   interrupted = loop.checkpointed_step(ckpt)
   assert 5 <= interrupted < 20
-  resumed = test_vtab_eval._run("vtab_eval", args)  # pylint: disable=protected-access
+  resumed = processes.run_binary("vtab_eval", args)
   assert f"resuming from step {interrupted}" in resumed.stdout
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__dat.json")))
   assert record["chosen"] == ["dat_shapes_fine_tiny"] and 0 <= record["test_accuracy"] <= 1
