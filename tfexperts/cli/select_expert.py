@@ -21,6 +21,7 @@ from absl import flags
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts import precision as precision_lib
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
@@ -42,6 +43,9 @@ flags.DEFINE_integer("batch_size", defaults.EMBED_BATCH_SIZE, "Embedding batch s
 flags.DEFINE_string("cache_dir", "results/features", "Feature cache directory ('' to disable).")
 flags.DEFINE_string("output_dir", "results/selection", "Where rankings and plots are written.")
 flags.DEFINE_integer("seed", 0, "Seed of the random proxy.")
+flags.DEFINE_enum("precision", precision_lib.DEFAULT, precision_lib.PRECISIONS,
+                  "Compute precision of the embedding (tfexperts' own modules run under Keras' "
+                  "mixed policy; other modules at float32, said in a notice line).")
 
 
 def proxy_names():
@@ -78,7 +82,10 @@ def main(argv):
   resolutions = {n: source.resolution_of(e) for n, e in zip(candidates.names(),
                                                                 candidates.experts)}
   print(source.describe_resolution(candidates.experts), flush=True)
-  scores, seconds = selection.score(candidates, source, names, seed=FLAGS.seed)
+  notice = precision_lib.device_notice(FLAGS.precision)
+  print(f"precision: {FLAGS.precision}" + (f" (notice: {notice})" if notice else ""), flush=True)
+  scores, seconds = selection.score(candidates, source, names, seed=FLAGS.seed,
+                                    precision=FLAGS.precision)
   out_dir = os.path.join(FLAGS.output_dir, task.name)
   rows = []
   for proxy in names:
@@ -96,7 +103,9 @@ def main(argv):
                            {"task": task.name, "task_spec": FLAGS.task, "splits": splits,
                             "split": FLAGS.split, "scores": scores,
                             "seconds": seconds, "images_embedded": source.stats.images_embedded,
-                            "experts": candidates.names(), "resolution": resolutions})
+                            "experts": candidates.names(), "resolution": resolutions,
+                            "precision": {n: source.precision_of(e) for n, e in zip(
+                                candidates.names(), candidates.experts)}})
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, ["task", "proxy", "rank", "expert", "score", "seconds"])
   writer.writeheader()

@@ -25,6 +25,7 @@ from absl import flags
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts import precision as precision_lib
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
@@ -85,6 +86,10 @@ flags.DEFINE_string("tpu", None, "TPU name or grpc:// address (`local` on a TPU 
 flags.DEFINE_float("tpu_timeout", 30.0, "Seconds to wait for the TPU to accept the connection.")
 flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES,
                   "Distribution strategy without --tpu.")
+flags.DEFINE_enum("precision", precision_lib.DEFAULT, precision_lib.PRECISIONS,
+                  "Compute precision of embedding and fine-tuning (Keras mixed policies, float32 "
+                  "variables, logits and GroupNorm statistics; float16 trains with loss "
+                  "scaling). bfloat16 on TPUs and bfloat16-capable CPUs.")
 flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.md/png.")
 
 
@@ -175,7 +180,7 @@ def eval_config():
       topk_steps_fraction=FLAGS.topk_steps_fraction, topk_learning_rate=FLAGS.topk_learning_rate,
       protocol=_protocol_config(), data_dir=FLAGS.data_dir, results_dir=FLAGS.results_dir,
       workdir=FLAGS.workdir, cache_dir=FLAGS.cache_dir, seed=FLAGS.seed,
-      dat=_dat_config() if dat else None, upstream=upstream)
+      dat=_dat_config() if dat else None, upstream=upstream, precision=FLAGS.precision)
 
 
 def main(argv):
@@ -188,6 +193,8 @@ def main(argv):
   from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
   config = eval_config()
   strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
+  notice = precision_lib.device_notice(FLAGS.precision, "TPU" if FLAGS.tpu else None)
+  print(f"precision: {FLAGS.precision}" + (f" (notice: {notice})" if notice else ""), flush=True)
   evaluate.run(config, strategy)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import statistics
 
+from tfexperts import precision as precision_lib
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.transfer import finetune
@@ -26,7 +27,9 @@ class ProtocolConfig:
   """Sweep and retrain settings (defaults: VTAB's {0.01, 0.001} x {2500, 10000} at batch 512).
 
   `resolution=None` fine-tunes each module at `hub.metadata.input_resolution` (its metadata's
-  `input.resolution`, else 224); an integer overrides that for every module.
+  `input.resolution`, else 224); an integer overrides that for every module. `precision`
+  (`tfexperts.precision`: float32, bfloat16 or float16) is the compute precision of every
+  fine-tune; runs at a reduced one live in directories of their own (suffix `_<precision>`).
   """
   learning_rates: tuple = (0.01, 0.001)
   steps: tuple = (2500, 10000)
@@ -37,8 +40,10 @@ class ProtocolConfig:
   decay: str = "step"
   mixup_alpha: float = 0.0
   seed: int = 0
+  precision: str = precision_lib.DEFAULT
 
   def __post_init__(self):
+    precision_lib.check(self.precision)
     if not self.learning_rates or not self.steps:
       raise ValueError("The sweep needs at least one learning rate and one step count. Received: "
                        f"learning_rates={self.learning_rates!r}, steps={self.steps!r}")
@@ -71,8 +76,10 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
       handle=handle, task=task, train_split=train, eval_split=evaluate,
       learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
-      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}"),
-      data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha)
+      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
+          "" if config.precision == "float32" else f"_{config.precision}")),
+      data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
+      precision=config.precision)
 
 
 def run_protocol(handle, task, config, directory, strategy, data_dir=None):
@@ -112,6 +119,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
                                 directory, data_dir), strategy)
     final.append({"seed": result["seed"], "test_accuracy": result["accuracy"],
                   "test_size": result["num_eval_examples"], "seconds": result["seconds"],
+                  "precision": result.get("precision", "float32"),
                   "correct_bits": result.get("correct_bits")})
   output = {"sweep": sweep,
             "best": {"learning_rate": best_lr, "steps": best_steps,
