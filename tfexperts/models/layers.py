@@ -215,9 +215,9 @@ def _group_norm_reduced(x, groups, epsilon, gamma, beta):
 
   TensorFlow's reductions of bfloat16/float16 tensors accumulate in float32 and round only their
   `[b, c]` results, so the per-channel means and mean squared deviations are read straight from
-  `x` (two reading passes, one squared difference in `x`'s dtype); group statistics, rsqrt and
-  the folded scale and offset are float32, and the normalisation is one multiply-add in `x`'s
-  dtype. The float32 path's four full float32 passes and two casts are what made BiT's GroupNorm
+  `x` and from its deviations from the group mean (computed once in `x`'s dtype); group
+  statistics, rsqrt and the scale are float32, and the output is one multiply-add of the
+  deviations in `x`'s dtype. Differentiable (the trainable path). The float32 path's four full float32 passes and two casts are what made BiT's GroupNorm
   the bottleneck of its reduced-precision forward pass.
   """
   dtype = x.dtype
@@ -234,13 +234,13 @@ def _group_norm_reduced(x, groups, epsilon, gamma, beta):
     return tf.reshape(tf.broadcast_to(per_group_value, [shape[0], groups, per_group]),
                       [shape[0], channels])
 
-  mean = to_channels(group_mean(tf.reduce_mean(flat, axis=1)))
-  deviation = tf.math.squared_difference(flat, tf.cast(mean, dtype)[:, None, :])
-  # Centred on the rounded mean: the variance gains its rounding error squared (~1e-5 of it).
-  variance = group_mean(tf.reduce_mean(deviation, axis=1))
+  mean = tf.cast(to_channels(group_mean(tf.reduce_mean(flat, axis=1))), dtype)
+  # Centred once, on the mean rounded to x's dtype (x - mean is then nearly exact): the variance
+  # and the output are computed from the small deviations, not from x's larger values.
+  deviation = flat - mean[:, None, :]
+  variance = group_mean(tf.reduce_mean(tf.math.square(deviation), axis=1))
   scale = to_channels(tf.math.rsqrt(variance + epsilon)) * tf.cast(gamma, tf.float32)
-  offset = tf.cast(beta, tf.float32) - mean * scale
-  y = flat * tf.cast(scale, dtype)[:, None, :] + tf.cast(offset, dtype)[:, None, :]
+  y = deviation * tf.cast(scale, dtype)[:, None, :] + tf.cast(beta, dtype)[..., None, :]
   return tf.reshape(y, shape)
 
 
