@@ -138,6 +138,28 @@ def _build_model(key):
   return model
 
 
+class _Chunked:
+  """Features of a batch as the concatenated features of its chunks of at most CHUNK images.
+
+  bfloat16's fastest GroupNorm kernels run per example and need a static batch size
+  (`layers.group_norm`): `fn` is traced per chunk shape, and chunks bound the size of its graph
+  (a traced R50 holds ~50 GroupNorms per example). Called eagerly (`runs_graph`: the feature path
+  does not wrap it in a tf.function of its own).
+  """
+  CHUNK = 16
+  runs_graph = True
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, images):
+    images = tf.convert_to_tensor(images)
+    count = int(images.shape[0])
+    if count <= self.CHUNK:
+      return self.fn(images)
+    return tf.concat([self.fn(images[i:i + self.CHUNK]) for i in range(0, count, self.CHUNK)], 0)
+
+
 class _Slot:
   """One architecture's model at one precision (kernels standardized on load) and its traced
   feature function."""
@@ -150,10 +172,8 @@ class _Slot:
       self.features = tf.function(lambda images: self.model(images)["pre_logits"],
                                   input_signature=[spec], autograph=False)
     else:
-      # A trace per batch shape (a split's full batches and its last one): bfloat16's fastest
-      # GroupNorm kernels need a static batch size (layers.group_norm).
-      self.features = tf.function(lambda images: self.model(images)["pre_logits"],
-                                  autograph=False)
+      self.features = _Chunked(tf.function(lambda images: self.model(images)["pre_logits"],
+                                           autograph=False))
 
   def assign(self, values):
     """Assigns checkpoint `values` (model order) to the variables, then standardizes the kernels
