@@ -88,7 +88,8 @@ def select_once(handles, task, data_dir, args):
   """
   start = time.perf_counter()
   candidates = selection.load_candidates(handles)
-  source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None)
+  source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None,
+                                   precision=args.precision)
   parts = {"module loads": timed(source.native, "load"), "image decoding": timed(
       source.images, "_decode")}
   scores, seconds = selection.score(candidates, source, ["knn"])
@@ -119,6 +120,10 @@ def main():
   parser.add_argument("--images", type=int, default=256)
   parser.add_argument("--resolution", type=int, default=224)
   parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16",
+                                                                  "float16"),
+                      help="embedding precision of the selection path (select_expert "
+                           "--precision); the in-process and by-hand rows stay float32")
   parser.add_argument("--seconds", type=float, default=10.0,
                       help="measuring time of the in-process model")
   parser.add_argument("--rounds", type=int, default=2,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tfexperts.data import tasks as tasks_lib
+from tfexperts.hub import native
 from tfexperts.select import selection
 
 TASKS = ("shapes_fine_tiny", "shapes_mixed_tiny", "shapes_count_tiny", "digits")
@@ -16,24 +17,30 @@ EXPERTS = ("baseline", "adapter_animal", "adapter_thing_red", "patch_animal", "p
 TOLERANCE_POINTS = 0.5
 
 
-def _features_and_knn(candidates, task, data_dir, precision):
+def _features_and_knn(candidates, task, data_dir, precision, runner, cache_dir):
+  # One feature cache for both precisions: float32 features must not answer for bfloat16 ones.
   source = selection.FeatureSource(task, "train800", data_dir, resolution=32, batch_size=64,
-                                   precision=precision)
+                                   cache_dir=cache_dir, precision=precision)
+  source.native = runner  # one runner for every task: each architecture traces once
   scores, _ = selection.score(candidates, source, ["knn"], precision=precision)
   features = {selection.expert_key(e): source.features(e).features for e in candidates.experts}
+  assert source.stats.cache_hits == len(candidates.experts)  # read back, not embedded again
   return scores["knn"], features, {selection.expert_key(e): source.key(e).precision
                                    for e in candidates.experts}
 
 
 @pytest.fixture(scope="module")
-def agreement(exported, offline_data_dir):
+def agreement(exported, offline_data_dir, tmp_path_factory):
+  cache_dir = str(tmp_path_factory.mktemp("features"))
   candidates = selection.load_candidates(
       [f"{exported.collection_dir}/{name}/1" for name in EXPERTS])
-  table = {}
+  table, runner = {}, native.NativeRunner()
   for task_name in TASKS:
     task = tasks_lib.get_task(task_name, offline_data_dir)
-    knn32, feats32, _ = _features_and_knn(candidates, task, offline_data_dir, "float32")
-    knn16, feats16, ran = _features_and_knn(candidates, task, offline_data_dir, "bfloat16")
+    knn32, feats32, _ = _features_and_knn(candidates, task, offline_data_dir, "float32",
+                                           runner, cache_dir)
+    knn16, feats16, ran = _features_and_knn(candidates, task, offline_data_dir, "bfloat16",
+                                             runner, cache_dir)
     table[task_name] = {"float32": knn32, "bfloat16": knn16, "ran": ran, "error": {
         name: float(np.abs(feats16[name] - feats32[name]).max()
                     / max(np.abs(feats32[name]).max(), 1e-12)) for name in feats32}}
