@@ -62,17 +62,25 @@ def test_float32_path_unchanged(data):
   np.testing.assert_allclose(got, _reference(x, gamma, beta), atol=2e-5)
 
 
-def test_gradients_flow_through_the_trainable_bfloat16_statistics(data):
-  x, gamma, beta = data
-  xb = tf.cast(tf.constant(x), tf.bfloat16)
+def _gradients(x, gamma, beta, dtype):
+  xt = tf.cast(tf.constant(x), dtype)
   gamma_v = tf.Variable(gamma)
+  weights = np.linspace(-1, 1, x.size).reshape(x.shape).astype(np.float32)
   with tf.GradientTape() as tape:
-    tape.watch(xb)
-    y = layers.group_norm(xb, GROUPS, layers.GN_EPSILON, gamma_v, beta, True)
-    loss = tf.reduce_sum(tf.cast(y, tf.float32) * np.linspace(-1, 1, x.size).reshape(x.shape))
-  grad_x, grad_gamma = tape.gradient(loss, [xb, gamma_v])
-  # A GroupNorm's input gradient sums to ~0 over each group (the mean is subtracted): only with
-  # the statistics' own gradients included.
-  sums = tf.reduce_sum(tf.reshape(tf.cast(grad_x, tf.float32), [3, -1, GROUPS, 4]), axis=[1, 3])
-  assert float(tf.reduce_max(tf.abs(sums))) < 0.05 * float(tf.reduce_max(tf.abs(grad_x)) * 81)
-  assert float(tf.reduce_max(tf.abs(grad_gamma))) > 0
+    tape.watch(xt)
+    y = layers.group_norm(xt, GROUPS, layers.GN_EPSILON, gamma_v, beta, True)
+    loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+  grad_x, grad_gamma = tape.gradient(loss, [xt, gamma_v])
+  return tf.cast(grad_x, tf.float32).numpy(), grad_gamma.numpy()
+
+
+def test_trainable_bfloat16_gradients_match_float32s(data):
+  x, gamma, beta = data
+  rounded = tf.cast(tf.cast(tf.constant(x), tf.bfloat16), tf.float32).numpy()
+  want_x, want_gamma = _gradients(rounded, gamma, beta, tf.float32)
+  got_x, got_gamma = _gradients(x, gamma, beta, tf.bfloat16)
+  # Through the statistics too: here 3% RMS apart (bfloat16 rounding); without the mean's or
+  # the variance's gradient 66-87%.
+  rms = lambda a: float(np.sqrt(np.mean(np.square(a))))
+  assert rms(got_x - want_x) <= 0.1 * rms(want_x)
+  assert np.abs(got_gamma - want_gamma).max() <= 0.1 * np.abs(want_gamma).max()
