@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from tfexperts.data import tasks
-from tfexperts.train import loop
 from tfexperts.transfer import finetune
 from tfexperts.transfer import stats
 
@@ -43,11 +42,20 @@ def test_bfloat16_fine_tune_ends_inside_the_float32_interval(tmp_path, baseline,
   assert low <= bf16["accuracy"] <= high
 
 
-def test_float16_fine_tune_runs_with_loss_scaling(tmp_path, baseline, offline_data_dir):
+def test_float16_fine_tune_runs_with_loss_scaling(tmp_path, baseline, offline_data_dir,
+                                                  monkeypatch):
+  created = []
+
+  class Recorded(keras.optimizers.LossScaleOptimizer):
+    def __init__(self, *args, **kwargs):
+      super().__init__(*args, **kwargs)
+      created.append(self)
+
+  monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", Recorded)
   result = finetune.run(_spec(baseline, tmp_path / "f16", offline_data_dir, "float16"),
                         tf.distribute.get_strategy())
-  optimizer = loop._LastRun.parts[0]  # pylint: disable=protected-access
-  assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+  assert len(created) == 1
+  optimizer = created[0]
   assert result["precision"] == "float16" and np.isfinite(result["accuracy"])
   # Dynamic loss scaling ran: the scale moved from its initial 2**15 (down on overflow, or up
   # after enough finite steps) or stayed there with its growth counter counting steps.
