@@ -98,14 +98,9 @@ def select_once(handles, task, data_dir, args):
   """
   start = time.perf_counter()
   candidates = selection.load_candidates(handles)
-  precision = args.precision
-
-  class Source(selection.FeatureSource):
-    def engine_precision(self):
-      return precision
-
-  source = Source(task, "bench", data_dir, args.resolution, args.batch, None, engine=args.engine,
-                  engine_cache_dir=args.engine_cache_dir)
+  source = selection.FeatureSource(task, "bench", data_dir, args.resolution, args.batch, None,
+                                   engine=args.engine, engine_cache_dir=args.engine_cache_dir,
+                                   precision=args.precision)
   parts = {"module loads": timed(source.native, "load"), "image decoding": timed(
       source.images, "_decode"), "engine loads (convert or cached IR)": timed(
           source, "_openvino_embedder")}
@@ -137,18 +132,19 @@ def main():
   parser.add_argument("--images", type=int, default=256)
   parser.add_argument("--resolution", type=int, default=224)
   parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16",
+                                                                  "float16"),
+                      help="embedding precision of the selection path (select_expert "
+                           "--precision); the in-process and by-hand rows stay float32")
   parser.add_argument("--seconds", type=float, default=10.0,
                       help="measuring time of the in-process model")
   parser.add_argument("--rounds", type=int, default=2,
                       help="interleaved rounds of the three measurements")
-  parser.add_argument("--engine", choices=openvino_engine.ENGINES, default="tensorflow")
-  parser.add_argument("--precision", choices=tuple(openvino_engine.PRECISIONS),
-                      default="float32", help="the OpenVINO engine's precision")
+  parser.add_argument("--engine", choices=openvino_engine.ENGINES, default="tensorflow",
+                      help="engine of the selection path (select_expert --engine)")
   args = parser.parse_args()
   if args.rounds < 1:
     parser.error(f"--rounds must be at least 1. Received: --rounds={args.rounds}")
-  if args.engine == "tensorflow" and args.precision != "float32":
-    parser.error("--precision applies to --engine=openvino here; TensorFlow runs float32.")
   openvino_engine.check_engine(args.engine)
   print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
   print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} "

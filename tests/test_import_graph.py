@@ -1,9 +1,9 @@
 """The import graph between tfexperts' subpackages follows the layering, with no edge upward.
 
 Layers, top to bottom: demo and cli -> transfer -> select -> hub -> train -> models, data -> the
-neutral top-level modules (artifacts, side_by_side and lease, then bounds and fileio, then
-defaults, errors, lazy, replicated, startup_noise). Every import is counted, also those inside
-functions. Run as a script to print the graph: `python tests/test_import_graph.py`.
+neutral top-level modules (artifacts, side_by_side, lease and precision, then bounds and fileio,
+then defaults, errors, lazy, replicated, startup_noise). Every import is counted, also those
+inside functions. Run as a script to print the graph: `python tests/test_import_graph.py`.
 """
 import ast
 import os
@@ -11,7 +11,7 @@ import sys
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tfexperts")
 LAYERS = [("demo", "cli"), ("transfer",), ("select",), ("hub",), ("train",), ("models", "data"),
-          ("artifacts", "side_by_side", "lease"), ("bounds", "fileio"),
+          ("artifacts", "side_by_side", "lease", "precision"), ("bounds", "fileio"),
           ("defaults", "errors", "lazy", "replicated", "startup_noise", "__init__")]
 RANK = {node: len(LAYERS) - i for i, layer in enumerate(LAYERS) for node in layer}
 

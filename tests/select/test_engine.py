@@ -98,18 +98,14 @@ def test_engine_names_are_checked(monkeypatch):
   assert openvino_engine.check_engine("tensorflow") == "tensorflow"
 
 
-class _Bfloat16Source(selection.FeatureSource):
-  def engine_precision(self):
-    return "bfloat16"
-
-
 def test_openvino_bfloat16_knn_scores_and_pick_equal_tensorflow_float32(exported,
                                                                         offline_data_dir):
   pytest.importorskip("openvino")
   candidates = selection.load_candidates([_path(exported, n) for n in NAMES])
   task = counted_task()[0]
   want = selection.FeatureSource(task, "few", offline_data_dir, batch_size=5)
-  got = _Bfloat16Source(task, "few", offline_data_dir, batch_size=5, engine="openvino")
+  got = selection.FeatureSource(task, "few", offline_data_dir, batch_size=5, engine="openvino",
+                                precision="bfloat16")
   scores = {}
   for expert in candidates.experts:
     f32, bf16 = want.features(expert), got.features(expert)

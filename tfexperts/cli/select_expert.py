@@ -22,6 +22,7 @@ from absl import flags
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts import precision as precision_lib
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
@@ -47,6 +48,9 @@ flags.DEFINE_integer("seed", 0, "Seed of the random proxy.")
 flags.DEFINE_string("engine", "tensorflow", "Engine computing the experts' features: "
                     f"{' or '.join(openvino_engine.ENGINES)} (CPU; `{openvino_engine.INSTALL_HINT}`"
                     "; converted once per module, cached under --cache_dir).")
+flags.DEFINE_enum("precision", precision_lib.DEFAULT, precision_lib.PRECISIONS,
+                  "Compute precision of the embedding (tfexperts' own modules run under Keras' "
+                  "mixed policy; other modules at float32, said in a notice line).")
 
 
 def proxy_names():
@@ -88,7 +92,10 @@ def main(argv):
                                                                 candidates.experts)}
   print(source.describe_resolution(candidates.experts), flush=True)
   print(f"engine: {FLAGS.engine}", flush=True)
-  scores, seconds = selection.score(candidates, source, names, seed=FLAGS.seed)
+  notice = precision_lib.device_notice(FLAGS.precision)
+  print(f"precision: {FLAGS.precision}" + (f" (notice: {notice})" if notice else ""), flush=True)
+  scores, seconds = selection.score(candidates, source, names, seed=FLAGS.seed,
+                                    precision=FLAGS.precision)
   out_dir = os.path.join(FLAGS.output_dir, task.name)
   rows = []
   for proxy in names:
@@ -107,7 +114,9 @@ def main(argv):
                             "split": FLAGS.split, "scores": scores,
                             "seconds": seconds, "images_embedded": source.stats.images_embedded,
                             "experts": candidates.names(), "resolution": resolutions,
-                            "engine": FLAGS.engine})
+                            "engine": FLAGS.engine,
+                            "precision": {n: source.precision_of(e) for n, e in zip(
+                                candidates.names(), candidates.experts)}})
   buffer = io.StringIO()
   writer = csv.DictWriter(buffer, ["task", "proxy", "rank", "expert", "score", "seconds"])
   writer.writeheader()

@@ -26,6 +26,7 @@ from absl import flags
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts import precision as precision_lib
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
@@ -90,6 +91,10 @@ flags.DEFINE_enum("strategy", "auto", strategy_lib.STRATEGIES,
 flags.DEFINE_string("engine", "tensorflow", "Engine embedding the pool for selection: "
                     f"{' or '.join(openvino_engine.ENGINES)} (CPU; `{openvino_engine.INSTALL_HINT}`"
                     "); fine-tuning runs in TensorFlow.")
+flags.DEFINE_enum("precision", precision_lib.DEFAULT, precision_lib.PRECISIONS,
+                  "Compute precision of embedding and fine-tuning (Keras mixed policies, float32 "
+                  "variables, logits and GroupNorm statistics; float16 trains with loss "
+                  "scaling). bfloat16 on TPUs and bfloat16-capable CPUs.")
 flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.md/png.")
 
 
@@ -181,7 +186,7 @@ def eval_config():
       topk_steps_fraction=FLAGS.topk_steps_fraction, topk_learning_rate=FLAGS.topk_learning_rate,
       protocol=_protocol_config(), data_dir=FLAGS.data_dir, results_dir=FLAGS.results_dir,
       workdir=FLAGS.workdir, cache_dir=FLAGS.cache_dir, seed=FLAGS.seed, engine=FLAGS.engine,
-      dat=_dat_config() if dat else None, upstream=upstream)
+      dat=_dat_config() if dat else None, upstream=upstream, precision=FLAGS.precision)
 
 
 def main(argv):
@@ -195,6 +200,8 @@ def main(argv):
   from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
   config = eval_config()
   strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
+  notice = precision_lib.device_notice(FLAGS.precision, "TPU" if FLAGS.tpu else None)
+  print(f"precision: {FLAGS.precision}" + (f" (notice: {notice})" if notice else ""), flush=True)
   evaluate.run(config, strategy)
 
 

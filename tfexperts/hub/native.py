@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from tfexperts import fileio
+from tfexperts import precision as precision_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import third_party
 from tfexperts.hub import verify
@@ -125,7 +126,12 @@ def _build_from_channels(model):
   mark_built(model)
 
 
-def _build(key):
+def _build(key, precision="float32"):
+  with precision_lib.policy_scope(precision):
+    return _build_model(key)
+
+
+def _build_model(key):
   units, width, groups, with_adapters, num_classes = key
   backbone = bit.ResNetV2(units=units, width=width, num_classes=num_classes, groups=groups)
   model = backbone
@@ -138,15 +144,42 @@ def _build(key):
   return model
 
 
-class _Slot:
-  """One architecture's model (kernels standardized on load) and its traced feature function."""
+class _Chunked:
+  """Features of a batch as the concatenated features of its chunks of at most CHUNK images.
 
-  def __init__(self, key):
-    self.model = _build(key)
-    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
-    # One trace for every batch shape.
-    self.features = tf.function(lambda images: self.model(images)["pre_logits"],
-                                input_signature=[spec], autograph=False)
+  bfloat16's fastest GroupNorm kernels run per example and need a static batch size
+  (`layers.group_norm`): `fn` is traced per chunk shape, and chunks bound the size of its graph
+  (a traced R50 holds ~50 GroupNorms per example). Called eagerly (`runs_graph`: the feature path
+  does not wrap it in a tf.function of its own).
+  """
+  CHUNK = 16
+  runs_graph = True
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, images):
+    images = tf.convert_to_tensor(images)
+    count = int(images.shape[0])
+    if count <= self.CHUNK:
+      return self.fn(images)
+    return tf.concat([self.fn(images[i:i + self.CHUNK]) for i in range(0, count, self.CHUNK)], 0)
+
+
+class _Slot:
+  """One architecture's model at one precision (kernels standardized on load) and its traced
+  feature function."""
+
+  def __init__(self, key, precision="float32"):
+    self.model = _build(key, precision)
+    if precision == "float32":
+      spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+      # One trace for every batch shape.
+      self.features = tf.function(lambda images: self.model(images)["pre_logits"],
+                                  input_signature=[spec], autograph=False)
+    else:
+      self.features = _Chunked(tf.function(lambda images: self.model(images)["pre_logits"],
+                                           autograph=False))
 
   def assign(self, values):
     """Assigns checkpoint `values` (model order) to the variables, then standardizes the kernels
@@ -182,11 +215,14 @@ class NativeRunner:
   def __init__(self):
     self._slots = {}
 
-  def load(self, module_dir, metadata, handle=None):
+  def load(self, module_dir, metadata, handle=None, precision="float32"):
     """A callable `images [b, h, w, 3] -> [b, d]` float32 features of the module at local
-    `module_dir` (its metadata dict given), or None when it must be loaded with `hub.load`.
+    `module_dir` (its metadata dict given) computed at `precision` (`tfexperts.precision`), or
+    None when it must be loaded with `hub.load`.
 
-    The callable stays valid until this runner loads another module of the same architecture.
+    The module is verified at float32 (its check features); a reduced precision then runs a
+    model of that precision with the same weights. The callable stays valid until this runner
+    loads another module of the same architecture and precision.
     """
     handle = handle or module_dir
     key = _architecture_key(metadata)
@@ -212,4 +248,35 @@ class NativeRunner:
       logging.warning("Module %s: the model rebuilt from its metadata does not reproduce its "
                       "check features; loading it with hub.load.", handle)
       return None
-    return slot.features
+    if precision_lib.check(precision) == "float32":
+      return slot.features
+    if (key, precision) not in self._slots:
+      self._slots[key, precision] = _Slot(key, precision)
+    reduced = self._slots[key, precision]
+    reduced.assign(values)
+    return reduced.features
+
+
+def trainable_model(module_dir, metadata, precision, handle=None):
+  """The module at local `module_dir` rebuilt as a trainable Keras model computing at
+  `precision` (float32 variables), or None when it does not run natively (see `NativeRunner`).
+
+  Takes the module's directory, its metadata dict and a precision; returns a built
+  `bit.ResNetV2` (or adapter expert) whose call returns `{"pre_logits": float32 [b, d], ...}`,
+  holding the module's weights (verified at float32 first).
+  """
+  values = _checkpoint_values(module_dir)
+  if values is None or NativeRunner().load(module_dir, metadata, handle) is None:
+    return None
+  units, width, groups, with_adapters, num_classes = _architecture_key(metadata)
+  with precision_lib.policy_scope(precision):
+    model = bit.ResNetV2(units=units, width=width, num_classes=num_classes, groups=groups)
+    if with_adapters:
+      model = adapters.AdapterExpertModel(model, 1, freeze_backbone=False)
+    # A full symbolic build (not `_build_from_channels`): training checkpoints key variables
+    # by their paths, which must name every parent layer.
+    model.build((None, None, None, 3))
+  for variable, value in zip(model.variables, values):
+    variable.assign(value)
+  model.trainable = True
+  return model

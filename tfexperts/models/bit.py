@@ -180,7 +180,7 @@ class ResNetV2(keras.Model):
 
   def outputs_from(self, x, expert_ids=None):
     """Maps block4's output to `{"pre_logits": ..., "logits": ...}` (logits only with a head)."""
-    pre_logits = ops.mean(ops.relu(bit_layers.call_norm(self.group_norm, x, expert_ids)),
+    pre_logits = ops.mean(bit_layers.call_norm(self.group_norm, x, expert_ids, relu=True),
                           axis=(1, 2))
     outputs = {"pre_logits": ops.cast(pre_logits, "float32")}
     if self.head is not None:

@@ -1,5 +1,5 @@
 """On-disk cache of embedded datasets: one .npz per (module content, task, split, resolution,
-preprocessing, cache format).
+preprocessing, cache format, precision).
 
 The key holds the module's content identity (`tfexperts.hub.identity`), not only its handle: a
 module re-exported with other weights at the same handle is a miss, never the old features.
@@ -37,6 +37,8 @@ class CacheKey:
     resolution: input resolution in pixels. preprocessing: a string naming the preprocessing.
     engine: the inference engine that computed the features ("tensorflow" or "openvino").
     format: `CACHE_FORMAT`.
+    precision: the compute precision the features were embedded at (`tfexperts.precision`).
+      Left out of the JSON at float32, so float32 files written before it existed still hit.
   """
   handle: str
   module: str
@@ -46,12 +48,13 @@ class CacheKey:
   preprocessing: str
   engine: str = "tensorflow"
   format: int = CACHE_FORMAT
+  precision: str = "float32"
 
   def __post_init__(self):
     if not self.module:
       raise ValueError("CacheKey.module must name the module's content (its identity digest). "
                        f"Received: {self.module!r}")
-    for name in ("handle", "module", "task", "split", "preprocessing", "engine"):
+    for name in ("handle", "module", "task", "split", "preprocessing", "engine", "precision"):
       if not isinstance(getattr(self, name), str):
         raise ValueError(f"CacheKey.{name} must be a string. Received: {getattr(self, name)!r}")
     if isinstance(self.resolution, bool) or not isinstance(self.resolution, int) or (
@@ -61,7 +64,10 @@ class CacheKey:
 
   def to_json(self):
     """Canonical JSON of the key (sorted keys, no whitespace)."""
-    return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
+    fields = dataclasses.asdict(self)
+    if fields["precision"] == "float32":
+      del fields["precision"]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
   def digest(self):
     """SHA-256 hex digest of `to_json()`; stable across runs, machines and Python versions."""

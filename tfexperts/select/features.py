@@ -126,6 +126,8 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
 
   Args:
     model: callable, images `[b, h, w, 3]` float32 in [0, 1] -> `[b, d]` (or {"pre_logits": ...}).
+      A tf.function, or a callable with `runs_graph = True`, is called as it is (not traced
+      into a tf.function of the feature path's).
     dataset: batched `tf.data.Dataset` of `(images, labels)`.
     strategy: optional `tf.distribute.Strategy`; images are split over its replicas (see
       `tfexperts.replicated`: full global batches of the dataset's batch size, the last
@@ -155,7 +157,8 @@ def embed(model, dataset, strategy=None, num_images=None, log_every_seconds=10.0
   # No autograph (nothing to convert): errors raised while tracing, e.g. a module's UserError
   # for a wrong image size, reach the caller as they are rather than as a StagingError.
   step = _CompiledStep(replica_step, jit_compile,
-                       isinstance(model, tf.types.experimental.PolymorphicFunction))
+                       isinstance(model, tf.types.experimental.PolymorphicFunction)
+                       or getattr(model, "runs_graph", False))
   batches, local = dataset.prefetch(tf.data.AUTOTUNE), _single_replica
   features, labels = [], []
   for images, batch_labels in batches:

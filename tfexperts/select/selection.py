@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tfexperts import defaults
 from tfexperts import errors
+from tfexperts import precision as precision_lib
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import published
@@ -82,8 +83,6 @@ def load_candidates(specs):
     raise errors.UserError(f"No experts found in {specs!r}.")
   return Candidates(experts, baseline, epn)
 
-ENGINE_PRECISION = "float32"
-
 
 @dataclasses.dataclass
 class FeatureSource:
@@ -97,6 +96,9 @@ class FeatureSource:
   converted once, the IR cached under `engine_cache_dir`, default `cache_dir`; a module it cannot
   convert, or a strategy over several replicas (said in one line), uses TensorFlow). Logits
   always come from TensorFlow.
+  `precision` (`tfexperts.precision`) is what tfexperts' own modules are embedded at (rebuilt
+  under that mixed policy, `hub.native`); other modules, and every module under a strategy, run
+  their SavedModel at float32, which `precision_of` and one notice line per module say.
   """
   task: tasks_lib.Task
   split: str = "train800"
@@ -108,8 +110,11 @@ class FeatureSource:
   image_memory_bytes: int = task_images.DEFAULT_MAX_BYTES
   engine: str = "tensorflow"
   engine_cache_dir: str = None
+  precision: str = precision_lib.DEFAULT
 
   def __post_init__(self):
+    precision_lib.check(self.precision)
+    self._noticed = set()
     openvino_engine.check_engine(self.engine)
     if self.engine != "tensorflow" and not self._single_device():
       print(f"engine {self.engine} runs on one device; embedding with TensorFlow over the "
@@ -125,11 +130,32 @@ class FeatureSource:
     engine (`engine`, default: the one this source runs `output` with)."""
     suffix = "" if output == "pre_logits" else "#" + output
     resolution = self.resolution_of(expert)
+    engine = engine or self._engine_for(output)
     return feature_cache.CacheKey(handle=expert.handle + suffix,
                                   module=expert.content_id + suffix, task=self.task.name,
                                   split=self.split, resolution=resolution,
                                   preprocessing=tasks_lib.eval_preprocess(resolution),
-                                  engine=engine or self._engine_for(output))
+                                  engine=engine, precision=self.precision_of(expert, output,
+                                                                             engine))
+
+  def _native(self, expert):
+    return (self.strategy is None and isinstance(expert, hub_load.Expert)
+            and native.may_run_natively(expert.metadata))
+
+  def precision_of(self, expert, output="pre_logits", engine="tensorflow"):
+    """The precision `expert`'s `output` is embedded at with `engine`: `self.precision` on
+    OpenVINO (any module) and for tfexperts' own modules' pre-logits run natively in TensorFlow,
+    else float32 (printed once per module when it differs)."""
+    if self.precision == "float32":
+      return "float32"
+    if output == "pre_logits" and (engine == "openvino" or self._native(expert)):
+      return self.precision
+    if expert.handle not in self._noticed:
+      self._noticed.add(expert.handle)
+      print(f"notice: {expert.handle} {output} embedded at float32, not {self.precision} (only "
+            "tfexperts' own modules, run in-process without a strategy, are rebuilt at a "
+            "reduced precision).", flush=True)
+    return "float32"
 
   def resolution_of(self, module):
     """The image size `module` (an Expert, the baseline or the EPN) is fed at."""
@@ -165,8 +191,8 @@ class FeatureSource:
     return self.strategy is None or self.strategy.num_replicas_in_sync == 1
 
   def engine_precision(self):
-    """The precision the OpenVINO engine runs at (float32 until FeatureSource takes one)."""
-    return ENGINE_PRECISION
+    """The precision the OpenVINO engine runs at: this source's `precision`."""
+    return self.precision
 
   def _openvino_embedder(self, expert):
     return openvino_engine.load(expert.handle, hub_load.resolve(expert.handle),
@@ -176,11 +202,14 @@ class FeatureSource:
   def _embedder(self, expert):
     # tfexperts' own modules run as in-process models when they verify (hub.native): no graph to
     # load and optimise per module. Not under a strategy, whose variables must be mirrored.
-    if (self.strategy is None and isinstance(expert, hub_load.Expert)
-        and native.may_run_natively(expert.metadata)):
-      embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle)
+    if self._native(expert):
+      embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle,
+                               self.precision)
       if embed is not None:
         return embed
+      if self.precision != "float32":
+        print(f"notice: {expert.handle} did not verify as a native model; embedded at float32 "
+              f"with hub.load, not {self.precision}.", flush=True)
     return self._loaded(expert).embed
 
   def _cached(self, key):
@@ -221,7 +250,7 @@ def _sigmoid(logits):
   return 1.0 / (1.0 + np.exp(-logits))
 
 
-def score(candidates, source, proxies=("knn",), seed=0):
+def score(candidates, source, proxies=("knn",), seed=0, precision=None):
   """Scores every candidate with every proxy that has what it needs.
 
   Each proxy gets exactly the `ProxyInputs` fields its registration `requires` (and `seed` when
@@ -233,6 +262,8 @@ def score(candidates, source, proxies=("knn",), seed=0):
     source: `FeatureSource` (task images, cache).
     proxies: proxy names (see `proxies.PROXIES`).
     seed: seed of the proxies that take one (`random`, `linear_probe`).
+    precision: embedding precision (`tfexperts.precision`); None keeps `source.precision`,
+      else it replaces it.
 
   Returns:
     `(scores, seconds)`: `scores[proxy][expert_key]` floats (higher is better; experts a proxy
@@ -244,6 +275,8 @@ def score(candidates, source, proxies=("knn",), seed=0):
     raise errors.UserError(f"Unknown proxies {unknown}. Known proxies: "
                            f"{sorted(proxies_lib.PROXIES)}."
                            f"{errors.did_you_mean(unknown[0], proxies_lib.PROXIES)}")
+  if precision is not None:
+    source.precision = precision_lib.check(precision)
   registered = [proxies_lib.get(p) for p in proxies]
   required = set().union(*(p.requires for p in registered)) if registered else set()
   seconds = {}

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tfexperts import defaults
 from tfexperts import errors
 from tfexperts import fileio
+from tfexperts import precision as precision_lib
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.select import proxies as proxies_lib
 from tfexperts.select import selection
@@ -75,6 +76,8 @@ class EvalConfig:
     engine: the engine embedding the pool for selection ("tensorflow" or "openvino", see
       `select.selection.FeatureSource`); fine-tuning always runs in TensorFlow.
     dat, upstream: `dat_lib.DatConfig` and `UpstreamSpec`, for `selection="dat"`.
+    precision: compute precision of embedding and fine-tuning (`tfexperts.precision`); None
+      takes `protocol.precision`, a value replaces it there.
   """
   tasks: list
   experts: list
@@ -93,8 +96,13 @@ class EvalConfig:
   engine: str = "tensorflow"
   dat: Optional[dat_lib.DatConfig] = None
   upstream: Optional[UpstreamSpec] = None
+  precision: Optional[str] = None
 
   def __post_init__(self):
+    if self.precision is None:
+      self.precision = self.protocol.precision
+    elif self.protocol.precision != precision_lib.check(self.precision):
+      self.protocol = dataclasses.replace(self.protocol, precision=self.precision)
     unknown = [p for p in self.report_proxies if p not in proxies_lib.PROXIES and p != TOPK]
     if unknown:
       raise errors.UserError(f"report_proxies: unknown {unknown}. Valid: "
@@ -267,8 +275,9 @@ def evaluate_task(task, candidates, config, strategy):
   start = time.perf_counter()
   source = selection.FeatureSource(task, "train800", config.data_dir, config.protocol.resolution,
                                    cache_dir=dirs["cache"], strategy=strategy,
-                                   engine=config.engine)
-  print(f"\n== {task.name}: {source.describe_resolution(candidates.experts)}", flush=True)
+                                   engine=config.engine, precision=config.precision)
+  print(f"\n== {task.name}: {source.describe_resolution(candidates.experts)}; precision "
+        f"{config.precision}", flush=True)
   want_topk = selection_name == TOPK or (selection_name in FINE_TUNE_SEVERAL
                                          and TOPK in config.report_proxies)
   scoring = [p for p in config.report_proxies if p != TOPK]
@@ -323,6 +332,11 @@ def evaluate_task(task, candidates, config, strategy):
             "images_embedded": source.stats.images_embedded, "versions": versions()}
   record["num_experts"] = len(by_name)
   record["resolution"] = {name: source.resolution_of(e) for name, e in by_name.items()}
+  record["precision"] = {"requested": config.precision,
+                         "embedded": {name: source.precision_of(e) for name, e in by_name.items()},
+                         "fine_tuned": {name: sorted({r.get("precision", "float32") for r in (
+                             per_expert[name].get("final") or [])} or {config.precision})
+                                        for name in per_expert}}
   if topk_block is not None:
     record["topk"] = topk_block
     record["times"]["topk_seconds"] = topk_block["seconds"]

@@ -20,10 +20,12 @@ import tensorflow as tf
 
 from tfexperts import errors
 from tfexperts import fileio
+from tfexperts import precision as precision_lib
 from tfexperts import replicated
 from tfexperts.hub import identity as hub_identity
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as hub_metadata
+from tfexperts.hub import native
 from tfexperts.hub import third_party
 from tfexperts.models import inputs
 from tfexperts.transfer import stats
@@ -67,37 +69,63 @@ class _LastModel:
   key = strategy = model = initial_values = None
 
   @classmethod
-  def fresh(cls, handle, num_classes, strategy):
-    """A built `TransferModel` of `handle` with the module's weights and a zero head."""
-    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes)
+  def fresh(cls, handle, num_classes, strategy, precision="float32"):
+    """A built `TransferModel` of `handle` at `precision` with the module's weights and a zero
+    head."""
+    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes, precision)
     if cls.key == key and cls.strategy is strategy:
       for variable, value in zip(cls.model.variables, cls.initial_values):
         variable.assign(value)
       return cls.model
     cls.key = cls.model = cls.initial_values = None  # release the previous module first
-    model = TransferModel(handle, num_classes)
+    model = TransferModel(handle, num_classes, precision=precision)
     model.build((None, None, None, 3))
     cls.key, cls.strategy, cls.model = key, strategy, model
     cls.initial_values = [variable.numpy() for variable in model.variables]
     return model
 
   @classmethod
-  def reuse_key(cls, handle, num_classes):
+  def reuse_key(cls, handle, num_classes, precision="float32"):
     """`loop.TrainTask.reuse_key` of a run of `handle` with `num_classes` outputs."""
-    return ("finetune", handle, num_classes)
+    return ("finetune", handle, num_classes, precision)
+
+
+def native_expert(handle, precision):
+  """The expert of `handle` rebuilt as a trainable Keras model computing at `precision`
+  (`hub.native.trainable_model`), or None (one warning line) when it cannot be rebuilt: then
+  it is fine-tuned at float32 from its SavedModel."""
+  path = hub_load.resolve(handle)
+  metadata = hub_metadata.read(path) or {}
+  model = None
+  if native.may_run_natively(metadata) and not third_party.split_options(handle)[1]:
+    model = native.trainable_model(path, metadata, precision, handle)
+  if model is None:
+    print(f"notice: {handle} cannot be rebuilt at {precision} (only tfexperts' own expert "
+          "modules can); fine-tuning it at float32.", flush=True)
+  return model
 
 
 class TransferModel(keras.Model):
-  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits."""
+  """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits.
 
-  def __init__(self, handle, num_classes, name="transfer", **kwargs):
+  At float32 the expert is its SavedModel (`expert_layer`); at bfloat16 / float16 it is the
+  module rebuilt under that mixed policy (`native_expert`), with float32 variables; the head
+  and the logits stay float32. `precision` is the precision that runs.
+  """
+
+  def __init__(self, handle, num_classes, name="transfer", precision="float32", **kwargs):
     super().__init__(name=name, **kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
     self.handle, self.num_classes = handle, num_classes
-    self.expert = expert_layer(handle)
+    self.precision = precision_lib.check(precision)
+    self.expert = native_expert(handle, precision) if precision != "float32" else None
+    if self.expert is None:
+      self.precision = "float32"
+      self.expert = expert_layer(handle)
     self.input_range = third_party.input_range(handle)
-    self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head")
+    self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head",
+                                   dtype="float32")
 
   def _features(self, images, training=False):
     images = third_party.rescale(tf.cast(inputs.prepare(images), tf.float32), self.input_range)
@@ -148,6 +176,7 @@ class RunSpec:
   mixup_alpha: float = 0.0
   warmup_fraction: float = 0.1
   eval_batch_size: int = 128
+  precision: str = "float32"
 
 
 def _dataset_fn(spec):
@@ -230,31 +259,34 @@ def run(spec, strategy):
                            warmup_steps=int(spec.steps * spec.warmup_fraction),
                            decay=spec.decay, mixup_alpha=spec.mixup_alpha,
                            checkpoint_every=max(spec.steps // 4, 1),
-                           log_every=max(spec.steps // 5, 1), seed=spec.seed)
+                           log_every=max(spec.steps // 5, 1), seed=spec.seed,
+                           loss_scaling=spec.precision == "float16")
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy)
+    return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy, spec.precision)
 
   # Runs live in <work>/<task>/<expert>/<phase...>: the label names the expert of the run.
   expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(expert_dir)}/{run_dir}",
                         spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
-                        reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes))
+                        reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes,
+                                                       spec.precision))
   try:
     model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
   except errors.DivergedError as e:
     print(f"{e} Recorded as diverged.", flush=True)
-    result = {**_result_settings(spec), "diverged": True, "accuracy": None,
-              "diverged_at_step": e.step, "diverged_learning_rate": e.learning_rate,
-              "message": str(e), "seconds": time.perf_counter() - start}
+    result = {**_result_settings(spec), "precision": spec.precision, "diverged": True,
+              "accuracy": None, "diverged_at_step": e.step,
+              "diverged_learning_rate": e.learning_rate, "message": str(e),
+              "seconds": time.perf_counter() - start}
     fileio.write_json_atomic(result_path, result)
     return result
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size, strategy)
   accuracy, count = float(correct.mean()), int(correct.size)
-  result = {**_result_settings(spec), "diverged": False, "accuracy": accuracy,
-            "num_eval_examples": count, "num_correct": int(correct.sum()),
+  result = {**_result_settings(spec), "precision": model.precision, "diverged": False,
+            "accuracy": accuracy, "num_eval_examples": count, "num_correct": int(correct.sum()),
             "correct_bits": stats.pack_correct(correct), "seconds": time.perf_counter() - start}
   fileio.write_json_atomic(result_path, result)
   return result

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import statistics
 
+from tfexperts import precision as precision_lib
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.transfer import finetune
@@ -30,7 +31,9 @@ class ProtocolConfig:
   """Sweep and retrain settings (defaults: VTAB's {0.01, 0.001} x {2500, 10000} at batch 512).
 
   `resolution=None` fine-tunes each module at `hub.metadata.input_resolution` (its metadata's
-  `input.resolution`, else 224); an integer overrides that for every module.
+  `input.resolution`, else 224); an integer overrides that for every module. `precision`
+  (`tfexperts.precision`: float32, bfloat16 or float16) is the compute precision of every
+  fine-tune; runs at a reduced one live in directories of their own (suffix `_<precision>`).
   """
   learning_rates: tuple = (0.01, 0.001)
   steps: tuple = (2500, 10000)
@@ -41,8 +44,10 @@ class ProtocolConfig:
   decay: str = "step"
   mixup_alpha: float = 0.0
   seed: int = 0
+  precision: str = precision_lib.DEFAULT
 
   def __post_init__(self):
+    precision_lib.check(self.precision)
     if not self.learning_rates or not self.steps:
       raise ValueError("The sweep needs at least one learning rate and one step count. Received: "
                        f"learning_rates={self.learning_rates!r}, steps={self.steps!r}")
@@ -75,8 +80,10 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
       handle=handle, task=task, train_split=train, eval_split=evaluate,
       learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
-      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}"),
-      data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha)
+      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
+          "" if config.precision == "float32" else f"_{config.precision}")),
+      data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
+      precision=config.precision)
 
 
 def run_protocol(handle, task, config, directory, strategy, data_dir=None):
@@ -128,6 +135,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
                                 directory, data_dir), strategy)
     row = {"seed": result["seed"], "test_accuracy": result["accuracy"],
            "test_size": result.get("num_eval_examples"), "seconds": result["seconds"],
+           "precision": result.get("precision", "float32"),
            "correct_bits": result.get("correct_bits")}
     if finetune.diverged(result):
       row.update(diverged=True, diverged_at_step=result.get("diverged_at_step"))
