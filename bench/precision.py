@@ -41,13 +41,19 @@ def throughput(fn, args, count, seconds):
   return calls * count / (time.perf_counter() - start)
 
 
-def forward_fn(source, precision, size):
-  """The feature path's inference model of `source`'s weights at `precision`."""
+def _r50x1_copy(source, precision, size):
+  """An R50x1 built under `precision`'s policy holding `source`'s weights."""
   with precision_lib.policy_scope(precision):
     model = bit.create_model("r50x1")
     model.build((None, size, size, 3))
   for target, value in zip(model.variables, source.variables):
     target.assign(value)
+  return model
+
+
+def forward_fn(source, precision, size):
+  """The feature path's inference model of `source`'s weights at `precision`."""
+  model = _r50x1_copy(source, precision, size)
   bit_layers.freeze_standardization(model)
   return tf.function(lambda x: model(x)["pre_logits"], autograph=False)
 
@@ -61,11 +67,7 @@ def limit_fn(precision, size):
 
 def train_fn(source, precision, size):
   """One SGD step of R50x1 + a float32 10-class head at `precision`."""
-  with precision_lib.policy_scope(precision):
-    model = bit.create_model("r50x1")
-    model.build((None, size, size, 3))
-  for target, value in zip(model.variables, source.variables):
-    target.assign(value)
+  model = _r50x1_copy(source, precision, size)
   head = keras.layers.Dense(10, dtype="float32")
   head.build((None, model.feature_dim))
   optimizer = keras.optimizers.SGD(0.001, momentum=0.9)
