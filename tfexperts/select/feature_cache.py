@@ -25,6 +25,10 @@ from tfexperts import fileio
 CACHE_FORMAT = 2  # bump when what a cached file means changes (format 1 keyed on the handle only)
 
 
+# Key fields left out of the JSON at these values (features cached before the fields existed).
+_UNCHANGED_WHEN = {"engine": "tensorflow", "precision": "float32"}
+
+
 @dataclasses.dataclass(frozen=True)
 class CacheKey:
   """Identifies one embedded dataset. All fields are used verbatim (e.g. no path normalisation).
@@ -63,10 +67,15 @@ class CacheKey:
                        f"Received: {self.resolution!r}")
 
   def to_json(self):
-    """Canonical JSON of the key (sorted keys, no whitespace)."""
+    """Canonical JSON of the key (sorted keys, no whitespace).
+
+    `engine` and `precision` are left out at their defaults (TensorFlow, float32), so the keys of
+    features cached before those fields existed, which is how they were computed, still match.
+    """
     fields = dataclasses.asdict(self)
-    if fields["precision"] == "float32":
-      del fields["precision"]
+    for name, default in _UNCHANGED_WHEN.items():
+      if fields[name] == default:
+        del fields[name]
     return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
   def digest(self):
