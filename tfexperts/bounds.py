@@ -17,44 +17,37 @@ def _is_number(value):
   return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value
 
 
-def _fail(name, value, valid, allow_none):
-  raise errors.UserError(f"`{name}` must be {valid}{' or None' if allow_none else ''}. "
-                         f"Received: {name}={value!r}")
+def _require(name, value, ok, valid, allow_none=False):
+  """`value` when `ok(value)` (or it is None and `allow_none`); else UserError saying `valid`."""
+  if not (allow_none and value is None) and not ok(value):
+    raise errors.UserError(f"`{name}` must be {valid}{' or None' if allow_none else ''}. "
+                           f"Received: {name}={value!r}")
+  return value
 
 
 def positive_int(name, value, allow_none=False):
   """`value` if it is an int >= 1 (or None when `allow_none`); else UserError naming `name`."""
-  if not (allow_none and value is None) and not (_is_int(value) and value >= 1):
-    _fail(name, value, "a positive integer", allow_none)
-  return value
+  return _require(name, value, lambda v: _is_int(v) and v >= 1, "a positive integer", allow_none)
 
 
 def non_negative_int(name, value):
   """`value` if it is an int >= 0; else UserError naming `name`."""
-  if not (_is_int(value) and value >= 0):
-    _fail(name, value, "an integer >= 0", False)
-  return value
+  return _require(name, value, lambda v: _is_int(v) and v >= 0, "an integer >= 0")
 
 
 def positive_number(name, value, allow_none=False):
   """`value` if it is a real number > 0 (or None when `allow_none`); else UserError."""
-  if not (allow_none and value is None) and not (_is_number(value) and value > 0):
-    _fail(name, value, "a number > 0", allow_none)
-  return value
+  return _require(name, value, lambda v: _is_number(v) and v > 0, "a number > 0", allow_none)
 
 
 def non_negative_number(name, value):
   """`value` if it is a real number >= 0; else UserError naming `name`."""
-  if not (_is_number(value) and value >= 0):
-    _fail(name, value, "a number >= 0", False)
-  return value
+  return _require(name, value, lambda v: _is_number(v) and v >= 0, "a number >= 0")
 
 
 def fraction(name, value):
   """`value` if it is a real number in [0, 1); else UserError naming `name`."""
-  if not (_is_number(value) and 0 <= value < 1):
-    _fail(name, value, "a number in [0, 1)", False)
-  return value
+  return _require(name, value, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 
 
 def one_of(name, value, valid):

@@ -357,10 +357,6 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
   if latest:
     print(f"[{task.name}] resuming from step {start_step} ({latest})", flush=True)
 
-  dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: task.make_dataset(ctx, ctx.get_per_replica_batch_size(config.global_batch_size),
-                                    start_step))
-  iterator = iter(dataset)
   global_batch = config.global_batch_size
   progress = _Progress(task.name, config.total_steps, global_batch,
                        summary_dir if strategy_lib.is_chief(strategy) else None, start_step)
@@ -372,7 +368,13 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
       return manager.save(checkpoint_number=at_step)
 
   current = start_step
+  # Watching starts before the input pipeline does: its read-ahead threads run from `iter`, and a
+  # SIGTERM while they start must checkpoint and stop, not kill the process.
   with preemption.Watcher(strategy, save, task.name, config.total_steps) as watcher:
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: task.make_dataset(ctx, ctx.get_per_replica_batch_size(
+            config.global_batch_size), start_step))
+    iterator = iter(dataset)
     while current < config.total_steps:
       next_checkpoint = (current // config.checkpoint_every + 1) * config.checkpoint_every
       next_log = (current // config.log_every + 1) * config.log_every
