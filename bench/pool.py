@@ -62,7 +62,9 @@ def _pool_paths(root, num_experts):
 def export_pool(root, num_experts, resolution, seed):
   """Writes the bank module and the separate modules under `root`; returns their handles."""
   import numpy as np
+  from tfexperts import artifacts
   from tfexperts.hub import export
+  from tfexperts.hub import metadata as metadata_lib
   from tfexperts.models import adapters
   from tfexperts.models import bit
   import keras
@@ -72,17 +74,19 @@ def export_pool(root, num_experts, resolution, seed):
   for v in bank.trainable_weights:  # untrained, but every expert different (A2 starts at zero)
     if v.path.endswith("kernel"):
       v.assign(rng.normal(0.0, 0.02, v.shape).astype("float32"))
-  experts = [{"expert_id": e, "name": f"expert{e:02d}", "node": f"expert{e:02d}",
-              "num_images": 1000} for e in range(num_experts)]
-  metadata = {"kind": "adapter_bank", "name": "adapter_bank", "experts": experts,
-              "input": {"resolution": resolution}}
+  experts = [artifacts.ExpertInfo(expert_id=e, name=f"expert{e:02d}", node=f"expert{e:02d}",
+                                  num_images=1000, label_prior=None, slices="semantic")
+             for e in range(num_experts)]
+  metadata = metadata_lib.build("adapter_bank", "adapter_bank", bank, experts=experts,
+                                resolution=resolution)
   start = time.perf_counter()
   bank_path = export.export_bank(bank, os.path.join(root, "bank", "1"), metadata)
   print(f"exported the bank module in {time.perf_counter() - start:.0f}s", flush=True)
   start = time.perf_counter()
   first = os.path.join(root, "separate", "expert00", "1")
-  export.export_expert(bank.extract_expert(0), first,
-                       {"kind": "adapter", "name": "expert00", "input": {"resolution": resolution}})
+  single = bank.extract_expert(0)
+  export.export_expert(single, first, metadata_lib.build("adapter", "expert00", single,
+                                                         expert_id=0, resolution=resolution))
   separate = [first]
   for e in range(1, num_experts):
     path = os.path.join(root, "separate", f"expert{e:02d}", "1")
@@ -97,10 +101,11 @@ class _BankExpert:
   """One expert of a loaded bank, looking like a `hub.load.Expert` to the selection code."""
 
   def __init__(self, bank, expert_id):
+    from tfexperts.hub import metadata as metadata_lib
     self.bank, self.expert_id = bank, expert_id
     self.name = f"expert{expert_id:02d}"
     self.handle = f"{bank.handle}#{expert_id}"
-    self.metadata = {"module": self.name, "kind": "adapter"}
+    self.metadata = metadata_lib.ModuleMetadata.absent(module=self.name, kind="adapter")
     self.kind = "adapter"
 
   @property

@@ -68,9 +68,7 @@ def export_experts(root, count, resolution):
   for i in range(1, count):
     path = os.path.join(root, f"r50x1_{i}", "1")
     shutil.copytree(first, path)
-    metadata = metadata_lib.read(path)
-    metadata["name"] = f"r50x1_{i}"
-    metadata_lib.write(path, metadata)
+    metadata_lib.write(path, dataclasses.replace(metadata_lib.read(path), name=f"r50x1_{i}"))
     handles.append(path)
   return handles
 

@@ -80,12 +80,13 @@ def test_a_workdir_written_before_the_record_exports_as_it_did(tmp_path):
   # Every finished model of the old workdir plans to the modules the old code exported ...
   assert sorted(p.module for p in collection.plan(OLD_WORKDIR)) == sorted(expected)
   # ... and the adapter bank (the bank module and its extracted experts; exporting all 9 modules
-  # would take minutes) exports to the same module metadata, key for key.
+  # would take minutes) exports to the same module metadata (read from the old format), value
+  # for value.
   workdir = str(tmp_path / "old_workdir")
   shutil.copytree(os.path.join(OLD_WORKDIR, "adapter"), os.path.join(workdir, "adapter"))
   entries = collection.export_workdir(workdir, str(tmp_path / "export"))
   assert sorted(e["name"] for e in entries) == ["adapter_bank", "adapter_glyph", "adapter_polygon"]
   for entry in entries:
     written = metadata.read(os.path.join(str(tmp_path / "export"), "old_workdir", entry["handle"]))
-    assert written["kind"] == expected[entry["name"]]["kind"]
-    assert written == expected[entry["name"]], entry["name"]
+    assert written.kind == expected[entry["name"]]["kind"]
+    assert written == metadata.from_json(expected[entry["name"]]), entry["name"]

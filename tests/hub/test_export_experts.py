@@ -31,14 +31,14 @@ def test_binary_writes_every_module_and_the_index(exported):
 def test_metadata_carries_domains_priors_and_input_contract(exported):
   entries = {m["name"]: m["metadata"] for m in index.read(exported.collection_dir)["modules"]}
   red = entries["adapter_thing_red"]
-  assert (red["name"], red["node"], red["num_images"], red["expert_index"]) == (
+  assert (red["name"], red["node"], red["num_images"], red["expert_id"]) == (
       "thing/red", "thing/red", 7, 1)
   assert red["label_prior"] == conftest.EXPERTS[1]["label_prior"]
   assert entries["patch_animal"]["label_prior"] == conftest.EXPERTS[0]["label_prior"]
-  assert red["upstream_dataset"] == "tfexperts_shapes/tiny" and red["upstream_num_images"] == 17
+  assert red["upstream_dataset"] == "tfexperts_shapes/tiny" and red["num_upstream_images"] == 17
   assert red["input"] == {"resolution": 32, "range": [0.0, 1.0], "dtype": "float32",
                           "layout": "NHWC"}
-  assert red["feature_dim"] == 512 and red["outputs"] == {"pre_logits": 512}
+  assert red["feature_dim"] == 512 and red["outputs"] == {"pre_logits": 512, "logits": None}
   assert red["architecture"]["preset"] == "tiny" and red["architecture"]["adapters"]
   base = entries["baseline"]
   assert base["outputs"] == {"pre_logits": 512, "logits": 6}
@@ -46,7 +46,8 @@ def test_metadata_carries_domains_priors_and_input_contract(exported):
   epn = entries["epn"]
   assert epn["logit_names"] == ["animal", "thing/red"] and epn["multi_label"] is True
   bank = entries["patch_bank"]
-  assert [e["name"] for e in bank["experts"]] == ["animal", "thing/red"]
+  assert [(e["expert_id"], e["name"]) for e in bank["experts"]] == [(0, "animal"),
+                                                                     (1, "thing/red")]
   assert bank["experts"][1]["label_prior"] == conftest.EXPERTS[1]["label_prior"]
 
 

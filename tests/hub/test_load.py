@@ -10,6 +10,7 @@ import tensorflow as tf
 from tests.hub import collection_fixtures as conftest
 from tfexperts.errors import UserError
 from tfexperts.hub import load
+from tfexperts.hub import metadata
 from tfexperts.hub.tfhub import hub
 
 BIT_EXPERT = "https://tfhub.dev/google/experts/bit/r50x1/in21k/animal/1"
@@ -46,7 +47,8 @@ def test_remote_handle_without_metadata_goes_through_tensorflow_hub(tmp_path, ex
   expert = load.load_expert(BIT_EXPERT)
   assert asked and asked[0] == BIT_EXPERT
   assert (expert.name, expert.handle, expert.metadata, expert.kind) == (
-      "animal", BIT_EXPERT, {}, None)
+      "animal", BIT_EXPERT, metadata.ModuleMetadata.absent(), None)
+  assert expert.metadata.is_absent and expert.metadata.input.resolution == 224
   x = conftest.images(2)
   want = load.load_expert(os.path.join(exported.collection_dir, "adapter_animal", "1")).embed(x)
   np.testing.assert_array_equal(expert.embed(x).numpy(), want.numpy())
@@ -117,7 +119,7 @@ def test_lazy_collection_loads_modules_on_first_use(exported):
   with pytest.raises(KeyError, match="adapter_bank"):
     coll.get("missing")
   red = coll.get("patch_thing_red")
-  assert (red.name, red.metadata["name"], red.metadata["node"]) == (
+  assert (red.name, red.metadata.name, red.metadata.node) == (
       "patch_thing_red", "thing/red", "thing/red")
 
 

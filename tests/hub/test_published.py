@@ -14,6 +14,7 @@ from tests.hub import collection_fixtures
 from tests.hub import third_party_modules as tpm
 from tfexperts.errors import UserError
 from tfexperts.hub import load
+from tfexperts.hub import metadata
 from tfexperts.hub import published
 from tfexperts.hub import third_party
 from tfexperts.select import selection
@@ -50,7 +51,8 @@ def test_published_collection_resolves_through_the_prepared_hub_cache(tmp_path, 
   assert candidates.baseline.name == "bit_m_r50x1" and not candidates.baseline.has_logits
   animal = next(e for e in candidates.experts if e.name == "animal")
   assert load.resolve(animal.handle) == tpm.hub_cache_dir(cache, animal.handle)
-  assert animal.metadata["collection"] == "bit-experts-r50x1-in21k"
+  assert animal.metadata == metadata.ModuleMetadata.absent("animal", "animal", "full", "animal",
+                                                           resolution=224)
   x = collection_fixtures.images(3)
   want = tpm.ColourProjection(4, handles.index(animal.handle) % 2)(x)
   np.testing.assert_allclose(animal.embed(x).numpy(), want.numpy(), rtol=1e-6)

@@ -68,11 +68,9 @@ def test_resampled_upstream_follows_the_weights(shapes_upstream):
 def baseline_module(tmp_path_factory, shapes_upstream):
   """A tiny baseline whose head predicts the tiny upstream dataset's classes, exported."""
   model = collection_fixtures.tiny_baseline(num_classes=shapes_upstream.num_classes)
-  meta = metadata.build("baseline", "baseline", model, with_logits=True, resolution=32,
-                        logit_names=list(shapes_upstream.class_names),
-                        num_images=shapes_upstream.num_images,
-                        source={"preset": "tiny", "multi_label": False})
-  meta["module"] = "baseline"
+  meta = metadata.build("baseline", "baseline", model, module="baseline", with_logits=True,
+                        resolution=32, logit_names=list(shapes_upstream.class_names),
+                        num_images=shapes_upstream.num_images)
   path = str(tmp_path_factory.mktemp("dat_collection") / "baseline" / "1")
   export.export_expert(model, path, meta, with_logits=True)
   return model, load.load_expert(path)
@@ -127,4 +125,4 @@ def test_killed_dat_run_resumes_and_writes_its_record(tmp_path, baseline_module,
   assert record["dat"]["upstream_training_over_knn"] > 0
   assert loop.checkpointed_step(ckpt) == 20
   module = load.load_expert(record["dat"]["handle"]).metadata
-  assert module["kind"] == "full" and module["name"] == "dat_shapes_fine_tiny"
+  assert module.kind == "full" and module.name == "dat_shapes_fine_tiny"

@@ -93,11 +93,12 @@ def find_finished_models(workdir):
 
 @dataclasses.dataclass
 class PlannedModule:
-  """One module to write: its directory name and kind, source artifact, bank expert index."""
+  """One module to write: its directory name and kind, source artifact, and (for an expert
+  extracted from a bank) its bank row."""
   module: str
   kind: str
   artifact: str
-  expert_index: int = None
+  expert_id: int = None
 
 
 def _plan_artifact(directory, record):
@@ -145,7 +146,7 @@ def _plan(workdir, found):
 def _module_metadata(p, model, record, expert):
   """Metadata of planned module `p` from its artifact's `model` and `record` (`expert`: the
   `ExpertInfo` of a full or extracted expert, else None)."""
-  common = {"resolution": record.resolution, "source": record}
+  common = {"module": p.module, "resolution": record.resolution, "source": record}
   if p.kind == "baseline":
     # A baseline's label prior is not recorded (label matching scores experts, not the baseline).
     return metadata_lib.build(
@@ -155,24 +156,22 @@ def _module_metadata(p, model, record, expert):
     return metadata_lib.build("epn", record.name or "epn", model, with_logits=True,
                               logit_names=record.domain_names or None, **common)
   if p.kind in artifacts.BANK_KINDS:
-    experts = [{"index": i, "name": e.name, "node": e.node, "num_images": e.num_images,
-                "label_prior": e.label_prior, "slices": e.slices}
-               for i, e in enumerate(record.experts)]
-    return metadata_lib.build(p.kind, record.name or p.kind, model, experts=experts, **common)
+    return metadata_lib.build(p.kind, record.name or p.kind, model, experts=list(record.experts),
+                              **common)
   if expert is None:  # a full model without an expert record (DAT)
-    return metadata_lib.build(p.kind, record.name or p.module, model,
-                              expert_index=p.expert_index, **common)
+    return metadata_lib.build(p.kind, record.name or p.module, model, expert_id=p.expert_id,
+                              **common)
   return metadata_lib.build(
       p.kind, expert.name or record.name or p.module, model, node=expert.node,
-      expert_index=p.expert_index, num_images=expert.num_images,
-      label_prior=expert.label_prior, slices=expert.slices, **common)
+      expert_id=p.expert_id, num_images=expert.num_images, label_prior=expert.label_prior,
+      slices=expert.slices, **common)
 
 
 def _single_expert(model, p):
   if p.kind == "adapter":
-    return model.extract_expert(p.expert_index)
+    return model.extract_expert(p.expert_id)
   if p.kind == "patch":
-    return patches.extract_patch_expert(model, p.expert_index)
+    return patches.extract_patch_expert(model, p.expert_id)
   return model
 
 
@@ -180,8 +179,8 @@ def _export_or_verify(p, model, record, collection_dir, collection, version, ove
   """Writes planned module `p` (or, when it exists and not `overwrite`, checks it); returns its
   index entry, which is added to the index."""
   expert = None
-  if p.expert_index is not None:
-    expert = record.experts[p.expert_index]
+  if p.expert_id is not None:
+    expert = record.experts[p.expert_id]
   elif p.kind == "full":
     expert = record.expert
   path = os.path.join(collection_dir, p.module, str(version))
@@ -189,7 +188,6 @@ def _export_or_verify(p, model, record, collection_dir, collection, version, ove
   bank = p.kind in artifacts.BANK_KINDS
   single = model if bank else _single_expert(model, p)
   meta_out = _module_metadata(p, single, record, expert)
-  meta_out["module"] = p.module
   if tf.io.gfile.exists(path) and not overwrite:
     _verify_existing(path, single, meta_out, with_logits)
     logging.info("Kept %s (%s) at %s: matches its finished model.", p.module, p.kind, path)
@@ -306,8 +304,8 @@ def format_entries(entries):
   """A printable table of index entries: module, kind, handle, feature size, logits."""
   rows = [("module", "kind", "handle", "features", "logits")]
   for e in entries:
-    outputs = e["metadata"].get("outputs") or {}
-    rows.append((e["name"], e["kind"], e["handle"], str(outputs.get("pre_logits", "")),
-                 str(outputs.get("logits", ""))))
+    outputs = metadata_lib.from_json(e["metadata"], f"index entry {e['name']!r}").outputs
+    rows.append((e["name"], e["kind"], e["handle"], str(outputs.pre_logits),
+                 "" if outputs.logits is None else str(outputs.logits)))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -19,23 +19,12 @@ from tfexperts.hub import native
 from tfexperts.hub import verify
 from tfexperts.models import finite
 
-DEFAULT_RESOLUTION = metadata_lib.DEFAULT_RESOLUTION
-
 
 def _check_metadata(metadata):
-  if not isinstance(metadata, dict):
-    raise ValueError(f"`metadata` must be a dict. Received: {type(metadata).__name__}")
-  metadata = metadata_lib.to_json(metadata)
-  _check_resolution(metadata)
+  if not isinstance(metadata, metadata_lib.ModuleMetadata) or metadata.is_absent:
+    raise ValueError("`metadata` must be the ModuleMetadata of a tfexperts module (see "
+                     f"`metadata.build`). Received: {metadata!r}")
   return metadata
-
-
-def _check_resolution(metadata):
-  resolution = (metadata.get("input") or {}).get("resolution") or DEFAULT_RESOLUTION
-  if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-    raise ValueError("metadata['input']['resolution'] must be a positive integer or null. "
-                     f"Received: {resolution!r}")
-  return resolution
 
 
 def check_target(path, overwrite=False):
@@ -105,7 +94,7 @@ def _save_context(options):
 
 def _check_finite(model, metadata, path):
   """NonFiniteModelError naming the module when `model` diverged (NaN or infinite weights)."""
-  name = metadata.get("module") or metadata.get("name") or model.name
+  name = metadata.module or metadata.name or model.name
   finite.check_finite(model, name, f" Not exported to {path}: train it again with a lower "
                       "learning rate (a smaller --base_lr, in a new --workdir).")
 
@@ -117,12 +106,13 @@ def _write_and_check(module, model, directory, metadata, expert_ids):
   tf.saved_model.save(module, directory, signatures=signatures, options=options)
   metadata_lib.write(directory, metadata)
   loaded = tf.saved_model.load(directory)
-  images = verify.check_images(_check_resolution(metadata), count=len(expert_ids)
-                               if expert_ids is not None else verify.NUM_IMAGES)
-  where = metadata.get("module") or metadata.get("name") or directory
+  resolution = metadata_lib.input_resolution(metadata)
+  images = verify.check_images(resolution, count=len(expert_ids) if expert_ids is not None
+                               else verify.NUM_IMAGES)
+  where = metadata.module or metadata.name or directory
   diff = verify.compare(loaded, model, images, expert_ids, module.with_logits, where=where)
   if expert_ids is None:  # lets tfexperts.hub.native check a model rebuilt from the metadata
-    native.write_check_features(directory, _check_resolution(metadata), len(images), 0,
+    native.write_check_features(directory, resolution, len(images), 0,
                                 loaded(tf.constant(images)).numpy())
   if metadata_lib.read(directory) != metadata:
     raise verify.VerificationError(f"{directory}: metadata asset does not read back equal.")
@@ -145,8 +135,8 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
       it has a head to drop or variables created frozen, the module is written from a fully
       trainable copy (see `copies`).
     path: the module's directory (local or `gs://`).
-    metadata: JSON-ready dict written to `assets/metadata.json` (see `metadata.build`); its
-      `input.resolution` (default 224) sizes the check images.
+    metadata: the module's `hub.metadata.ModuleMetadata` (see `metadata.build`), written to
+      `assets/metadata.json`; its `input.resolution` (default 224) sizes the check images.
     with_logits: keep the upstream head as a `logits` endpoint (baseline, EPN); otherwise the
       head is dropped.
     overwrite: replace an existing module at `path`.

@@ -33,9 +33,10 @@ def is_collection(directory):
 
 
 def entry(name, version, metadata):
-  """Index entry of module `name` version `version` with its `metadata` dict."""
+  """Index entry (a dict) of module `name` version `version` with its `metadata` (a
+  `hub.metadata.ModuleMetadata`, stored as its JSON)."""
   return {"name": name, "version": version, "handle": f"{name}/{version}",
-          "kind": metadata.get("kind"), "metadata": metadata}
+          "kind": metadata.kind, "metadata": metadata.to_json()}
 
 
 def read(collection_dir):

@@ -2,9 +2,9 @@
 
 A handle is a local or `gs://` path, a `file://` URL, or a remote handle (tfhub.dev / Kaggle URL),
 which goes through `tensorflow_hub` (`hub.resolve` downloads and caches it). Modules written by
-`tfexperts.hub.export` carry `assets/metadata.json`; others (e.g. the published BiT experts,
-`https://tfhub.dev/google/experts/bit/r50x1/in21k/<name>/1`) load with empty metadata and a name
-taken from the handle. Every module is checked on load: it must map a few images to a `[b, d]`
+`tfexperts.hub.export` carry `assets/metadata.json` (a `metadata.ModuleMetadata`); others (e.g.
+the published BiT experts, `https://tfhub.dev/google/experts/bit/r50x1/in21k/<name>/1`) load with
+`ModuleMetadata.absent()` and a name taken from the handle. Every module is checked on load: it must map a few images to a `[b, d]`
 float feature tensor. Third-party SavedModels work too (`third_party`: `__call__`, `serve` or a
 signature; `HANDLE?range=-1,1` for modules expecting another input range).
 
@@ -161,14 +161,14 @@ class _LoadedModule:
   """A hub module known by handle and metadata, loaded and checked on first use of `module`."""
   name: str
   handle: str
-  metadata: dict
+  metadata: metadata_lib.ModuleMetadata
   _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
   _TAKES_EXPERT_IDS = False  # class constant: banks are probed with (images, expert_ids)
 
   @property
   def kind(self):
     """Metadata `kind` (baseline / full / adapter / patch / epn / *_bank), or None if unknown."""
-    return self.metadata.get("kind")
+    return self.metadata.kind
 
   @property
   def input_size(self):
@@ -206,7 +206,8 @@ class Expert(_LoadedModule):
       "adapter_animal"), else the metadata `name`, else derived from the handle. The expert's
       domain is in the metadata (`name`, `node`).
     handle: where it is loaded from.
-    metadata: the module's metadata dict (empty for modules without tfexperts metadata).
+    metadata: the module's `ModuleMetadata` (`ModuleMetadata.absent()` for modules without
+      tfexperts metadata).
   Calling the expert is `embed`.
   """
 
@@ -245,7 +246,7 @@ class Bank(_LoadedModule):
   @property
   def expert_names(self):
     """Expert names by index, from the metadata."""
-    return [e.get("name") for e in self.metadata.get("experts") or []]
+    return [e.name for e in self.metadata.experts or []]
 
   def embed(self, images, expert_ids):
     """Features `[b, d]` float32 of `images`, image i through expert `expert_ids[i]`."""
@@ -256,7 +257,7 @@ class Bank(_LoadedModule):
 
 
 def _name(handle, metadata):
-  return metadata.get("module") or metadata.get("name") or name_from_handle(handle)
+  return metadata.module or metadata.name or name_from_handle(handle)
 
 
 def load_expert(handle, lazy=False):
@@ -267,9 +268,9 @@ def load_expert(handle, lazy=False):
   not a feature-vector module (or is a bank: use `load_bank`).
   """
   path = resolve(handle)
-  metadata = metadata_lib.read(path) or {}
-  if metadata.get("kind") in metadata_lib.BANK_KINDS:
-    raise errors.UserError(f"Hub handle {handle!r} is a {metadata['kind']} module taking expert "
+  metadata = metadata_lib.read(path)
+  if metadata.kind in metadata_lib.BANK_KINDS:
+    raise errors.UserError(f"Hub handle {handle!r} is a {metadata.kind} module taking expert "
                            "ids; load it with load_bank.")
   expert = Expert(_name(handle, metadata), handle, metadata)
   if not lazy:
@@ -280,7 +281,7 @@ def load_expert(handle, lazy=False):
 def load_bank(handle, lazy=False):
   """Loads a bank module (adapter or patch bank) from `handle`; returns a `Bank`."""
   path = resolve(handle)
-  metadata = metadata_lib.read(path) or {}
+  metadata = metadata_lib.read(path)
   bank = Bank(_name(handle, metadata), handle, metadata)
   if not lazy:
     bank.module  # pylint: disable=pointless-statement

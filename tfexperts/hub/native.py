@@ -4,8 +4,9 @@
 `__call__`, plus the endpoints), and its first call optimises the graph: seconds per module, as
 much as embedding a few hundred images. A module written by `tfexperts.hub.export` describes its
 model in its metadata (`architecture`, `outputs`) and saves its variables in model order
-(`variables/<i>` in its checkpoint), so the same features come from that model rebuilt here with
-the module's variables read from the checkpoint (a fraction of a second).
+(`variables/<i>` in its checkpoint), so the same features come from that model rebuilt
+(`models.architecture.rebuild`) with the module's variables read from the checkpoint (a fraction
+of a second).
 
 Trust, but verify: export stores the reloaded module's own features of its check images
 (`assets/check_features.npz`, `write_check_features`). A rebuilt model must reproduce them within
@@ -31,8 +32,7 @@ from tfexperts import precision as precision_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import third_party
 from tfexperts.hub import verify
-from tfexperts.models import adapters
-from tfexperts.models import bit
+from tfexperts.models import architecture as architecture_lib
 from tfexperts.models import layers
 
 CHECK_ASSET = "check_features.npz"
@@ -69,79 +69,24 @@ def _read_check_features(module_dir):
 
 
 def _architecture_key(metadata):
-  """Hashable description of the model a plain tfexperts expert module holds, else None."""
-  if not isinstance(metadata, dict) or metadata.get("format") != metadata_lib.METADATA_FORMAT:
+  """`(Architecture, num_classes)` of the model a plain tfexperts expert module holds (hashable:
+  one slot per key), else None (no tfexperts metadata, a bank, or a patch bank)."""
+  if metadata.is_absent or metadata.kind not in _PLAIN_KINDS or (
+      metadata.architecture.patch_experts):
     return None
-  arch = metadata.get("architecture") or {}
-  if metadata.get("kind") not in _PLAIN_KINDS or arch.get("patch_experts"):
-    return None
-  try:
-    units, width, groups = tuple(int(u) for u in arch["units"]), arch["width"], int(arch["groups"])
-  except (KeyError, TypeError, ValueError):
-    return None
-  num_classes = int((metadata.get("outputs") or {}).get("logits") or 0)
-  return units, width, groups, bool(arch.get("adapters")), num_classes
+  return metadata.architecture, metadata.outputs.logits or 0
 
 
 def may_run_natively(metadata):
-  """True when `metadata` (a module's metadata dict) describes a model `NativeRunner` can rebuild
-  (the module must still verify when loaded)."""
+  """True when `metadata` (a module's `ModuleMetadata`) describes a model `NativeRunner` can
+  rebuild (the module must still verify when loaded)."""
   return _architecture_key(metadata) is not None
 
 
-def _shape(channels):
-  return (None, None, None, channels)
-
-
-def _build_from_channels(model):
-  """Creates a plain `bit.ResNetV2`'s variables from each layer's input channel count alone.
-
-  `model.build` creates them by a symbolic pass over the whole model (~20k graph ops, 5-8 s for
-  an R50 on this 2-core machine, more than the rest of a module's load). Variables come out in
-  the same order and shapes (Keras orders them by layer, not by creation); their paths lack the
-  parent layers' names, which only matters to code that looks them up by path (not this one).
-  """
-  def mark_built(*layers):
-    for layer in layers:
-      if layer is not None:
-        layer.built = True
-
-  root = model.root_block
-  root.conv.build(_shape(3))
-  mark_built(root.pad_conv, root.pad_pool, root.pool, root)
-  for block in model.blocks:
-    for unit in block.units:
-      for conv, channels in ((unit.a, unit.in_channels), (unit.b, unit.filters),
-                             (unit.c, unit.filters)):
-        conv.group_norm.build(_shape(channels))
-        conv.conv.build(_shape(channels))
-        if conv.proj is not None:
-          conv.proj.conv.build(_shape(channels))
-        mark_built(conv.pad, conv.proj, conv)
-      mark_built(unit)
-    mark_built(block)
-  model.group_norm.build(_shape(model.feature_dim))
-  if model.head is not None:
-    model.head.build((None, model.feature_dim))
-  mark_built(model)
-
-
-def _build(key, precision="float32"):
+def _build(key, precision="float32", variable_paths=False):
+  """The model of `key` (`_architecture_key`) at `precision`, every layer trainable."""
   with precision_lib.policy_scope(precision):
-    return _build_model(key)
-
-
-def _build_model(key):
-  units, width, groups, with_adapters, num_classes = key
-  backbone = bit.ResNetV2(units=units, width=width, num_classes=num_classes, groups=groups)
-  model = backbone
-  if with_adapters:
-    model = adapters.AdapterExpertModel(backbone, 1, freeze_backbone=False)
-    model.build((None, None, None, 3))
-  else:
-    _build_from_channels(model)
-  model.trainable = False
-  return model
+    return architecture_lib.rebuild(*key, variable_paths=variable_paths)
 
 
 class _Chunked:
@@ -172,6 +117,7 @@ class _Slot:
 
   def __init__(self, key, precision="float32"):
     self.model = _build(key, precision)
+    self.model.trainable = False
     if precision == "float32":
       spec = tf.TensorSpec([None, None, None, 3], tf.float32)
       # One trace for every batch shape.
@@ -217,7 +163,7 @@ class NativeRunner:
 
   def load(self, module_dir, metadata, handle=None, precision="float32"):
     """A callable `images [b, h, w, 3] -> [b, d]` float32 features of the module at local
-    `module_dir` (its metadata dict given) computed at `precision` (`tfexperts.precision`), or
+    `module_dir` (its `ModuleMetadata` given) computed at `precision` (`tfexperts.precision`), or
     None when it must be loaded with `hub.load`.
 
     The module is verified at float32 (its check features); a reduced precision then runs a
@@ -261,22 +207,15 @@ def trainable_model(module_dir, metadata, precision, handle=None):
   """The module at local `module_dir` rebuilt as a trainable Keras model computing at
   `precision` (float32 variables), or None when it does not run natively (see `NativeRunner`).
 
-  Takes the module's directory, its metadata dict and a precision; returns a built
+  Takes the module's directory, its `ModuleMetadata` and a precision; returns a built
   `bit.ResNetV2` (or adapter expert) whose call returns `{"pre_logits": float32 [b, d], ...}`,
   holding the module's weights (verified at float32 first).
   """
   values = _checkpoint_values(module_dir)
   if values is None or NativeRunner().load(module_dir, metadata, handle) is None:
     return None
-  units, width, groups, with_adapters, num_classes = _architecture_key(metadata)
-  with precision_lib.policy_scope(precision):
-    model = bit.ResNetV2(units=units, width=width, num_classes=num_classes, groups=groups)
-    if with_adapters:
-      model = adapters.AdapterExpertModel(model, 1, freeze_backbone=False)
-    # A full symbolic build (not `_build_from_channels`): training checkpoints key variables
-    # by their paths, which must name every parent layer.
-    model.build((None, None, None, 3))
+  # Variable paths that name every parent layer: training checkpoints key variables by them.
+  model = _build(_architecture_key(metadata), precision, variable_paths=True)
   for variable, value in zip(model.variables, values):
     variable.assign(value)
-  model.trainable = True
   return model

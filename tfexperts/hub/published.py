@@ -16,6 +16,7 @@ import os
 
 from tfexperts.errors import UserError, did_you_mean
 from tfexperts.hub import load as hub_load
+from tfexperts.hub import metadata as metadata_lib
 
 PREFIX = "tfhub:"
 FORMAT = "tfexperts.hub.published/1"
@@ -53,19 +54,19 @@ def load_published(spec, lazy=True):
   """Experts (`hub.load.Expert`) of published collection `spec`, in file order.
 
   Each handle is resolved now through tensorflow_hub (cache, else download) and loaded on first
-  use (`lazy=True`) or now. The expert's metadata is the collection entry (name as `module`,
-  kind, node) plus the collection's name, version and input contract. Raises UserError for an
-  unknown name, OSError (naming the handle) when a module is neither cached nor reachable.
+  use (`lazy=True`) or now. The expert's metadata is `ModuleMetadata.absent` (the modules carry
+  no tfexperts metadata) with what the collection lists: name (as `module` too), kind, node and
+  input resolution. Raises UserError for an unknown name, OSError (naming the handle) when a
+  module is neither cached nor reachable.
   """
   data = read(spec)
   experts = []
   for entry in data["modules"]:
     expert = hub_load.load_expert(entry["handle"], lazy=True)
     expert.name = entry["name"]
-    expert.metadata = {**expert.metadata, "module": entry["name"], "name": entry["name"],
-                       "kind": entry.get("kind"), "node": entry.get("node"),
-                       "collection": data["name"], "collection_version": data["version"],
-                       "input": data.get("input") or {}}
+    expert.metadata = metadata_lib.ModuleMetadata.absent(
+        module=entry["name"], name=entry["name"], kind=entry["kind"], node=entry["node"],
+        resolution=data["input"]["resolution"])
     if not lazy:
       expert.module  # pylint: disable=pointless-statement
     experts.append(expert)

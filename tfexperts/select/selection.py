@@ -46,7 +46,7 @@ class Candidates:
 
 def expert_key(expert):
   """A name unique within a collection: the module's directory name, else the expert's name."""
-  return expert.metadata.get("module") or expert.name
+  return expert.metadata.module or expert.name
 
 
 def load_candidates(specs):
@@ -294,7 +294,7 @@ def score(candidates, source, proxies=("knn",), seed=0, precision=None):
       and candidates.baseline.has_logits):  # published baselines export features only
     base_logits = source.logits(candidates.baseline)
     labels = base_logits.labels if labels is None else labels
-    upstream_probs = (_sigmoid if candidates.baseline.metadata.get("multi_label") else _softmax)(
+    upstream_probs = (_sigmoid if candidates.baseline.metadata.multi_label else _softmax)(
         base_logits.features.astype(np.float64))
     upstream_probs = upstream_probs / upstream_probs.sum(axis=1, keepdims=True)
   if "domain_probs" in required and candidates.epn is not None:
@@ -302,7 +302,7 @@ def score(candidates, source, proxies=("knn",), seed=0, precision=None):
     # give the p(expert | image) that domain prediction averages in log space.
     domain_probs = _sigmoid(source.logits(candidates.epn).features.astype(np.float64))
     domain_probs = domain_probs / domain_probs.sum(axis=1, keepdims=True)
-    domain_names = candidates.epn.metadata.get("logit_names") or []
+    domain_names = candidates.epn.metadata.logit_names or []
   seconds["features"] = time.perf_counter() - start
 
   scores = {}
@@ -324,8 +324,8 @@ def score(candidates, source, proxies=("knn",), seed=0, precision=None):
 def _available(proxy, expert, feats, labels, upstream_probs, domain_probs, domain_names,
                candidates):
   """Every `ProxyInputs` field this run has for `expert` (None where it has none)."""
-  prior = expert.metadata.get("label_prior")
-  node = expert.metadata.get("node")
+  prior = expert.metadata.label_prior
+  node = expert.metadata.node
   own_head = expert is candidates.baseline  # the only scored expert with an upstream head
   return {
       "features": None if feats is None else feats.features,

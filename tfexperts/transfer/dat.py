@@ -66,7 +66,7 @@ def _label_probs(baseline, source):
   """Per-image upstream label distributions of the task's images, and the `Features` behind."""
   logits = source.logits(baseline)
   values = logits.features.astype(np.float64)
-  if baseline.metadata.get("multi_label"):
+  if baseline.metadata.multi_label:
     probs = 1.0 / (1.0 + np.exp(-values))
   else:
     values = values - values.max(axis=1, keepdims=True)
@@ -90,7 +90,7 @@ def class_weights_for_task(baseline, upstream, source, directory):
     raise UserError(f"The baseline {baseline.handle!r} predicts {probs.shape[1]} upstream "
                     f"classes, the upstream dataset {upstream.name!r} has {upstream.num_classes}: "
                     "--upstream_dataset must be the data the baseline was trained on.")
-  names = baseline.metadata.get("logit_names")
+  names = baseline.metadata.logit_names
   if names and list(names) != list(upstream.class_names):
     raise UserError(f"The baseline {baseline.handle!r} was trained on other classes than "
                     f"{upstream.name!r} has (first differences: "
@@ -155,7 +155,7 @@ def train_and_export(baseline, upstream, weights, config, directory, strategy, n
   Returns `(handle of the exported module, cost dict of the upstream training)`. Raises
   `errors.DivergedError` naming `--dat_lr` when the upstream fine-tuning diverges.
   """
-  resolution = config.resolution or (baseline.metadata.get("input") or {}).get("resolution")
+  resolution = config.resolution or baseline.metadata.input.resolution
   if not resolution:
     raise UserError(f"The baseline {baseline.handle!r} declares no input resolution; pass "
                     "--dat_resolution.")
@@ -178,9 +178,9 @@ def train_and_export(baseline, upstream, weights, config, directory, strategy, n
   train_seconds = time.perf_counter() - start
   model, record = finished.load_final(final)
   start = time.perf_counter()
-  module_meta = metadata_lib.build("full", name, model, num_images=upstream.num_images,
-                                   resolution=resolution, source=record)
-  module_meta["module"] = name
+  module_meta = metadata_lib.build("full", name, model, module=name,
+                                   num_images=upstream.num_images, resolution=resolution,
+                                   source=record)
   export_lib.export_expert(model, handle, module_meta, overwrite=True)
   cost = {"seconds": train_seconds, "images": config.steps * config.batch_size,
           "steps": config.steps, "batch_size": config.batch_size,

@@ -95,7 +95,7 @@ def native_expert(handle, precision):
   (`hub.native.trainable_model`), or None (one warning line) when it cannot be rebuilt: then
   it is fine-tuned at float32 from its SavedModel."""
   path = hub_load.resolve(handle)
-  metadata = hub_metadata.read(path) or {}
+  metadata = hub_metadata.read(path)
   model = None
   if native.may_run_natively(metadata) and not third_party.split_options(handle)[1]:
     model = native.trainable_model(path, metadata, precision, handle)
@@ -136,7 +136,7 @@ class TransferModel(keras.Model):
     return tf.cast(features, tf.float32)
 
   def _feature_dim(self):
-    dim = (hub_metadata.read(hub_load.resolve(self.handle)) or {}).get("feature_dim")
+    dim = hub_metadata.read(hub_load.resolve(self.handle)).feature_dim
     if dim:
       return int(dim)
     probe = tf.zeros([1, 32, 32, 3])
