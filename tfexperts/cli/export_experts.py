@@ -50,7 +50,8 @@ def export_artifact():
   """Exports --expert + --artifact as one task module at --output; prints where."""
   checks.existing_path("artifact", FLAGS.artifact)
   checks.required("output", FLAGS.output, " (the task module's directory)")
-  run_lib.take_leases(FLAGS.output)
+  # No lease: it would create --output, and the module is written to a temp directory renamed
+  # into place, so two exports cannot interleave their files.
   from tfexperts import transfer  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import artifact  # pylint: disable=g-import-not-at-top
   expert = FLAGS.expert or artifact.read(FLAGS.artifact)[0]["expert"]["handle"]
