@@ -14,6 +14,10 @@ NOISE = [
     "optimized to use available CPU instructions in performance-critical operations.",
     "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow with "
     "the appropriate compiler flags.",
+    "I0000 00:00:1796292230.850866    7608 port.cc:153] oneDNN custom operations are on. You may "
+    "see slightly different numerical results due to floating-point round-off errors from "
+    "different computation orders. To turn them off, set the environment variable "
+    "`TF_ENABLE_ONEDNN_OPTS=0`.",
 ]
 REAL = ["E0000 00:00:1796238348.345170   18709 some_kernel.cc:52] Check failed: real problem",
         "Traceback (most recent call last):", "bin/vtab_eval: error: --task: unknown 'x'.",

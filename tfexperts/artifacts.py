@@ -27,9 +27,11 @@ STAGE_ARTIFACT = {"baseline": "baseline", "full": "full", "adapter": "adapter_ba
                   "patch": "patch_bank", "epn": "epn"}
 # Kinds of finished models (`ModelRecord.kind`).
 ARTIFACT_KINDS = ("baseline", "full") + BANK_KINDS + ("epn",)
-# Kinds of exported hub modules: single experts (a bank's experts are extracted), the EPN, banks.
+# Kinds of exported hub modules: single experts (a bank's experts are extracted), the EPN, banks,
+# and task modules (an expert with what a downstream fine-tune trained: `transfer.reuse`).
 EXPERT_KINDS = ("baseline", "full", "adapter", "patch")
-MODULE_KINDS = EXPERT_KINDS + ("epn",) + BANK_KINDS
+TASK_KIND = "task"
+MODULE_KINDS = EXPERT_KINDS + ("epn",) + BANK_KINDS + (TASK_KIND,)
 
 MODEL_CONFIG = "model.json"
 MODEL_WEIGHTS = "model.weights.h5"

@@ -22,3 +22,18 @@ TOPK = "knn_topk"  # a strategy, not a scoring proxy: short fine-tunes of kNN's 
 FINE_TUNE_SEVERAL = ("all_experts", "all_proxies")
 SELECTIONS = SELECTION_PROXIES + (TOPK, "dat") + FINE_TUNE_SEVERAL
 REPORT_PROXIES = SELECTION_PROXIES + (TOPK,)  # scored and recorded for every task
+
+# Downstream fine-tuning modes (bin/vtab_eval --finetune, ProtocolConfig.finetune): what trains
+# besides the new head. See tfexperts.transfer.modes.
+FINETUNE_MODES = ("full", "patch", "adapter", "head")
+FINETUNE = "full"
+# Learning-rate sweeps at batch 512 per mode, in the VTAB-1k protocol and in the CPU-sized
+# `--quick` preset. Full fine-tuning takes BiT's / VTAB's {0.01, 0.001}; a frozen backbone
+# (scales and biases, adapters, a linear probe) needs about 10x larger rates: only a small part of
+# the network moves, from zero-initialised parameters (the head, the adapters' second conv), so
+# the same step moves the outputs much less; linear probes and patches are commonly swept about
+# 10x above full fine-tuning's rates.
+LEARNING_RATES = {"full": (0.01, 0.001), "patch": (0.1, 0.01), "adapter": (0.1, 0.01),
+                  "head": (0.1, 0.01)}
+QUICK_LEARNING_RATES = {"full": (0.1, 0.03), "patch": (1.0, 0.3), "adapter": (1.0, 0.3),
+                        "head": (1.0, 0.3)}

@@ -18,7 +18,7 @@ _ALWAYS = (
     r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     r"[IW]\d{4} [\d:. ]+ *\d+ cpu_feature_guard\.cc:\d+\] .*",
     r"To enable the following instructions: .*, in other operations, rebuild TensorFlow .*",
-    r"oneDNN custom operations are on\. .*",
+    r"(?:[IW]\d{4} [\d:. ]+ *\d+ port\.cc:\d+\] )?oneDNN custom operations are on\. .*",
 )
 _WITHOUT_GPU = (
     r"[IWE]\d{4} [\d:. ]+ *\d+ (cudart_stub|cuda_platform|cuda_executor|cuda_diagnostics|"

@@ -1,6 +1,7 @@
 """bin/export_experts: a training workdir's finished models as a collection of TF-Hub modules.
 
 Usage: bin/export_experts --workdir=DIR [--collection=NAME] [--export_dir=DIR] [flags]
+       bin/export_experts --artifact=RUN_DIR/artifact [--expert=HANDLE] --output=DIR
 
   bin/export_experts --workdir=runs/shapes --collection=shapes     # -> export/shapes/<module>/1/
   bin/export_experts --workdir=gs://bucket/run --export_dir=gs://bucket/export --version=2
@@ -14,6 +15,12 @@ are written, and temp directories a killed run left are removed; --overwrite rew
 One export at a time writes a collection: a second is refused naming the first (--force_takeover).
 Then: tfexperts.hub.load.load_collection("export/shapes") or
 hub.KerasLayer("export/shapes/baseline/1").
+
+--artifact exports one task module instead: the expert (--expert, default the module the
+artifact records) with what a `vtab_eval --finetune=patch|adapter|head` run trained (its
+artifact directory), as one hub module at --output whose `__call__` returns the task's logits:
+hub.KerasLayer(OUTPUT, trainable=True) predicts and fine-tunes. An artifact trained on another
+module than --expert is refused, naming both (API: tfexperts.transfer.export).
 """
 import os
 import sys
@@ -32,6 +39,24 @@ flags.DEFINE_string("export_dir", "export", "Root directory of exported collecti
 flags.DEFINE_integer("version", 1, "Version number of every module written.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False, "Rewrite modules that already exist at --version (without "
                   "it they are checked against their finished model and kept).")
+flags.DEFINE_string("artifact", None, "A fine-tuning artifact directory (a non-full vtab_eval "
+                    "run's artifact/) to export with its expert as one task module at --output.")
+flags.DEFINE_string("expert", None, "--artifact: the expert module's handle (default: the one "
+                    "the artifact records).")
+flags.DEFINE_string("output", None, "--artifact: the task module's directory.")
+
+
+def export_artifact():
+  """Exports --expert + --artifact as one task module at --output; prints where."""
+  checks.existing_path("artifact", FLAGS.artifact)
+  checks.required("output", FLAGS.output, " (the task module's directory)")
+  # No lease: it would create --output, and the module is written to a temp directory renamed
+  # into place, so two exports cannot interleave their files.
+  from tfexperts import transfer  # pylint: disable=g-import-not-at-top
+  from tfexperts.transfer import artifact  # pylint: disable=g-import-not-at-top
+  expert = FLAGS.expert or artifact.read(FLAGS.artifact)[0]["expert"]["handle"]
+  transfer.export(expert, FLAGS.artifact, FLAGS.output, FLAGS.overwrite)
+  print(f"Exported {expert} + {FLAGS.artifact} to {FLAGS.output}", flush=True)
 
 
 def main(argv):
@@ -43,6 +68,9 @@ def main(argv):
   """
   if len(argv) > 1:
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.artifact:
+    export_artifact()
+    return
   checks.required("workdir", FLAGS.workdir, " (a training workdir with finished models)")
   checks.existing_path("workdir", FLAGS.workdir)
   name = FLAGS.collection or os.path.basename(FLAGS.workdir.rstrip("/"))

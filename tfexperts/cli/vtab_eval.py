@@ -6,6 +6,7 @@ Usage: bin/vtab_eval --task=TASK[,...] --experts=COLLECTION_DIR_OR_HANDLE[,...] 
   bin/vtab_eval --task=shapes_fine,digits --experts=export/shapes --selection=knn --quick
   bin/vtab_eval --task=vtab --experts=export/in21k --selection=all_experts --tpu=my-tpu
   bin/vtab_eval --summary --results_dir=results        # the paper-style table of a results dir
+  bin/vtab_eval --task=shapes_fine --experts=export/shapes --selection=knn --finetune=patch --quick
 
 --selection: knn | label_matching | domain | random (a proxy picks one expert), knn_topk (kNN ranks,
 the top --topk get short fine-tunes, the best on val200 gets the full protocol), dat (Domain
@@ -19,6 +20,14 @@ interval; multi-expert records add paired verdicts (exact McNemar, Newcombe inte
 is embedded and fine-tuned at its own resolution (its metadata's input.resolution, else 224)
 unless --resolution sets one for all. One run at a time writes a results dir (and --workdir): a
 second is refused naming the first (--force_takeover); the feature cache may be shared.
+
+--finetune: full (every weight, the default) | patch (every GroupNorm's scale and bias) | adapter
+(a fresh zero-initialised residual adapter per block) | head (logits only); the last three train
+the head too and keep the expert frozen. Each mode has its own learning-rate sweep (full
+0.01,0.001 at batch 512; the others 0.1,0.01; --quick: 0.1,0.03 and 1,0.3); --learning_rates
+overrides it. patch and adapter need tfexperts' own modules (third-party ones: head or full). A
+non-full run stores only what it trained, a per-task artifact in its run directory
+(RUNS/<task>/<expert>/<run>/artifact); bin/export_experts --artifact turns one into a hub module.
 """
 import sys
 
@@ -70,8 +79,14 @@ flags.DEFINE_string("data_dir", None, "tfds data dir (default: tfds's own).")
 flags.DEFINE_string("results_dir", "results", "Records, results.csv, summary.md/png.")
 flags.DEFINE_string("workdir", None, "Fine-tuning checkpoints (default: RESULTS_DIR/runs).")
 flags.DEFINE_string("cache_dir", None, "Feature cache (default: RESULTS_DIR/features).")
-flags.DEFINE_bool("quick", False, "CPU preset: batch 32, 150 steps, lr {0.1, 0.03}, one retrain.")
-flags.DEFINE_list("learning_rates", None, "Sweep learning rates at batch 512 (default 0.01,0.001).")
+flags.DEFINE_bool("quick", False, "CPU preset: batch 32, 150 steps, one retrain, lr {0.1, 0.03} "
+                  "(full) or {1, 0.3} (patch, adapter, head).")
+flags.DEFINE_list("learning_rates", None, "Sweep learning rates at batch 512 (default: the "
+                  "--finetune mode's, 0.01,0.001 for full, 0.1,0.01 for the others).")
+flags.DEFINE_enum("finetune", defaults.FINETUNE, list(defaults.FINETUNE_MODES),
+                  "What trains besides the new head: full (every weight), patch (GroupNorm scales "
+                  "and biases), adapter (a new residual adapter per block) or head (logits only); "
+                  "non-full runs store only what they trained (a per-task artifact).")
 flags.DEFINE_list("steps", None, "Sweep step counts (default 2500,10000).")
 flags.DEFINE_integer("batch_size", None, "Fine-tuning batch size (default 512).", lower_bound=1)
 flags.DEFINE_integer("resolution", None, "Image size for every expert, embedding and fine-tuning "
@@ -111,6 +126,7 @@ def _protocol_config():
     if getattr(FLAGS, name) is not None:
       overrides[name] = getattr(FLAGS, name)
   overrides["seed"] = FLAGS.seed
+  overrides["finetune"] = FLAGS.finetune
   return protocol.ProtocolConfig.quick(**overrides) if FLAGS.quick else (
       protocol.ProtocolConfig(**overrides))
 

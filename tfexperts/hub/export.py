@@ -110,8 +110,10 @@ def _write_and_check(module, model, directory, metadata, expert_ids):
   images = verify.check_images(resolution, count=len(expert_ids) if expert_ids is not None
                                else verify.NUM_IMAGES)
   where = metadata.module or metadata.name or directory
-  diff = verify.compare(loaded, model, images, expert_ids, module.with_logits, where=where)
-  if expert_ids is None:  # lets tfexperts.hub.native check a model rebuilt from the metadata
+  diff = verify.compare(loaded, model, images, expert_ids, module.with_logits, where=where,
+                        call_output=module.call_output)
+  if expert_ids is None and module.call_output == module_lib.PRE_LOGITS:
+    # lets tfexperts.hub.native check a model rebuilt from the metadata
     native.write_check_features(directory, resolution, len(images), 0,
                                 loaded(tf.constant(images)).numpy())
   if metadata_lib.read(directory) != metadata:
@@ -126,7 +128,8 @@ def _write_and_check(module, model, directory, metadata, expert_ids):
                "output scale).", where, diff, verify.TOLERANCE)
 
 
-def export_expert(model, path, metadata, with_logits=False, overwrite=False):
+def export_expert(model, path, metadata, with_logits=False, overwrite=False,
+                  call_output=module_lib.PRE_LOGITS):
   """Writes one expert as a hub module at `path` (e.g. `export/<collection>/<expert>/1`).
 
   Args:
@@ -140,6 +143,8 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
     with_logits: keep the upstream head as a `logits` endpoint (baseline, EPN); otherwise the
       head is dropped.
     overwrite: replace an existing module at `path`.
+    call_output: what the module's `__call__` returns: `pre_logits` (experts), or `logits` for
+      a task module (`tfexperts.transfer.reuse.export`, with `with_logits`).
 
   Returns:
     `path`. Raises FileExistsError (exists, no overwrite), ValueError (bad model or metadata),
@@ -153,7 +158,8 @@ def export_expert(model, path, metadata, with_logits=False, overwrite=False):
   metadata = _check_metadata(metadata)
   check_target(path.rstrip("/"), overwrite)
   _check_finite(model, metadata, path)
-  module = module_lib.ExpertModule(copies.export_ready(model, keep_head=with_logits), with_logits)
+  module = module_lib.ExpertModule(copies.export_ready(model, keep_head=with_logits), with_logits,
+                                   call_output)
   return write_atomically(path, lambda d: _write_and_check(module, model, d, metadata, None),
                           overwrite, lambda: fileio.variables_nbytes(model.weights))
 

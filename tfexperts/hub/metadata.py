@@ -21,6 +21,8 @@ one vocabulary from training to export to selection); absent information is null
   logit_names           names of the logits' classes (upstream labels, or the EPN's domains)
   experts               for banks: an `artifacts.ExpertInfo` per bank row; null otherwise
   steps                 steps of the training run, when recorded
+  task                  for a task module (kind "task": an expert with a per-task artifact
+                        applied, `transfer.reuse`), a `TaskInfo`; null otherwise
 `ModuleMetadata.from_json` refuses an unknown or a missing key with an `artifacts.RecordError`
 naming it (and the file, through `read`). Modules exported before this record (format
 `tfexperts.hub.module/1`) read through `_from_format_1`, the one reader of older files.
@@ -76,6 +78,19 @@ class Outputs(artifacts.StrictJson):
 
 
 @dataclasses.dataclass
+class TaskInfo(artifacts.StrictJson):
+  """What a task module adds to its expert: the downstream `task`, the `finetune` mode whose
+  artifact it applies, the task's `num_classes`, the `artifact` directory, the artifact's
+  `trained_parameters`, and the `expert` it was trained on ({"path", "identity"})."""
+  task: str
+  finetune: str
+  num_classes: int
+  artifact: str
+  trained_parameters: int
+  expert: dict
+
+
+@dataclasses.dataclass
 class ModuleMetadata(artifacts.StrictJson):
   """A hub module's metadata (see the module docstring for each field)."""
   format: Optional[str]
@@ -99,12 +114,18 @@ class ModuleMetadata(artifacts.StrictJson):
   logit_names: Optional[list]
   experts: Optional[list]
   steps: Optional[int]
+  task: Optional[TaskInfo]
 
   def __post_init__(self):
     if self.format not in (METADATA_FORMAT, None):
       raise RecordError(f"format must be {METADATA_FORMAT!r}. Received: {self.format!r}")
     if (self.kind is not None or not self.is_absent) and self.kind not in MODULE_KINDS:
       raise RecordError(f"kind must be one of {MODULE_KINDS}. Received: {self.kind!r}")
+    if isinstance(self.task, dict):
+      self.task = TaskInfo.from_json(self.task, "task")
+    if (self.task is None) == (self.kind == artifacts.TASK_KIND):
+      raise RecordError(f"'task' must be a TaskInfo object exactly for kind "
+                        f"{artifacts.TASK_KIND!r}. Received kind {self.kind!r}, task {self.task!r}")
     parts = {"architecture": architecture_lib.Architecture, "input": InputSpec,
              "outputs": Outputs}
     for name, cls in parts.items():
@@ -170,7 +191,7 @@ def _from_format_1(data, where):
   None (the one default). A key format 1 did not have, or one it always wrote and `data` lacks,
   is an error naming it, as for the current format.
   """
-  current = {f.name for f in dataclasses.fields(ModuleMetadata)}
+  current = {f.name for f in dataclasses.fields(ModuleMetadata)} - {"task"}  # new in format 2
   old_to_new = {k: _FORMAT_1_NAMES.get(k, k)
                 for k in (current - set(_FORMAT_1_NAMES.values())) | set(_FORMAT_1_NAMES)}
   unknown = sorted(set(data) - set(old_to_new))
@@ -181,7 +202,7 @@ def _from_format_1(data, where):
   if missing:
     raise RecordError(f"{where}: missing key {missing[0]!r} (missing keys: {missing}).")
   upgraded = {old_to_new[k]: v for k, v in data.items()}
-  upgraded["format"] = METADATA_FORMAT
+  upgraded["format"], upgraded["task"] = METADATA_FORMAT, None
   if isinstance(data["outputs"], dict):
     upgraded["outputs"] = {"logits": None, **data["outputs"]}
   if isinstance(data["experts"], list):
@@ -272,7 +293,7 @@ def build(kind, name, model, *, module=None, node=None, expert_id=None, num_imag
       feature_dim=backbone.feature_dim,
       outputs=Outputs(backbone.feature_dim, backbone.num_classes if with_logits else None),
       logit_names=plain(logit_names) if with_logits else None,
-      experts=experts, steps=source.steps if known else None)
+      experts=experts, steps=source.steps if known else None, task=None)
 
 
 def asset_path(module_dir):

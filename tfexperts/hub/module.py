@@ -7,6 +7,9 @@ pre-logits; `variables`, `trainable_variables`, `regularization_losses`; the Ker
 signature mapping `images` to `{"pre_logits": ...}`. With `with_logits` (the baseline and the
 expert prediction network keep their upstream head) it also has a `logits(images)` endpoint and
 `serving_default` returns `{"pre_logits", "logits"}`; `__call__` still returns the features only.
+A task module (an expert with a fine-tuned head and what the fine-tune trained, see
+`tfexperts.transfer.reuse`) is an `ExpertModule` whose `__call__` returns the logits
+(`call_output=LOGITS`): `hub.KerasLayer(handle, trainable=True)` then predicts and fine-tunes.
 
 `BankModule` holds a whole adapter or patch bank: the same API with `expert_ids` (`[b]` int32)
 after `images` (`__call__(images, expert_ids, training=False)`, `serve`, `train`, and a
@@ -91,6 +94,8 @@ class _NotSaved:
 class _Base(tf.__internal__.tracking.AutoTrackable):
   """Variables, `regularization_losses`, `serve`/`train` and the optional `logits` endpoint."""
 
+  call_output = PRE_LOGITS  # what `__call__` (and `serve`, `train`) return
+
   def __init__(self, model, with_logits, extra_specs):
     super().__init__()
     if not model.built:
@@ -125,6 +130,9 @@ class _Base(tf.__internal__.tracking.AutoTrackable):
       return self._keras.model(*args, training=training)
 
   def _serving_outputs(self, *args):
+    if self.call_output != PRE_LOGITS:
+      outputs = self._outputs(args, False)
+      return {PRE_LOGITS: outputs[PRE_LOGITS], LOGITS: outputs[LOGITS]}
     outputs = {PRE_LOGITS: self.__call__(*args, training=False)}
     if self.with_logits:
       outputs[LOGITS] = self.logits(*args)
@@ -142,17 +150,25 @@ class ExpertModule(_Base):
   """One expert: `__call__(images, training=False) -> [b, d]` pre-logits (float32).
 
   Args:
-    model: a built `ResNetV2` or single-expert `AdapterExpertModel`, normally
-      `copies.export_ready(...)` so that every variable is trainable.
+    model: a built Keras model whose call returns `{"pre_logits", "logits"}` (logits with a
+      head): a `ResNetV2` or single-expert `AdapterExpertModel`, normally
+      `copies.export_ready(...)` so that every variable is trainable, or a task model.
     with_logits: also export the model's head as `logits(images)` and in `serving_default`.
+    call_output: what `__call__` returns: PRE_LOGITS (experts) or LOGITS (task modules, which
+      need `with_logits`).
   """
 
-  def __init__(self, model, with_logits=False):
+  def __init__(self, model, with_logits=False, call_output=PRE_LOGITS):
+    if call_output not in (PRE_LOGITS, LOGITS) or (call_output == LOGITS and not with_logits):
+      raise ValueError(f"`call_output` must be {PRE_LOGITS!r}, or {LOGITS!r} with "
+                       f"with_logits=True. Received: call_output={call_output!r}, "
+                       f"with_logits={with_logits!r}")
     super().__init__(model, with_logits, ())
+    self.call_output = call_output
 
   @tf.function(autograph=False)
   def __call__(self, images, training=False):
-    return self._outputs((images,), training)[PRE_LOGITS]
+    return self._outputs((images,), training)[self.call_output]
 
 
 class BankModule(_Base):

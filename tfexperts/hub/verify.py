@@ -49,7 +49,8 @@ def _batches(images, expert_ids):
     yield images[start:end], None if expert_ids is None else expert_ids[start:end]
 
 
-def compare(loaded, model, images, expert_ids=None, with_logits=False, where="module"):
+def compare(loaded, model, images, expert_ids=None, with_logits=False, where="module",
+            call_output=module_lib.PRE_LOGITS):
   """Compares every endpoint of a reloaded module with the Keras `model` on `images`.
 
   Args:
@@ -59,6 +60,8 @@ def compare(loaded, model, images, expert_ids=None, with_logits=False, where="mo
     expert_ids: `[n]` int32 for bank modules, else None.
     with_logits: whether the module exports `logits`.
     where: name of the module for messages.
+    call_output: the model output `__call__`, `serve` and `train` return (`pre_logits`, or
+      `logits` for a task module).
 
   Returns:
     The largest absolute difference seen (float). Raises `VerificationError` on a difference
@@ -75,15 +78,17 @@ def compare(loaded, model, images, expert_ids=None, with_logits=False, where="mo
     args = (batch,) if ids is None else (batch, ids)
     want = model(*args)
     want_features = want[module_lib.PRE_LOGITS].numpy()
+    want_call = want[call_output].numpy()
     inputs = {module_lib.IMAGES: tf.constant(batch)}
     if ids is not None:
       inputs[module_lib.EXPERT_IDS] = tf.constant(ids)
     signature_out = serving(**inputs)
     got = {"__call__": loaded(*args), "__call__(training=True)": loaded(*args, training=True),
-           "serve": loaded.serve(*args), "train": loaded.train(*args),
-           "serving_default['pre_logits']": signature_out[module_lib.PRE_LOGITS]}
+           "serve": loaded.serve(*args), "train": loaded.train(*args)}
     for what, value in got.items():
-      worst = max(worst, _compare(what, value, want_features, where))
+      worst = max(worst, _compare(what, value, want_call, where))
+    worst = max(worst, _compare("serving_default['pre_logits']",
+                                signature_out[module_lib.PRE_LOGITS], want_features, where))
     if with_logits:
       want_logits = want[module_lib.LOGITS].numpy()
       worst = max(worst, _compare("logits", loaded.logits(*args), want_logits, where))

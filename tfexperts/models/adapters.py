@@ -54,41 +54,51 @@ class Conv1x1Bank(keras.layers.Layer):
 class AdapterComponent(keras.layers.Layer):
   """GroupNorm -> ReLU -> Conv1x1 for a bank of experts (`a1` or `a2` of an adapter)."""
 
-  def __init__(self, num_experts, filters, groups, zero_init=False, **kwargs):
+  def __init__(self, num_experts, filters, groups, zero_init=False, seed=None, **kwargs):
     super().__init__(**kwargs)
     self.num_experts, self.filters, self.groups = num_experts, filters, groups
-    self.zero_init = zero_init
+    self.zero_init, self.seed = zero_init, seed
     self.group_norm = bit_layers.GroupNormBank(num_experts, groups=groups, name="group_norm")
-    self.conv = Conv1x1Bank(num_experts, filters, "zeros" if zero_init else "he_normal",
-                            name="conv2d")
+    initializer = "zeros" if zero_init else keras.initializers.HeNormal(seed)
+    self.conv = Conv1x1Bank(num_experts, filters, initializer, name="conv2d")
+
+  def build(self, input_shape):
+    """Creates the variables for inputs of `input_shape` (`[..., channels]`) without a call."""
+    self.group_norm.build(input_shape)
+    self.conv.build(input_shape)
 
   def call(self, x, expert_ids):
     return self.conv(ops.relu(self.group_norm(x, expert_ids)), expert_ids)
 
   def get_config(self):
     return {**super().get_config(), "num_experts": self.num_experts, "filters": self.filters,
-            "groups": self.groups, "zero_init": self.zero_init}
+            "groups": self.groups, "zero_init": self.zero_init, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")
 class AdapterBank(keras.layers.Layer):
   """`num_experts` residual adapters at one place: `call(x, ids) = x + a2(a1(x))` per expert."""
 
-  def __init__(self, num_experts, channels, groups=32, **kwargs):
+  def __init__(self, num_experts, channels, groups=32, seed=None, **kwargs):
     super().__init__(**kwargs)
     if channels % 2 or (channels // 2) % groups:
       raise ValueError(f"An adapter needs even `channels` whose half is divisible by `groups`. "
                        f"Received: channels={channels!r}, groups={groups!r}")
-    self.num_experts, self.channels, self.groups = num_experts, channels, groups
-    self.a1 = AdapterComponent(num_experts, channels // 2, groups, name="a1")
+    self.num_experts, self.channels, self.groups, self.seed = num_experts, channels, groups, seed
+    self.a1 = AdapterComponent(num_experts, channels // 2, groups, seed=seed, name="a1")
     self.a2 = AdapterComponent(num_experts, channels, groups, zero_init=True, name="a2")
+
+  def build(self, input_shape):
+    """Creates the variables for inputs of `input_shape` (`[..., channels]`) without a call."""
+    self.a1.build(input_shape)
+    self.a2.build(tuple(input_shape[:-1]) + (self.channels // 2,))
 
   def call(self, x, expert_ids):
     return x + self.a2(self.a1(x, expert_ids), expert_ids)
 
   def get_config(self):
     return {**super().get_config(), "num_experts": self.num_experts, "channels": self.channels,
-            "groups": self.groups}
+            "groups": self.groups, "seed": self.seed}
 
 
 def _check_expert_ids(expert_ids, num_experts, name):
@@ -183,6 +193,50 @@ class AdapterExpertModel(keras.Model):
       for sv, tv in zip(source.weights, target.weights):
         tv.assign(sv[expert:expert + 1])
     return single
+
+
+class AdaptedExpert(keras.Model):
+  """A single expert (plain `ResNetV2` or single-expert `AdapterExpertModel`) with one more,
+  fresh residual adapter (`AdapterBank` of one expert) before each of its blocks: downstream
+  adapter fine-tuning.
+
+  `call(images)` returns the expert's output dict; block i sees `new_i(own_i(x))`, `own_i` being
+  the expert's own adapter (adapter experts) and `new_i` starting as the identity (zero-initialised
+  second conv), so the model first computes exactly what the expert computes. Variables are
+  created at construction, by shape (no pass over the network). The first convs' initial values
+  come from `seed` (block i: `seed + i`), so two models of one expert start equal.
+  """
+
+  def __init__(self, expert, seed=0, name="adapted_expert", **kwargs):
+    super().__init__(name=name, **kwargs)
+    if not isinstance(expert, (bit.ResNetV2, AdapterExpertModel)) or getattr(
+        expert, "num_experts", 1) != 1 or getattr(expert, "patch_experts", 0):
+      raise ValueError("`expert` must be a plain ResNetV2 or a single-expert "
+                       f"AdapterExpertModel. Received: expert={expert!r}")
+    self.expert = expert
+    resnet = self.resnet
+    self.task_adapters = [AdapterBank(1, c, resnet.groups, seed=seed + i,
+                                      name=f"block{i + 1}_task_adapter")
+                          for i, c in enumerate(resnet.block_input_channels)]
+    for adapter, channels in zip(self.task_adapters, resnet.block_input_channels):
+      adapter.build((None, None, None, channels))
+    self.built = True
+
+  @property
+  def resnet(self):
+    """The expert's `ResNetV2` (its backbone, for an adapter expert)."""
+    return self.expert.backbone if isinstance(self.expert, AdapterExpertModel) else self.expert
+
+  def call(self, images, training=False):
+    resnet = self.resnet
+    ids = ops.zeros((ops.shape(images)[0],), "int32")
+    own = self.expert.adapters if resnet is not self.expert else [None] * len(resnet.blocks)
+    x = resnet.root(images)
+    for own_adapter, adapter, block in zip(own, self.task_adapters, resnet.blocks):
+      if own_adapter is not None:
+        x = own_adapter(x, ids)
+      x = block(adapter(x, ids))
+    return resnet.outputs_from(x)
 
 
 def clone_resnet(model, **overrides):

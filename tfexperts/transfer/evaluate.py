@@ -140,7 +140,10 @@ def versions():
 
 
 def _protocol_dict(config):
-  return {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()}
+  """The record's `config`: the protocol's fields, `finetune` left out at full (so records from
+  before the field existed compare equal: `oracle_regret`)."""
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items()
+          if not (k == "finetune" and v == defaults.FINETUNE)}
 
 
 def _topk(task, by_name, knn_scores, config, strategy):

@@ -1,4 +1,6 @@
-"""Fine-tuning a hub expert on a task: a new zero-initialised head, every weight trained.
+"""Fine-tuning a hub expert on a task: a new zero-initialised head, and the expert's weights
+(`full`), its GroupNorms (`patch`), new adapters (`adapter`) or nothing more (`head`): see
+`transfer.modes`.
 
 The expert is wrapped with `keras.layers.TFSMLayer`, which trains the SavedModel's variables from
 Keras 3 (our modules' `serve`/`train` endpoints; modules without them, such as the published BiT
@@ -8,6 +10,13 @@ Each run goes through `loop.train` (checkpoints, resume, progress) and stores it
 so a finished run is neither retrained nor re-evaluated. A run whose loss or weights became
 non-finite is finished too: its `result.json` says `diverged` (with the step, learning rate and
 message) and has no accuracy.
+
+A non-`full` run stores what it trained as a per-task artifact (`transfer.artifact`, in the run's
+`artifact/` directory) and then drops its training checkpoint, so a task costs the artifact's
+bytes, not the model's. Every result records `finetune`, `trained_parameters`, `artifact`,
+`artifact_bytes` (full: the fine-tuned model's variables, which its checkpoint holds) and the
+training throughput `images_per_second` (images trained / wall seconds of the training loop,
+model load and trace included).
 """
 import dataclasses
 import os
@@ -28,6 +37,8 @@ from tfexperts.hub import metadata as hub_metadata
 from tfexperts.hub import native
 from tfexperts.hub import third_party
 from tfexperts.models import inputs
+from tfexperts.transfer import artifact as artifact_lib
+from tfexperts.transfer import modes
 from tfexperts.transfer import stats
 from tfexperts.train import loop
 
@@ -69,37 +80,53 @@ class _LastModel:
   key = strategy = model = initial_values = None
 
   @classmethod
-  def fresh(cls, handle, num_classes, strategy, precision="float32"):
-    """A built `TransferModel` of `handle` at `precision` with the module's weights and a zero
-    head."""
-    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes, precision)
+  def fresh(cls, handle, num_classes, strategy, precision="float32", finetune="full"):
+    """A built `TransferModel` of `handle` at `precision` in mode `finetune` with the module's
+    weights, fresh adapters (adapter mode) and a zero head."""
+    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes, precision,
+           finetune)
     if cls.key == key and cls.strategy is strategy:
       for variable, value in zip(cls.model.variables, cls.initial_values):
         variable.assign(value)
       return cls.model
     cls.key = cls.model = cls.initial_values = None  # release the previous module first
-    model = TransferModel(handle, num_classes, precision=precision)
+    model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
     model.build((None, None, None, 3))
     cls.key, cls.strategy, cls.model = key, strategy, model
     cls.initial_values = [variable.numpy() for variable in model.variables]
     return model
 
   @classmethod
-  def reuse_key(cls, handle, num_classes, precision="float32"):
+  def reuse_key(cls, handle, num_classes, precision="float32", finetune="full"):
     """`loop.TrainTask.reuse_key` of a run of `handle` with `num_classes` outputs."""
-    return ("finetune", handle, num_classes, precision)
+    key = ("finetune", handle, num_classes, precision)
+    return key if finetune == modes.FULL else key + (finetune,)
 
 
-def native_expert(handle, precision):
+def check_mode(handle, finetune):
+  """Raises UserError naming module `handle` when mode `finetune` needs the expert rebuilt
+  (patch, adapter) and its metadata says it cannot be (a third-party module, a bank); cheap:
+  reads the metadata only. Returns `finetune`."""
+  if modes.check(finetune) in modes.NATIVE_ONLY:
+    metadata = hub_metadata.read(hub_load.resolve(handle))
+    if not native.may_run_natively(metadata or {}) or third_party.split_options(handle)[1]:
+      raise modes.rebuild_error(finetune, handle, third_party=metadata is None)
+  return finetune
+
+
+def native_expert(handle, precision, finetune="full"):
   """The expert of `handle` rebuilt as a trainable Keras model computing at `precision`
-  (`hub.native.trainable_model`), or None (one warning line) when it cannot be rebuilt: then
-  it is fine-tuned at float32 from its SavedModel."""
+  (`hub.native.trainable_model`), or None when it cannot be rebuilt: then it runs at float32
+  from its SavedModel (one notice line when `precision` is not float32). Raises UserError
+  naming the module when `finetune` (patch, adapter) needs the rebuilt model."""
   path = hub_load.resolve(handle)
   metadata = hub_metadata.read(path)
   model = None
-  if native.may_run_natively(metadata) and not third_party.split_options(handle)[1]:
+  if native.may_run_natively(metadata or {}) and not third_party.split_options(handle)[1]:
     model = native.trainable_model(path, metadata, precision, handle)
-  if model is None:
+  if model is None and finetune in modes.NATIVE_ONLY:
+    raise modes.rebuild_error(finetune, handle, third_party=metadata is None)
+  if model is None and precision != "float32":
     print(f"notice: {handle} cannot be rebuilt at {precision} (only tfexperts' own expert "
           "modules can); fine-tuning it at float32.", flush=True)
   return model
@@ -108,21 +135,28 @@ def native_expert(handle, precision):
 class TransferModel(keras.Model):
   """Hub expert + zero-initialised dense head: `call(images) -> [b, num_classes]` logits.
 
-  At float32 the expert is its SavedModel (`expert_layer`); at bfloat16 / float16 it is the
-  module rebuilt under that mixed policy (`native_expert`), with float32 variables; the head
-  and the logits stay float32. `precision` is the precision that runs.
+  Full fine-tuning at float32 trains the expert's SavedModel (`expert_layer`); at bfloat16 /
+  float16, and in the other modes (`finetune`, see `transfer.modes`), the expert is the module
+  rebuilt under that mixed policy (`native_expert`; `head` falls back to the frozen SavedModel
+  when it cannot be rebuilt), with float32 variables; the head and the logits stay float32.
+  `precision` is the precision that runs; only the mode's variables are trainable.
   """
 
-  def __init__(self, handle, num_classes, name="transfer", precision="float32", **kwargs):
+  def __init__(self, handle, num_classes, name="transfer", precision="float32", finetune="full",
+               **kwargs):
     super().__init__(name=name, **kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
     self.handle, self.num_classes = handle, num_classes
     self.precision = precision_lib.check(precision)
-    self.expert = native_expert(handle, precision) if precision != "float32" else None
-    if self.expert is None:
+    self.finetune = modes.check(finetune)
+    expert = None
+    if precision != "float32" or finetune != modes.FULL:
+      expert = native_expert(handle, precision, finetune)
+    if expert is None:
       self.precision = "float32"
-      self.expert = expert_layer(handle)
+      expert = expert_layer(handle)
+    self.expert = modes.prepare(expert, finetune, self.precision)
     self.input_range = third_party.input_range(handle)
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head",
                                    dtype="float32")
@@ -157,6 +191,11 @@ class TransferModel(keras.Model):
   def call(self, images, training=False):
     return self.head(self._features(images, training))
 
+  def outputs(self, images, training=False):
+    """`{"pre_logits": [b, d], "logits": [b, num_classes]}` float32 of `images`."""
+    features = self._features(images, training)
+    return {"pre_logits": features, "logits": self.head(features)}
+
 
 @dataclasses.dataclass
 class RunSpec:
@@ -177,6 +216,7 @@ class RunSpec:
   warmup_fraction: float = 0.1
   eval_batch_size: int = 128
   precision: str = "float32"
+  finetune: str = "full"
 
 
 def _dataset_fn(spec):
@@ -264,20 +304,24 @@ def run(spec, strategy):
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy, spec.precision)
+    return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy, spec.precision,
+                            spec.finetune)
 
   # Runs live in <work>/<task>/<expert>/<phase...>: the label names the expert of the run.
   expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(expert_dir)}/{run_dir}",
                         spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
                         reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes,
-                                                       spec.precision))
+                                                       spec.precision, spec.finetune))
+  checkpoint_dir = os.path.join(spec.directory, "ckpt")
   try:
-    model, _ = loop.train(strategy, task, config, os.path.join(spec.directory, "ckpt"))
+    train_start = time.perf_counter()
+    model, history = loop.train(strategy, task, config, checkpoint_dir)
+    train_seconds = time.perf_counter() - train_start
   except errors.DivergedError as e:
     print(f"{e} Recorded as diverged.", flush=True)
-    result = {**_result_settings(spec), "precision": spec.precision, "diverged": True,
-              "accuracy": None, "diverged_at_step": e.step,
+    result = {**_result_settings(spec), "precision": spec.precision, "finetune": spec.finetune,
+              "diverged": True, "accuracy": None, "diverged_at_step": e.step,
               "diverged_learning_rate": e.learning_rate, "message": str(e),
               "seconds": time.perf_counter() - start}
     fileio.write_json_atomic(result_path, result)
@@ -285,8 +329,26 @@ def run(spec, strategy):
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size, strategy)
   accuracy, count = float(correct.mean()), int(correct.size)
+  trained_images = (history["final_step"] - history["start_step"]) * spec.batch_size
   result = {**_result_settings(spec), "precision": model.precision, "diverged": False,
             "accuracy": accuracy, "num_eval_examples": count, "num_correct": int(correct.sum()),
-            "correct_bits": stats.pack_correct(correct), "seconds": time.perf_counter() - start}
+            "correct_bits": stats.pack_correct(correct), **_stored(model, spec),
+            "images_per_second": trained_images / train_seconds if trained_images else None,
+            "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
   fileio.write_json_atomic(result_path, result)
+  if spec.finetune != modes.FULL and tf.io.gfile.exists(checkpoint_dir):
+    tf.io.gfile.rmtree(checkpoint_dir)  # the artifact holds what the run trained
   return result
+
+
+def _stored(model, spec):
+  """The result fields of what a run keeps: `finetune`, `trained_parameters`, `artifact` (its
+  directory, None for full) and `artifact_bytes`."""
+  trained = modes.trained_variables(model)
+  fields = {"finetune": spec.finetune, "trained_parameters": modes.count(trained)}
+  if spec.finetune == modes.FULL:
+    return {**fields, "artifact": None, "artifact_bytes": fileio.variables_nbytes(model.variables)}
+  directory = os.path.join(spec.directory, artifact_lib.DIRECTORY)
+  nbytes = artifact_lib.save(model, directory, task=spec.task.name, resolution=spec.resolution,
+                             settings=_result_settings(spec))
+  return {**fields, "artifact": directory, "artifact_bytes": nbytes}

@@ -17,10 +17,12 @@ import dataclasses
 import os
 import statistics
 
+from tfexperts import defaults
 from tfexperts import precision as precision_lib
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.transfer import finetune
+from tfexperts.transfer import modes
 from tfexperts.transfer import stats
 
 VTAB_BATCH = 512
@@ -34,8 +36,16 @@ class ProtocolConfig:
   `input.resolution`, else 224); an integer overrides that for every module. `precision`
   (`tfexperts.precision`: float32, bfloat16 or float16) is the compute precision of every
   fine-tune; runs at a reduced one live in directories of their own (suffix `_<precision>`).
+
+  `finetune` (`transfer.modes`: full, patch, adapter, head) is what trains besides the head; runs
+  of the other modes than full live in directories of their own (suffix `_<mode>`, before the
+  precision's). `learning_rates=None` takes the mode's sweep, `defaults.LEARNING_RATES`:
+  full {0.01, 0.001} at batch 512, as BiT and VTAB; patch, adapter and head {0.1, 0.01}: with
+  the backbone frozen only a small, partly zero-initialised part of the network moves, and
+  linear probes and patches commonly need about 10x full fine-tuning's rates. `quick` takes
+  `defaults.QUICK_LEARNING_RATES` (full {0.1, 0.03}, the others {1.0, 0.3}). Given rates override.
   """
-  learning_rates: tuple = (0.01, 0.001)
+  learning_rates: tuple = None
   steps: tuple = (2500, 10000)
   batch_size: int = 512
   resolution: int = None
@@ -45,9 +55,13 @@ class ProtocolConfig:
   mixup_alpha: float = 0.0
   seed: int = 0
   precision: str = precision_lib.DEFAULT
+  finetune: str = defaults.FINETUNE
 
   def __post_init__(self):
     precision_lib.check(self.precision)
+    modes.check(self.finetune)
+    if self.learning_rates is None:
+      self.learning_rates = defaults.LEARNING_RATES[self.finetune]
     if not self.learning_rates or not self.steps:
       raise ValueError("The sweep needs at least one learning rate and one step count. Received: "
                        f"learning_rates={self.learning_rates!r}, steps={self.steps!r}")
@@ -60,10 +74,22 @@ class ProtocolConfig:
 
   @classmethod
   def quick(cls, **overrides):
-    """A CPU-sized preset: small batch and few steps, one sweep repeat, one final run."""
-    return cls(**{"learning_rates": (0.1, 0.03), "steps": (150,), "batch_size": 32,
-                  "sweep_repeats": 1, "final_repeats": 1, "decay": "cosine",
-                  **overrides})
+    """A CPU-sized preset: small batch and few steps, one sweep repeat, one final run, and the
+    mode's quick learning rates (`defaults.QUICK_LEARNING_RATES`) unless `overrides` give some."""
+    finetune = modes.check(overrides.get("finetune", defaults.FINETUNE))
+    return cls(**{"learning_rates": defaults.QUICK_LEARNING_RATES[finetune], "steps": (150,),
+                  "batch_size": 32, "sweep_repeats": 1, "final_repeats": 1, "decay": "cosine",
+                  **{k: v for k, v in overrides.items() if v is not None}})
+
+  def with_finetune(self, finetune):
+    """This config in mode `finetune`; learning rates that are the current mode's VTAB or quick
+    grid become the new mode's same grid, others (given by the user) stay."""
+    rates = self.learning_rates
+    for grids in (defaults.LEARNING_RATES, defaults.QUICK_LEARNING_RATES):
+      if tuple(rates) == grids[self.finetune]:
+        rates = grids[modes.check(finetune)]
+        break
+    return dataclasses.replace(self, finetune=finetune, learning_rates=rates)
 
 
 def module_resolution(config, handle):
@@ -81,9 +107,10 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
       learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
       directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
+          "" if config.finetune == modes.FULL else f"_{config.finetune}") + (
           "" if config.precision == "float32" else f"_{config.precision}")),
       data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
-      precision=config.precision)
+      precision=config.precision, finetune=config.finetune)
 
 
 def run_protocol(handle, task, config, directory, strategy, data_dir=None):
@@ -105,6 +132,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     `diverged` True, `diverged_in` ("sweep" or "final"), `message`, and `test_accuracy` None
     (`best` None too when the whole sweep diverged).
   """
+  finetune.check_mode(handle, config.finetune)
   sweep = []
   for lr in config.learning_rates:
     for steps in config.steps:
@@ -182,5 +210,6 @@ def short_run(handle, task, config, learning_rate, steps, directory, strategy, d
   The learning rate is at batch 512 like the sweep's; the run lives (and resumes) in
   `directory/short_lr{lr}_steps{steps}_seed{seed}`.
   """
+  finetune.check_mode(handle, config.finetune)
   return finetune.run(_spec(config, handle, task, "short", learning_rate, steps, 0, directory,
                             data_dir), strategy)
