@@ -25,3 +25,37 @@ def test_cache_file_of_one_precision_is_not_read_for_another(tmp_path):
   cache.save(_key(), [[1.0, 2.0]], [0])
   assert cache.load(_key(precision="float32")) is not None
   assert cache.load(_key(precision="bfloat16")) is None
+
+
+def test_float32_fallback_features_are_cached_under_the_float32_key(exported, offline_data_dir,
+                                                                    tmp_path, capsys):
+  """A module that does not verify as a native model runs its SavedModel at float32: its
+  features are cached as float32 ones, and a bfloat16 request never reads them as bfloat16."""
+  import dataclasses
+  import shutil
+
+  from tests.hub.test_modules import _path
+  from tests.select.test_task_images import counted_task
+  from tfexperts.hub import native
+  from tfexperts.select import selection
+
+  module_dir = str(tmp_path / "module")
+  shutil.copytree(_path(exported, "adapter_animal"), module_dir)
+  check = native.read_check_features(module_dir)
+  native.write_check_features(module_dir, int(check["resolution"]), int(check["count"]),
+                              int(check["seed"]), check["features"] + 1.0)
+  expert = selection.load_candidates([module_dir]).experts[0]
+  cache_dir = str(tmp_path / "features")
+  source = selection.FeatureSource(counted_task()[0], "few", offline_data_dir, batch_size=5,
+                                   cache_dir=cache_dir, precision="bfloat16")
+  first = source.features(expert)
+  assert "did not verify as a native model; embedded at float32" in capsys.readouterr().out
+  asked = source.key(expert)
+  cache = feature_cache.FeatureCache(cache_dir)
+  assert asked.precision == "bfloat16" and cache.load(asked) is None
+  assert cache.load(dataclasses.replace(asked, precision="float32")) is not None
+  float32 = selection.FeatureSource(counted_task()[0], "few", offline_data_dir, batch_size=5,
+                                    cache_dir=cache_dir)
+  again = float32.features(expert)
+  assert first.images_embedded > 0 and again.images_embedded == 0
+  assert (again.features == first.features).all()

@@ -199,35 +199,42 @@ class FeatureSource:
                                 self.engine_cache_dir or self.cache_dir, self.engine_precision(),
                                 third_party.input_range(expert.handle), self.resolution_of(expert))
 
-  def _embedder(self, expert):
-    # tfexperts' own modules run as in-process models when they verify (hub.native): no graph to
-    # load and optimise per module. Not under a strategy, whose variables must be mirrored.
-    if self._native(expert):
-      embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle,
-                               self.precision)
-      if embed is not None:
-        return embed
-      if self.precision != "float32":
-        print(f"notice: {expert.handle} did not verify as a native model; embedded at float32 "
-              f"with hub.load, not {self.precision}.", flush=True)
-    return self._loaded(expert).embed
+  def _native_embedder(self, expert):
+    """`expert`'s pre-logits as an in-process model at `self.precision` (hub.native: no graph to
+    load and optimise per module), or None when it does not verify as one (one notice line at a
+    reduced precision: it then runs its SavedModel at float32)."""
+    embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle,
+                             self.precision)
+    if embed is None and self.precision != "float32":
+      print(f"notice: {expert.handle} did not verify as a native model; embedded at float32 "
+            f"with hub.load, not {self.precision}.", flush=True)
+    return embed
 
   def _cached(self, key):
     return self.cache is not None and tf.io.gfile.exists(self.cache.path(key))
 
   def features(self, expert):
-    """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits."""
-    key, make_model, strategy = self.key(expert), lambda: self._embedder(expert), self.strategy
+    """`Features` (features, labels, images_embedded) of the split by `expert`'s pre-logits.
+
+    The model is chosen before the cache is written, so features a fallback computes (TensorFlow
+    for OpenVINO, the SavedModel at float32 for a native model that does not verify) are cached
+    (and may already be) under the key of what ran, never under the key asked for.
+    """
+    key, strategy, embed = self.key(expert), self.strategy, None
     if key.engine == "openvino":
       strategy = None  # one device (checked by _engine_for): the engine runs outside it
-    if key.engine == "openvino" and not self._cached(key):
-      # Converted before the cache is written, so features a fallback computes with TensorFlow
-      # are cached (and may already be) under TensorFlow's key, never under OpenVINO's.
-      embed = self._openvino_embedder(expert) if isinstance(expert, hub_load.Expert) else None
-      if embed is None:
-        key, strategy = self.key(expert, engine="tensorflow"), self.strategy
-      else:
-        make_model = lambda: embed.function
+      if not self._cached(key):
+        converted = (self._openvino_embedder(expert) if isinstance(expert, hub_load.Expert)
+                     else None)
+        if converted is None:
+          key, strategy = self.key(expert, engine="tensorflow"), self.strategy
+        else:
+          embed = converted.function
+    if key.engine == "tensorflow" and self._native(expert) and not self._cached(key):
+      embed = self._native_embedder(expert)
+      if embed is None and key.precision != "float32":
+        key = dataclasses.replace(key, precision="float32")
+    make_model = (lambda: embed) if embed is not None else (lambda: self._loaded(expert).embed)
     return features_lib.cached_features(self.cache, key, make_model,
                                         self._dataset(self.resolution_of(expert)),
                                         strategy=strategy, stats=self.stats)
