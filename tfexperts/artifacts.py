@@ -37,11 +37,14 @@ METADATA = "metadata.json"
 
 
 class RecordError(errors.UserError):
-  """A finished-model record (metadata.json) has an unknown, missing or malformed key."""
+  """A record (a finished model's metadata.json, a results record) has an unknown, missing or
+  malformed key."""
 
 
-def _check_keys(cls, data, where):
-  """Raises RecordError naming the first unknown key, then the first missing required key."""
+def check_keys(cls, data, where):
+  """Raises RecordError naming the first unknown key of dict `data` for dataclass `cls`, then the
+  first missing required key (a field without a default); `where` (a file, a path in it) leads
+  the message."""
   if not isinstance(data, dict):
     raise RecordError(f"{where}: expected a JSON object, got {type(data).__name__}.")
   fields = dataclasses.fields(cls)
@@ -64,7 +67,7 @@ def _to_json(record):
 _OMITTED_WHEN_NONE = ("experts", "domains", "dat_class_weights")
 
 
-class _StrictJson:
+class StrictJson:
   """`to_json` / `from_json` of a flat record dataclass whose keys are its fields, exactly."""
 
   def to_json(self):
@@ -75,12 +78,12 @@ class _StrictJson:
   def from_json(cls, data, where=None):
     """The record of dict `data`; raises RecordError naming an unknown or missing key (and
     `where`, e.g. "experts[1]")."""
-    _check_keys(cls, data, where or cls.__name__)
+    check_keys(cls, data, where or cls.__name__)
     return cls(**data)
 
 
 @dataclasses.dataclass
-class ExpertInfo(_StrictJson):
+class ExpertInfo(StrictJson):
   """One expert of a finished model (a full expert, or one expert of a bank).
 
   Attributes:
@@ -100,7 +103,7 @@ class ExpertInfo(_StrictJson):
 
 
 @dataclasses.dataclass
-class DomainInfo(_StrictJson):
+class DomainInfo(StrictJson):
   """One expert domain the expert prediction network predicts (its logit names, in order)."""
   expert_id: int
   name: str
@@ -182,7 +185,7 @@ class ModelRecord:
     """
     if isinstance(data, dict) and "kind" in data and data["kind"] not in ARTIFACT_KINDS:
       raise RecordError(f"{where}: kind {data['kind']!r} is not one of {ARTIFACT_KINDS}.")
-    _check_keys(cls, data, where)
+    check_keys(cls, data, where)
     try:
       return cls(**data)
     except RecordError as e:

@@ -17,11 +17,14 @@ import dataclasses
 import os
 import statistics
 
+from tfexperts import lazy
 from tfexperts import precision as precision_lib
-from tfexperts.hub import load as hub_load
-from tfexperts.hub import metadata as metadata_lib
-from tfexperts.transfer import finetune
 from tfexperts.transfer import stats
+
+# Lazy: `ProtocolConfig` is built by the binaries' flag checks, before TensorFlow loads.
+hub_load = lazy.LazyModule("tfexperts.hub.load")
+metadata_lib = lazy.LazyModule("tfexperts.hub.metadata")
+finetune = lazy.LazyModule("tfexperts.transfer.finetune")
 
 VTAB_BATCH = 512
 
