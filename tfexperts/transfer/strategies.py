@@ -341,7 +341,6 @@ register(KnnTopk())
 register(Dat())
 register(FineTuneSeveral("all_experts", oracle=True))
 register(FineTuneSeveral("all_proxies", oracle=False))
-assert tuple(STRATEGIES) == defaults.SELECTIONS, (tuple(STRATEGIES), defaults.SELECTIONS)
 
 
 def get(name, expert_names=None):
