@@ -12,6 +12,7 @@ from tfexperts.errors import UserError
     (bounds.positive_number, [1e-9, 3, 2.5], [0, -0.1, float("nan"), True], "a number > 0"),
     (bounds.non_negative_number, [0, 0.0, 4], [-1e-9, float("nan")], "a number >= 0"),
     (bounds.fraction, [0, 0.5], [1, 1.0, -0.1], "a number in [0, 1)"),
+    (bounds.positive_fraction, [1, 0.25], [0, 0.0, 1.01, float("nan")], "a number in (0, 1]"),
 ])
 def test_numeric_bounds(check, good, bad, valid):
   for value in good:

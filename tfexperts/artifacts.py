@@ -39,13 +39,14 @@ METADATA = "metadata.json"
 
 
 class RecordError(errors.UserError):
-  """A record (a finished model's or a hub module's metadata.json) has an unknown, missing or
-  malformed key."""
+  """A record (a finished model's or a hub module's metadata.json, a results record) has an
+  unknown, missing or malformed key."""
 
 
 def check_keys(cls, data, where):
-  """Raises RecordError naming `where` and the first key of dict `data` that is not a field of
-  dataclass `cls`, then the first field without a default that `data` lacks; returns None."""
+  """Raises RecordError naming the first unknown key of dict `data` for dataclass `cls`, then the
+  first missing required key (a field without a default); `where` (a file, a path in it) leads
+  the message."""
   if not isinstance(data, dict):
     raise RecordError(f"{where}: expected a JSON object, got {type(data).__name__}.")
   fields = dataclasses.fields(cls)

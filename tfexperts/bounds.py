@@ -50,6 +50,11 @@ def fraction(name, value):
   return _require(name, value, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 
 
+def positive_fraction(name, value):
+  """`value` if it is a real number in (0, 1]; else UserError naming `name`."""
+  return _require(name, value, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]")
+
+
 def one_of(name, value, valid):
   """`value` if it is in `valid` (a sequence); else UserError listing the choices."""
   if value not in valid:

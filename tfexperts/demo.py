@@ -66,27 +66,28 @@ def _step(title, fn):
 
 
 def _read_record(results_dir, task, selection):
+  from tfexperts.transfer import records  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
-  return report.read_result_record(report.record_path(results_dir, task, selection))
+  return records.read(report.record_path(results_dir, task, selection))
 
 
 def _pct(record, strategy):
-  accuracy = record["strategy_accuracy"].get(strategy)
+  accuracy = record.strategy_accuracy.get(strategy)
   if accuracy is None:
     return "diverged"
-  low, high = record["strategy_interval"].get(strategy) or (accuracy, accuracy)
+  low, high = record.strategy_interval.get(strategy) or (accuracy, accuracy)
   return f"{100 * accuracy:.1f}% ±{100 * (high - low) / 2:.1f}"
 
 
 def _oracle_lines(record):
   """The all_experts summary: oracle, each strategy's pick and regret, tau, knn_topk's runs."""
-  picks, regret, tau = record["picks"], record["regret"], record.get("kendall_tau", {})
-  finite = {e: r["test_accuracy"] for e, r in record["per_expert"].items()
+  picks, regret, tau = record.picks, record.regret or {}, record.kendall_tau or {}
+  finite = {e: r["test_accuracy"] for e, r in record.per_expert.items()
             if r.get("test_accuracy") is not None}
   if not finite:
-    return [f"- {record['task']}: every expert's fine-tuning diverged; no oracle."]
+    return [f"- {record.task}: every expert's fine-tuning diverged; no oracle."]
   oracle = max(finite, key=finite.get)
-  lines = [f"- {record['task']}: the oracle (every one of {record['num_experts']} experts "
+  lines = [f"- {record.task}: the oracle (every one of {record.num_experts} experts "
            f"fine-tuned) is {oracle} ({_pct(record, 'oracle')}; picked on the test split, so "
            "optimistic)."]
   for strategy in ("knn", "knn_topk", "label_matching", "domain", "random", "baseline"):
@@ -96,14 +97,14 @@ def _oracle_lines(record):
                   else "")
       lines.append(f"  {strategy:15s} picked {expert:22s} {_pct(record, strategy):>13s}, regret "
                    f"{100 * regret[strategy]:.1f} points{tau_text}")
-  topk = record.get("topk")
+  topk = record.topk
   if topk:
     runs = ", ".join(f"{c['expert']} " + ("diverged" if c["val_accuracy"] is None else
                                           f"{100 * c['val_accuracy']:.1f}%")
-                     for c in topk["candidates"])
-    lines.append(f"  knn_topk short runs ({topk['steps']} steps at lr {topk['learning_rate']:g}, "
-                 f"val200): {runs} -> {topk['pick']}; cost {topk['cost']['seconds']:.0f}s, "
-                 f"{topk['cost']['images']} images")
+                     for c in topk.candidates)
+    lines.append(f"  knn_topk short runs ({topk.steps} steps at lr {topk.learning_rate:g}, "
+                 f"val200): {runs} -> {topk.pick}; cost {topk.cost['seconds']:.0f}s, "
+                 f"{topk.cost['images']} images")
   return lines
 
 
@@ -111,25 +112,25 @@ def _cost_lines(record, results_dir):
   """kNN selection against fine-tuning every expert: measured (quick) and estimated (full)."""
   from tfexperts.transfer import cost  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
-  if record.get("test_size") is None:
-    return [f"- {record['task']}: no cost ratio, the fine-tuning diverged."]
-  finetune_all = sum(r["seconds"] for r in record["per_expert"].values())
+  if record.test_size is None:
+    return [f"- {record.task}: no cost ratio, the fine-tuning diverged."]
+  finetune_all = sum(r["seconds"] for r in record.per_expert.values())
   # The feature pass also embeds the baseline's and EPN's logits (label matching, domain): a
   # slight overestimate of kNN's own cost, so the ratios below err low.
-  knn_seconds = record["proxy_seconds"]["features"] + record["proxy_seconds"]["knn"]
-  if not record.get("images_embedded"):
+  knn_seconds = record.proxy_seconds["features"] + record.proxy_seconds["knn"]
+  if not record.images_embedded:
     return ["- cost: the features came from the cache in this run, so selection was not timed "
             f"(delete {os.path.join(results_dir, 'features')} to re-measure)."]
-  forward_per_second = record["images_embedded"] / record["proxy_seconds"]["features"]
-  batch = record["config"]["batch_size"]
+  forward_per_second = record.images_embedded / record.proxy_seconds["features"]
+  batch = record.config["batch_size"]
   trained = sum(batch * (sum(row["steps"] for row in r["sweep"])
                          + len(r["final"]) * (r["best"] or {}).get("steps", 0))
-                for r in record["per_expert"].values())
+                for r in record.per_expert.values())
   train_per_second = trained / finetune_all
-  full = cost.protocol_images(protocol.ProtocolConfig(), test_size=record["test_size"])
-  full_seconds = len(record["per_expert"]) * full.seconds(train_per_second, forward_per_second)
-  return [f"- measured, quick protocol ({record['task']}): kNN selection {knn_seconds:.1f}s vs "
-          f"fine-tuning all {record['num_experts']} experts {finetune_all:.0f}s: "
+  full = cost.protocol_images(protocol.ProtocolConfig(), test_size=record.test_size)
+  full_seconds = len(record.per_expert) * full.seconds(train_per_second, forward_per_second)
+  return [f"- measured, quick protocol ({record.task}): kNN selection {knn_seconds:.1f}s vs "
+          f"fine-tuning all {record.num_experts} experts {finetune_all:.0f}s: "
           f"{_times(finetune_all / knn_seconds)} (wall times while the evaluation parts shared "
           "the cores: the selection ran while all of them did, the fine-tuning while fewer and "
           "fewer did, so this ratio errs low)",
@@ -151,7 +152,7 @@ def _verdicts(results_dir):
   lines.append("\nPaired verdicts (same test examples; exact McNemar at 0.05, 95% Newcombe "
                "interval of the difference in points):")
   for record in records:
-    lines += [f"- {record['task']}: {report.verdict_text(c)}" for c in record["comparisons"]]
+    lines += [f"- {record.task}: {report.verdict_text(c)}" for c in record.comparisons]
   lines.append("\nCost of selection:")
   lines += _cost_lines(oracle, results_dir)
   lines.append("\nDomain Adaptive Transfer (the paper's competing approach):")
@@ -161,18 +162,18 @@ def _verdicts(results_dir):
 
 def _dat_line(record, oracle):
   """DAT's accuracy beside kNN's pick, and its upstream fine-tuning cost against kNN selection."""
-  if record["test_accuracy"] is None:
-    return f"- {record['task']}: DAT's fine-tuning diverged (no accuracy)."
-  low, high = record.get("test_interval") or (record["test_accuracy"],) * 2
-  dat = record["dat"]
-  training = dat["cost"]["upstream_training"]
-  return (f"- {record['task']}: DAT {100 * record['test_accuracy']:.1f}% "
+  if record.test_accuracy is None:
+    return f"- {record.task}: DAT's fine-tuning diverged (no accuracy)."
+  low, high = record.test_interval or (record.test_accuracy,) * 2
+  dat = record.dat
+  training = dat.cost["upstream_training"]
+  return (f"- {record.task}: DAT {100 * record.test_accuracy:.1f}% "
           f"±{100 * (high - low) / 2:.1f} vs kNN's pick {_pct(oracle, 'knn')}; its upstream "
           f"fine-tuning ({training['steps']} steps x {training['batch_size']} images, effective "
-          f"sample size {dat['weights']['effective_sample_size']:.0f} of "
-          f"{dat['weights']['num_upstream_images']}) took {training['seconds']:.0f}s against "
-          f"{dat['knn_selection']['seconds']:.1f}s for kNN over {dat['knn_selection']['num_experts']}"
-          f" experts: {_times(dat['upstream_training_over_knn'])} (paper: 500-1000x at 240 experts "
+          f"sample size {dat.weights['effective_sample_size']:.0f} of "
+          f"{dat.weights['num_upstream_images']}) took {training['seconds']:.0f}s against "
+          f"{dat.knn_selection['seconds']:.1f}s for kNN over {dat.knn_selection['num_experts']}"
+          f" experts: {_times(dat.upstream_training_over_knn)} (paper: 500-1000x at 240 experts "
           "and DAT's full budget; python bench/cost.py projects it).")
 
 
@@ -188,16 +189,16 @@ def _export(workdir, export_dir):
   print(collection.format_entries(entries), flush=True)
 
 
-def _evaluate(tasks, selection, experts, data_dir, results_dir, dat=False):
-  from tfexperts.transfer import dat as dat_lib  # pylint: disable=g-import-not-at-top
+def _evaluate(tasks, selection, experts, data_dir, results_dir):
+  """bin/vtab_eval in-process; the upstream data and DAT's budget serve only --selection=dat."""
+  from tfexperts.transfer import eval_config  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
-  upstream = evaluate.UpstreamSpec(UPSTREAM_DATASET, data_dir=data_dir) if dat else None
-  evaluate.run(evaluate.EvalConfig(
+  evaluate.run(eval_config.EvalConfig(
       tasks=list(tasks), experts=[experts], selection=selection,
       protocol=protocol.ProtocolConfig.quick(resolution=64, **EVAL_PROTOCOL), data_dir=data_dir,
-      results_dir=results_dir, dat=dat_lib.DatConfig(**DAT_SETTINGS) if dat else None,
-      upstream=upstream))
+      results_dir=results_dir, dat=eval_config.DatConfig(**DAT_SETTINGS),
+      upstream=eval_config.UpstreamSpec(UPSTREAM_DATASET, data_dir=data_dir)))
 
 
 class _Paths:
@@ -228,8 +229,7 @@ def _part_train(paths, stage):
 
 def _part_evaluate(paths, tasks, selection):
   _step(f"vtab_eval --task={','.join(tasks)} --selection={selection} --quick",
-        lambda: _evaluate(tasks, selection, paths.experts, paths.data_dir, paths.results_dir,
-                          dat=selection == "dat"))
+        lambda: _evaluate(tasks, selection, paths.experts, paths.data_dir, paths.results_dir))
 
 
 # The parts that run side by side, in groups of independent parts (see main): the

@@ -31,15 +31,14 @@ from tfexperts.transfer import report
 from tests import processes
 from tests.hub import collection_fixtures
 from tests.train import strategy_worker
+from tests.transfer import result_records
 
 KEY = feature_cache.CacheKey(handle="export/c/baseline/1", module="sha256:abc", task="digits",
                              split="train800", resolution=32, preprocessing="resize")
 
 
 def _record(task="digits", padding=0):
-  return {"task": task, "group": "natural", "selection": "knn", "chosen": ["baseline"],
-          "test_accuracy": 0.5, "times": {"selection_seconds": 1.0, "finetune_seconds": 2.0},
-          "padding": "x" * padding}
+  return result_records.make(task, chosen=["baseline"], task_spec=task + " " * padding)
 
 
 def _listing(directory):

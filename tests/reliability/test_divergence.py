@@ -12,6 +12,7 @@ import tensorflow as tf
 from tests import processes
 from tests.hub import collection_fixtures
 from tests.train import strategy_worker
+from tests.transfer import result_records
 from tfexperts import artifacts
 from tfexperts import errors
 from tfexperts.hub import export
@@ -154,10 +155,7 @@ def test_a_diverged_sweep_point_cannot_win_and_divergence_everywhere_leaves_no_a
 def test_diverged_record_has_no_accuracy_in_results_csv_or_the_table(tmp_path):
   (tmp_path / "results.csv").write_text("task,group,selection,chosen,test_accuracy\n"
                                         "old,natural,knn,x,0.5\n")  # before the diverged column
-  times = {"selection_seconds": 0.0, "finetune_seconds": 0.0}
-  report.write_record(str(tmp_path), {"task": "t", "group": "natural", "selection": "knn",
-                                      "chosen": ["x"], "test_accuracy": None, "diverged": True,
-                                      "times": times})
+  report.write_record(str(tmp_path), result_records.make("t", accuracy=None, diverged=True))
   rows = list(csv.DictReader(open(tmp_path / "results.csv")))
   assert [(r["task"], r["test_accuracy"], r["diverged"]) for r in rows] == [
       ("old", "0.5", ""), ("t", "", "yes")]

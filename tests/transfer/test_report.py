@@ -6,13 +6,13 @@ import pytest
 
 from tfexperts.errors import UserError
 from tfexperts.transfer import report
+from tests.transfer import result_records
 
 
-def _record(task, group, selection, accuracy, strategy_accuracy=None, chosen=("x",)):
-  return {"task": task, "group": group, "selection": selection, "chosen": list(chosen),
-          "test_accuracy": accuracy, "strategy_accuracy": strategy_accuracy or {},
-          "proxy_scores": {"knn": {"x": accuracy / 2, "y": 0.1}},
-          "times": {"selection_seconds": 1.0, "finetune_seconds": 2.0}}
+def _record(task, group, selection, accuracy, strategy_accuracy=None):
+  return result_records.make(task, group, selection, accuracy,
+                             strategy_accuracy=strategy_accuracy,
+                             proxy_scores={"knn": {"x": accuracy / 2, "y": 0.1}})
 
 
 RECORDS = [
@@ -37,8 +37,8 @@ def test_markdown_table_has_group_and_overall_means():
 def test_records_round_trip_and_csv_appends(tmp_path):
   for record in RECORDS:
     report.write_record(str(tmp_path), record)
-  assert report.read_records(str(tmp_path)) == sorted(
-      RECORDS, key=lambda r: (r["task"], r["selection"]))
+  assert report.read_records(str(tmp_path)) == sorted(RECORDS,
+                                                     key=lambda r: (r.task, r.selection))
   rows = list(csv.DictReader(open(tmp_path / "results.csv")))
   assert [r["task"] for r in rows] == ["a", "b", "c"]
   assert rows[0]["baseline_accuracy"] == "0.6" and rows[2]["chosen"] == "x"
@@ -79,9 +79,9 @@ def test_intervals_and_paired_verdicts_in_the_table(tmp_path):
       "no significant difference")
   record = _record("t", "offline", "all_proxies", 0.9, {"knn": 0.9, "random": 0.65,
                                                          "baseline": 0.65})
-  record["strategy_interval"] = {s: per_expert[e]["test_interval"] for s, e in picks.items()}
-  record["comparisons"] = comparisons
-  record["test_interval"], record["test_size"] = per_expert["x"]["test_interval"], 100
+  record.strategy_interval = {s: per_expert[e]["test_interval"] for s, e in picks.items()}
+  record.comparisons = comparisons
+  record.test_interval, record.test_size = per_expert["x"]["test_interval"], 100
   table = report.markdown_table([record])
   # Wilson 90/100: [0.8256, 0.9448] -> +-6.0; 65/100: [0.5525, 0.7364] -> +-9.2.
   assert "| knn | 90.0 ±6.0 | 90.0 ±6.0 | 90.0 ±6.0 |" in table
@@ -112,16 +112,15 @@ def test_summary_over_a_corrupt_or_incomplete_record_names_the_file(tmp_path):
   with pytest.raises(UserError, match="b__knn.json.*not valid JSON"):
     report.summarize(str(tmp_path))
   cut.write_text('{"task": "b", "selection": "knn"}')
-  with pytest.raises(UserError, match=r"b__knn.json.*lacks \['group', 'test_accuracy'\]"):
+  with pytest.raises(UserError, match=r"b__knn.json: missing key 'task_spec'"):
     report.summarize(str(tmp_path))
 
 
 def _write_records(results_dir, task, count, start):
   start.wait()  # all writers begin together
   for i in range(count):
-    report.write_record(results_dir, {
-        "task": task, "selection": f"expert_{i}", "group": "offline", "chosen": [f"expert_{i}"],
-        "test_accuracy": 0.5, "times": {"selection_seconds": 0.0, "finetune_seconds": 0.0}})
+    report.write_record(results_dir, result_records.make(task, "offline", f"expert_{i}", 0.5,
+                                                         chosen=[f"expert_{i}"]))
 
 
 def test_processes_writing_records_at_once_lose_no_row(tmp_path):

@@ -38,14 +38,14 @@ from tfexperts import errors
 from tfexperts import precision as precision_lib
 from tfexperts.cli import checks
 from tfexperts.cli import run as run_lib
-from tfexperts.data import tasks
 from tfexperts.hub import openvino_engine
-from tfexperts.select import proxies as proxies_lib
 from tfexperts.train import strategy as strategy_lib
+from tfexperts.transfer import dat_config
+from tfexperts.transfer import eval_config as eval_config_lib
+from tfexperts.transfer import protocol
 
 FLAGS = flags.FLAGS
 SELECTIONS = defaults.SELECTIONS
-TOPK = defaults.TOPK
 
 flags.DEFINE_list("task", [], "Task names (tfexperts.data.tasks), `vtab` for all 19, and/or "
                   "task strings tfds:NAME[/CONFIG][:VERSION][?image=KEY&label=KEY], folder:PATH.")
@@ -114,7 +114,6 @@ flags.DEFINE_bool("summary", False, "Only summarize --results_dir into summary.m
 
 
 def _protocol_config():
-  from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
   overrides = {}
   if FLAGS.learning_rates:
     overrides["learning_rates"] = tuple(checks.numbers("learning_rates", FLAGS.learning_rates,
@@ -131,13 +130,8 @@ def _protocol_config():
       protocol.ProtocolConfig(**overrides))
 
 
-def task_names():
-  """The task names --task asks for (`vtab`: the 19 VTAB-1k tasks)."""
-  return list(tasks.VTAB_TASKS) if FLAGS.task == ["vtab"] else FLAGS.task
-
-
 def check_flags(argv):
-  """Checks every flag that needs nothing loaded; raises UserError naming a bad value."""
+  """Checks the flags that are not an `EvalConfig` field (that checks itself); raises UserError."""
   if len(argv) > 1:
     raise errors.UserError(f"Unexpected arguments: {argv[1:]}")
   if FLAGS.summary:
@@ -145,64 +139,33 @@ def check_flags(argv):
     return
   checks.required("task", FLAGS.task, " (or --summary)")
   checks.required("experts", FLAGS.experts, " (collection directories and/or hub handles)")
-  for name in task_names():
-    tasks.get_task(name, FLAGS.data_dir)
-  checks.known_names("report_proxies", FLAGS.report_proxies,
-                     sorted(proxies_lib.PROXIES) + [TOPK])
-  if not 0.0 < FLAGS.topk_steps_fraction <= 1.0:
-    raise errors.UserError(f"--topk_steps_fraction: {FLAGS.topk_steps_fraction!r} must be in "
-                           "(0, 1].")
   openvino_engine.check_engine(FLAGS.engine)
-  checks.numbers("learning_rates", FLAGS.learning_rates or [], float)
-  checks.numbers("steps", FLAGS.steps or [], int)
-  modules = checks.hub_handles("experts", FLAGS.experts)
-  if FLAGS.selection not in SELECTIONS and modules is not None and (
-      FLAGS.selection not in modules):
-    raise errors.UserError(f"--selection: {FLAGS.selection!r} is neither one of "
-                           f"{', '.join(SELECTIONS)} nor a module of the collection "
-                           f"({', '.join(modules)})."
-                           f"{errors.did_you_mean(FLAGS.selection, list(SELECTIONS) + modules)}")
   checks.existing_path("data_dir", FLAGS.data_dir)
-  if FLAGS.selection == "dat":
-    if not FLAGS.upstream_dataset:
-      raise errors.UserError("--selection=dat fine-tunes the baseline on its upstream data: name "
-                             "it with --upstream_dataset (and --upstream_hierarchy, "
-                             "--upstream_data_dir as for bin/train_experts).")
-    checks.existing_path("upstream_hierarchy", FLAGS.upstream_hierarchy)
-    checks.existing_path("upstream_data_dir", FLAGS.upstream_data_dir)
-    for name in ("dat_steps", "dat_batch_size"):
-      if FLAGS[name].value <= 0:
-        raise errors.UserError(f"--{name} must be a positive integer. Received: "
-                               f"{FLAGS[name].value}")
-    if not FLAGS.dat_lr > 0:
-      raise errors.UserError(f"--dat_lr must be > 0. Received: {FLAGS.dat_lr}")
+  checks.existing_path("upstream_hierarchy", FLAGS.upstream_hierarchy)
+  checks.existing_path("upstream_data_dir", FLAGS.upstream_data_dir)
 
 
 def _dat_config():
-  from tfexperts.transfer import dat  # pylint: disable=g-import-not-at-top
-  return dat.DatConfig(steps=FLAGS.dat_steps, batch_size=FLAGS.dat_batch_size,
-                       base_lr=FLAGS.dat_lr, resolution=FLAGS.dat_resolution,
-                       checkpoint_every=max(min(defaults.CHECKPOINT_EVERY, FLAGS.dat_steps // 4),
-                                            1),
-                       log_every=max(min(defaults.LOG_EVERY, FLAGS.dat_steps // 10), 1),
-                       seed=FLAGS.seed)
+  return dat_config.DatConfig(
+      steps=FLAGS.dat_steps, batch_size=FLAGS.dat_batch_size, base_lr=FLAGS.dat_lr,
+      resolution=FLAGS.dat_resolution,
+      checkpoint_every=max(min(defaults.CHECKPOINT_EVERY, FLAGS.dat_steps // 4), 1),
+      log_every=max(min(defaults.LOG_EVERY, FLAGS.dat_steps // 10), 1), seed=FLAGS.seed)
 
 
 def eval_config():
-  """The `transfer.evaluate.EvalConfig` the flags ask for."""
-  from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
-  dat = FLAGS.selection == "dat"
-  upstream = evaluate.UpstreamSpec(
+  """The `transfer.eval_config.EvalConfig` the flags ask for (it checks itself: UserError)."""
+  upstream = dat_config.UpstreamSpec(
       FLAGS.upstream_dataset, FLAGS.upstream_hierarchy, FLAGS.upstream_data_dir or FLAGS.data_dir,
       split=FLAGS.upstream_split, image_key=FLAGS.upstream_image_key,
-      label_key=FLAGS.upstream_label_key) if dat else None
-  return evaluate.EvalConfig(
+      label_key=FLAGS.upstream_label_key) if FLAGS.upstream_dataset else None
+  return eval_config_lib.EvalConfig(
       tasks=FLAGS.task, experts=FLAGS.experts, selection=FLAGS.selection,
       report_proxies=tuple(FLAGS.report_proxies), topk=FLAGS.topk,
       topk_steps_fraction=FLAGS.topk_steps_fraction, topk_learning_rate=FLAGS.topk_learning_rate,
       protocol=_protocol_config(), data_dir=FLAGS.data_dir, results_dir=FLAGS.results_dir,
       workdir=FLAGS.workdir, cache_dir=FLAGS.cache_dir, seed=FLAGS.seed, engine=FLAGS.engine,
-      dat=_dat_config() if dat else None, upstream=upstream, precision=FLAGS.precision)
+      dat=_dat_config(), upstream=upstream, precision=FLAGS.precision)
 
 
 def main(argv):
@@ -212,9 +175,9 @@ def main(argv):
     from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
     print(report.summarize(FLAGS.results_dir))
     return
+  config = eval_config()  # before TensorFlow loads: a bad value fails within a second
   run_lib.take_leases(FLAGS.results_dir, FLAGS.workdir)  # the feature cache stays shared
   from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
-  config = eval_config()
   strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
   notice = precision_lib.device_notice(FLAGS.precision, "TPU" if FLAGS.tpu else None)
   print(f"precision: {FLAGS.precision}" + (f" (notice: {notice})" if notice else ""), flush=True)

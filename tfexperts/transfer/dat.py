@@ -10,16 +10,15 @@ For a task:
 Everything lives under one directory per task and resumes after a kill: the weights are saved,
 training resumes from its checkpoints, a finished export is reused, and protocol runs resume.
 The cost of each step (seconds, images processed) is recorded; steps finished by an earlier
-invocation keep the cost measured then.
+invocation keep the cost measured then. Its settings are `transfer.dat_config`; the strategy
+that runs it per task and records its model and cost is `transfer.strategies.Dat`.
 """
-import dataclasses
 import os
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from tfexperts import defaults
 from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.errors import UserError
@@ -36,30 +35,6 @@ from tfexperts.transfer import protocol
 WEIGHTS_FILE = "dat_weights.json"
 COST_FILE = "dat_upstream_cost.json"
 TRAIN_PREPROCESS = "resize({res})|flip_lr|value_range(0, 1)"
-
-
-@dataclasses.dataclass
-class DatConfig:
-  """DAT's upstream fine-tuning: steps at a global batch, BiT's SGD schedule (lr at batch 512).
-
-  `resolution` None trains at the baseline module's `input.resolution`.
-  """
-  steps: int = 1000
-  batch_size: int = 512
-  base_lr: float = defaults.BASE_LR
-  warmup_steps: int = 50
-  checkpoint_every: int = defaults.CHECKPOINT_EVERY
-  log_every: int = defaults.LOG_EVERY
-  resolution: int = None
-  seed: int = 0
-
-  def __post_init__(self):
-    for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise UserError(f"DAT `{name}` must be a positive integer. Received: {name}={value!r}")
-    if not self.base_lr > 0:
-      raise UserError(f"DAT `base_lr` must be > 0. Received: base_lr={self.base_lr!r}")
 
 
 def _label_probs(baseline, source):
@@ -120,7 +95,7 @@ def train_upstream(make_baseline, upstream, class_weights, config, resolution, d
     make_baseline: returns the built baseline Keras model (with its upstream head).
     upstream: the `tfexperts.data.upstream.Upstream` the baseline was trained on.
     class_weights: `[num_classes]` weights (see `dat_weights.class_weights`).
-    config: `DatConfig`.
+    config: `transfer.dat_config.DatConfig`.
     resolution: the training resolution.
     directory: this upstream run's directory.
     strategy: the tf.distribute strategy.
@@ -204,7 +179,7 @@ def run(task, baseline, upstream, dat_config, protocol_config, directory, strate
     task: a `tfexperts.data.tasks.Task`.
     baseline: the `hub.load.Expert` of a tfexperts baseline module (with `logits`).
     upstream: the `tfexperts.data.upstream.Upstream` the baseline was trained on.
-    dat_config: `DatConfig` (upstream fine-tuning).
+    dat_config: `transfer.dat_config.DatConfig` (upstream fine-tuning).
     protocol_config: `protocol.ProtocolConfig` (the task fine-tuning).
     directory: this task's DAT directory (weights, upstream run, module, protocol runs).
     strategy: the tf.distribute strategy for training and fine-tuning.

@@ -109,8 +109,8 @@ def check_mode(handle, finetune):
   reads the metadata only. Returns `finetune`."""
   if modes.check(finetune) in modes.NATIVE_ONLY:
     metadata = hub_metadata.read(hub_load.resolve(handle))
-    if not native.may_run_natively(metadata or {}) or third_party.split_options(handle)[1]:
-      raise modes.rebuild_error(finetune, handle, third_party=metadata is None)
+    if not native.may_run_natively(metadata) or third_party.split_options(handle)[1]:
+      raise modes.rebuild_error(finetune, handle, third_party=metadata.is_absent)
   return finetune
 
 
@@ -122,10 +122,10 @@ def native_expert(handle, precision, finetune="full"):
   path = hub_load.resolve(handle)
   metadata = hub_metadata.read(path)
   model = None
-  if native.may_run_natively(metadata or {}) and not third_party.split_options(handle)[1]:
+  if native.may_run_natively(metadata) and not third_party.split_options(handle)[1]:
     model = native.trainable_model(path, metadata, precision, handle)
   if model is None and finetune in modes.NATIVE_ONLY:
-    raise modes.rebuild_error(finetune, handle, third_party=metadata is None)
+    raise modes.rebuild_error(finetune, handle, third_party=metadata.is_absent)
   if model is None and precision != "float32":
     print(f"notice: {handle} cannot be rebuilt at {precision} (only tfexperts' own expert "
           "modules can); fine-tuning it at float32.", flush=True)

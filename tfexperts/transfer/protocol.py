@@ -17,15 +17,22 @@ import dataclasses
 import os
 import statistics
 
+from tfexperts import bounds
 from tfexperts import defaults
+from tfexperts import lazy
 from tfexperts import precision as precision_lib
-from tfexperts.hub import load as hub_load
-from tfexperts.hub import metadata as metadata_lib
-from tfexperts.transfer import finetune
-from tfexperts.transfer import modes
 from tfexperts.transfer import stats
 
+# Lazy: `ProtocolConfig` is built by the binaries' flag checks, before TensorFlow loads.
+hub_load = lazy.LazyModule("tfexperts.hub.load")
+metadata_lib = lazy.LazyModule("tfexperts.hub.metadata")
+finetune = lazy.LazyModule("tfexperts.transfer.finetune")
+
 VTAB_BATCH = 512
+
+
+def _check_finetune(finetune):
+  return bounds.one_of("finetune", finetune, defaults.FINETUNE_MODES)
 
 
 @dataclasses.dataclass
@@ -59,7 +66,7 @@ class ProtocolConfig:
 
   def __post_init__(self):
     precision_lib.check(self.precision)
-    modes.check(self.finetune)
+    _check_finetune(self.finetune)
     if self.learning_rates is None:
       self.learning_rates = defaults.LEARNING_RATES[self.finetune]
     if not self.learning_rates or not self.steps:
@@ -76,7 +83,7 @@ class ProtocolConfig:
   def quick(cls, **overrides):
     """A CPU-sized preset: small batch and few steps, one sweep repeat, one final run, and the
     mode's quick learning rates (`defaults.QUICK_LEARNING_RATES`) unless `overrides` give some."""
-    finetune = modes.check(overrides.get("finetune", defaults.FINETUNE))
+    finetune = _check_finetune(overrides.get("finetune", defaults.FINETUNE))
     return cls(**{"learning_rates": defaults.QUICK_LEARNING_RATES[finetune], "steps": (150,),
                   "batch_size": 32, "sweep_repeats": 1, "final_repeats": 1, "decay": "cosine",
                   **{k: v for k, v in overrides.items() if v is not None}})
@@ -87,7 +94,7 @@ class ProtocolConfig:
     rates = self.learning_rates
     for grids in (defaults.LEARNING_RATES, defaults.QUICK_LEARNING_RATES):
       if tuple(rates) == grids[self.finetune]:
-        rates = grids[modes.check(finetune)]
+        rates = grids[_check_finetune(finetune)]
         break
     return dataclasses.replace(self, finetune=finetune, learning_rates=rates)
 
@@ -107,7 +114,7 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
       learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
       directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
-          "" if config.finetune == modes.FULL else f"_{config.finetune}") + (
+          "" if config.finetune == "full" else f"_{config.finetune}") + (
           "" if config.precision == "float32" else f"_{config.precision}")),
       data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
       precision=config.precision, finetune=config.finetune)

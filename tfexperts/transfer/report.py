@@ -1,9 +1,11 @@
-"""Results records of bin/vtab_eval and the paper-style summary table.
+"""Results records of bin/vtab_eval on disk and the paper-style summary table.
 
-A record (one JSON file per task and selection, plus a row in results.csv) holds the task, the
-proxy scores of every expert, each proxy's pick, the fine-tuned experts with their sweep and test
-accuracy, times and versions. An `all_experts` record fine-tunes every expert, so the accuracy of
-any selection strategy on that task is the accuracy of the expert it picks.
+A record (`records.ResultRecord`: one JSON file per task and selection, plus a row in results.csv)
+holds the task, the proxy scores of every expert, each proxy's pick, the fine-tuned experts with
+their sweep and test accuracy, times and versions. A record that compares strategies
+(all_experts, all_proxies: `strategy_accuracy`) gives the accuracy of every strategy whose pick it
+fine-tuned; an `all_experts` record fine-tunes every expert, so the accuracy of any selection
+strategy on that task is the accuracy of the expert it picks.
 
 Every test accuracy carries its 95% Wilson interval on the test size (`test_interval`,
 `strategy_interval`); the table shows it as `78.6 ±2.5` (half the interval's width, in points),
@@ -24,7 +26,7 @@ import tensorflow as tf
 
 from tfexperts import errors
 from tfexperts import fileio
-from tfexperts.errors import UserError
+from tfexperts.transfer import records as records_lib
 from tfexperts.transfer import stats
 
 GROUPS = ("natural", "specialized", "structured", "offline")
@@ -44,14 +46,17 @@ def record_path(results_dir, task, selection):
 
 
 def write_record(results_dir, record):
-  """Writes `record` as JSON (atomically) and appends its row to results.csv; returns the path.
+  """Writes `record` (a `records.ResultRecord`) as JSON (atomically) and appends its row to
+  results.csv; returns the path.
 
   A results.csv with an older header is rewritten with the current one (old rows keep their
   values, new columns stay empty). Processes writing records to one local results_dir at once
   take turns (a lock file beside results.csv), so no row is lost.
   """
-  path = record_path(results_dir, record["task"], record["selection"])
-  fileio.write_json_atomic(path, record)
+  if not isinstance(record, records_lib.ResultRecord):
+    raise TypeError(f"`record` must be a ResultRecord. Received: {type(record).__name__}")
+  path = record_path(results_dir, record.task, record.selection)
+  fileio.write_json_atomic(path, record.to_json())
   csv_path = os.path.join(results_dir, "results.csv")
   with fileio.exclusive(csv_path + ".lock"):  # evaluations running side by side append too
     _append_row(csv_path, record, path)
@@ -63,16 +68,16 @@ def _append_row(csv_path, record, path):
   if tf.io.gfile.exists(csv_path):
     with tf.io.gfile.GFile(csv_path) as f:
       rows = list(csv.DictReader(f))
-  baseline = record.get("strategy_accuracy", {}).get("baseline")
-  low, high = record.get("test_interval") or (None, None)
-  rows.append({"task": record["task"], "group": record["group"],
-               "selection": record["selection"], "chosen": ";".join(record["chosen"]),
-               "test_accuracy": record["test_accuracy"], "test_low": low, "test_high": high,
-               "test_size": record.get("test_size"), "baseline_accuracy": baseline,
-               "selection_seconds": round(record["times"]["selection_seconds"], 2),
-               "finetune_seconds": round(record["times"]["finetune_seconds"], 2),
+  baseline = (record.strategy_accuracy or {}).get("baseline")
+  low, high = record.test_interval or (None, None)
+  rows.append({"task": record.task, "group": record.group,
+               "selection": record.selection, "chosen": ";".join(record.chosen),
+               "test_accuracy": record.test_accuracy, "test_low": low, "test_high": high,
+               "test_size": record.test_size, "baseline_accuracy": baseline,
+               "selection_seconds": round(record.times["selection_seconds"], 2),
+               "finetune_seconds": round(record.times["finetune_seconds"], 2),
                "record": os.path.basename(path),
-               "diverged": "yes" if record.get("diverged") else "no"})
+               "diverged": "yes" if record.diverged else "no"})
   out = io.StringIO()
   writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
   writer.writeheader()
@@ -126,31 +131,16 @@ def verdict_text(comparison):
           f"({c['only_a']} vs {c['only_b']} discordant of {c['n']})")
 
 
-REQUIRED_FIELDS = ("task", "group", "selection", "test_accuracy")
 DIVERGED = "diverged"  # a table value in place of an accuracy
 
 
-def read_result_record(path):
-  """The vtab_eval results record (a dict) at `path`.
-
-  Raises `UserError` naming the file when it is not JSON or lacks a required field.
-  """
-  try:
-    record = fileio.read_json(path)
-  except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-    raise UserError(f"Results record {path!r} is not valid JSON ({e}); it is corrupt or was cut "
-                    "short: delete it (rerun its task) or move it out of the results dir.") from e
-  missing = [k for k in REQUIRED_FIELDS if not isinstance(record, dict) or k not in record]
-  if missing:
-    raise UserError(f"Results record {path!r} is incomplete: it lacks {missing} (a vtab_eval "
-                    f"record has {list(REQUIRED_FIELDS)} and more); delete it or rerun its task.")
-  return record
-
-
 def read_records(results_dir):
-  """All JSON records in `results_dir`, sorted by task then selection (see `read_result_record`)."""
+  """All `records.ResultRecord`s in `results_dir`, sorted by task then selection.
+
+  Raises `records.RecordError` naming a file that is not JSON or not a valid record.
+  """
   paths = sorted(tf.io.gfile.glob(os.path.join(results_dir, "*__*.json")))
-  return [read_result_record(p) for p in paths]
+  return [records_lib.read(p) for p in paths]
 
 
 def kendall_tau(scores, accuracies):
@@ -166,26 +156,28 @@ def kendall_tau(scores, accuracies):
 def strategy_table(records, intervals=False):
   """`{strategy: {task: accuracy}}` and `{task: group}` from a list of records.
 
-  `all_experts` records give every strategy they recorded (baseline, random, knn, ..., oracle);
-  single-selection records give their own strategy. A later record never hides an earlier value
-  of another selection. With `intervals`, the values are `(accuracy, (low, high) or None)`.
+  Records comparing strategies (all_experts, all_proxies: `strategy_accuracy`) give every
+  strategy they recorded (baseline, random, knn, ..., oracle); the others give their own
+  selection. A later record never hides an earlier value of another selection. With `intervals`,
+  the values are `(accuracy, (low, high) or None)`.
   """
   table, groups = {}, {}
   for record in records:
-    groups[record["task"]] = record["group"]
-    if record.get("diverged") and record["selection"] not in ("all_experts", "all_proxies"):
-      table.setdefault(record["selection"], {}).setdefault(  # never hides an accuracy
-          record["task"], (DIVERGED, None) if intervals else DIVERGED)
+    groups[record.task] = record.group
+    compares = record.strategy_accuracy is not None
+    if record.diverged and not compares:
+      table.setdefault(record.selection, {}).setdefault(  # never hides an accuracy
+          record.task, (DIVERGED, None) if intervals else DIVERGED)
       continue
-    values = dict(record.get("strategy_accuracy") or {})
-    bounds = dict(record.get("strategy_interval") or {})
-    if record["selection"] not in ("all_experts", "all_proxies"):
-      values = {record["selection"]: record["test_accuracy"]}
-      bounds = {record["selection"]: record.get("test_interval")}
+    if compares:
+      values, bounds = record.strategy_accuracy, record.strategy_interval or {}
+    else:
+      values = {record.selection: record.test_accuracy}
+      bounds = {record.selection: record.test_interval}
     for strategy, accuracy in values.items():
       if accuracy is not None:
         bound = tuple(bounds[strategy]) if bounds.get(strategy) else None
-        table.setdefault(strategy, {})[record["task"]] = (
+        table.setdefault(strategy, {})[record.task] = (
             (accuracy, bound) if intervals else accuracy)
   return table, groups
 
@@ -235,8 +227,7 @@ def markdown_table(records):
 
 def verdicts_markdown(records):
   """The paired verdicts of all records as a Markdown list (empty string if none)."""
-  lines = [f"- {r['task']}: {verdict_text(c)}" for r in records
-           for c in r.get("comparisons") or []]
+  lines = [f"- {r.task}: {verdict_text(c)}" for r in records for c in r.comparisons or []]
   return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -272,8 +263,7 @@ def plot_table(records, path):
 
 def knn_accuracy_by_task(records):
   """`{task: {expert: kNN leave-one-out accuracy}}` from the records' proxy scores."""
-  return {r["task"]: r["proxy_scores"]["knn"] for r in records
-          if (r.get("proxy_scores") or {}).get("knn")}
+  return {r.task: r.proxy_scores["knn"] for r in records if r.proxy_scores.get("knn")}
 
 
 def summarize(results_dir):

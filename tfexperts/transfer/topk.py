@@ -17,8 +17,7 @@ from tfexperts.transfer import protocol
 
 def short_steps(config, steps_fraction):
   """Steps of one short run: `steps_fraction` of the shortest sweep step count (at least 1)."""
-  if not 0.0 < steps_fraction <= 1.0:
-    raise ValueError(f"`steps_fraction` must be in (0, 1]. Received: {steps_fraction!r}")
+  bounds.positive_fraction("steps_fraction", steps_fraction)
   return max(1, math.ceil(min(config.steps) * steps_fraction))
 
 
