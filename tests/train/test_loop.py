@@ -1,5 +1,6 @@
 """The training loop's checkpoints: every model variable is saved and restores exactly."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.train import strategy_worker
@@ -15,6 +16,8 @@ def test_checkpoint_holds_every_model_variable_and_restores_them(tmp_path):
   model, history = loop.train(tf.distribute.OneDeviceStrategy("/cpu:0"), task, config,
                               str(tmp_path / "ckpt"))
   assert history["final_step"] == 2
+  # Step 1 (no warm-up, before the first decay) trains at the rate at batch 512 scaled to 8.
+  assert history["log"][0]["lr"] == pytest.approx(0.3 * 8 / 512, rel=1e-7)
   latest = tf.train.latest_checkpoint(str(tmp_path / "ckpt"))
   saved = [k for k in tf.train.load_checkpoint(latest).get_variable_to_shape_map()
            if k.startswith("model_variables/")]

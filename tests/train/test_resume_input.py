@@ -66,8 +66,9 @@ def _task(counter):
 
 
 def _config():
-  return loop.LoopConfig(total_steps=TOTAL_STEPS, global_batch_size=GLOBAL_BATCH, base_lr=0.05,
-                         base_batch=GLOBAL_BATCH, checkpoint_every=INTERRUPTED_AT, log_every=10)
+  return loop.LoopConfig(total_steps=TOTAL_STEPS, global_batch_size=GLOBAL_BATCH,
+                         base_lr=0.05 * 512 / GLOBAL_BATCH, checkpoint_every=INTERRUPTED_AT,
+                         log_every=10)
 
 
 def test_resume_decodes_only_unconsumed_records_and_matches_an_uninterrupted_run(tmp_path):

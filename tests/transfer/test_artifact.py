@@ -42,11 +42,12 @@ def test_patch_artifact_round_trip(tmp_path, exported, offline_data_dir):
   baseline = os.path.join(exported.collection_dir, "baseline", "1")
   task = tasks.get_task("shapes_fine_tiny")
   spec = finetune.RunSpec(handle=baseline, task=task, train_split="train800",
-                          eval_split="val200", learning_rate=1.0, steps=4, batch_size=8,
+                          eval_split="val200", learning_rate=64.0, steps=4, batch_size=8,
                           resolution=32, seed=0, directory=str(tmp_path / "run"),
                           data_dir=offline_data_dir, finetune="patch")
-  result = finetune.run(spec, tf.distribute.get_strategy())
-  model = finetune._LastModel.model  # pylint: disable=protected-access
+  cache = finetune.ModelCache()
+  result = finetune.run(spec, tf.distribute.get_strategy(), cache)
+  model = cache.model
   closed = modes.closed_form("patch", TINY["units"], TINY["width"], task.num_classes)
   assert result["finetune"] == "patch" and result["trained_parameters"] == closed
   assert result["artifact"] == str(tmp_path / "run" / "artifact")

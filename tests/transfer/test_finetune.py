@@ -1,12 +1,13 @@
-"""finetune.run: consecutive runs of one expert reuse its model and traced step, from the module's
-weights, with the results of a fresh run."""
+"""finetune.run: consecutive runs of one expert passed one `ModelCache` reuse its model and traced
+step, from the module's weights, with the results of a fresh run; each trains at the learning rate
+at batch 512 scaled to its batch."""
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfexperts.data import tasks
-from tfexperts.train import loop
 from tfexperts.transfer import finetune
 
 
@@ -28,18 +29,22 @@ def test_reused_model_starts_from_the_module_weights(tmp_path, exported, offline
   strategy = tf.distribute.get_strategy()
   baseline = os.path.join(exported.collection_dir, "baseline", "1")
   adapter = os.path.join(exported.collection_dir, "adapter_animal", "1")
-  finetune._LastModel.key = None  # pylint: disable=protected-access  (a fresh load first)
+  cache = finetune.ModelCache()
 
-  first = finetune.run(_spec(baseline, 0.1, tmp_path / "a", offline_data_dir), strategy)
-  model = finetune._LastModel.model  # pylint: disable=protected-access
-  traced = loop._LastRun.parts[3]  # pylint: disable=protected-access
+  # 6.4 at batch 512 is 0.1 at batch 8: the first logged step (no warm-up, before the first
+  # decay) trains at exactly that rate.
+  first = finetune.run(_spec(baseline, 6.4, tmp_path / "a", offline_data_dir), strategy, cache)
+  model, traced = cache.model, cache.steps.parts[3]
+  out = capsys.readouterr().out
+  assert "step 1/3 loss" in out and f" lr {6.4 * 8 / 512:.2e} " in out, out
+  assert float(cache.steps.parts[1](0)) == pytest.approx(0.1, rel=1e-7)
   # The module's upstream head is trainable but outside the pre-logits path: named, left as is.
-  unreached = [line for line in capsys.readouterr().out.splitlines() if "no gradient" in line]
+  unreached = [line for line in out.splitlines() if "no gradient" in line]
   assert len(unreached) == 1 and "2 trainable variables" in unreached[0], unreached
   assert "head" in unreached[0], unreached
-  finetune.run(_spec(baseline, 1.0, tmp_path / "b", offline_data_dir), strategy)
-  again = finetune.run(_spec(baseline, 0.1, tmp_path / "c", offline_data_dir), strategy)
-  assert finetune._LastModel.model is model  # pylint: disable=protected-access
+  finetune.run(_spec(baseline, 64.0, tmp_path / "b", offline_data_dir), strategy, cache)
+  again = finetune.run(_spec(baseline, 6.4, tmp_path / "c", offline_data_dir), strategy, cache)
+  assert cache.model is model and cache.steps.model is model
   assert traced.experimental_get_tracing_count() == 1  # three runs, one trace
   # Trained twice in between: only a reset of the model, the optimizer, the step and the
   # schedule gives the fresh run's result, to the bit.
@@ -50,5 +55,5 @@ def test_reused_model_starts_from_the_module_weights(tmp_path, exported, offline
   for name, value in want.items():
     np.testing.assert_array_equal(got[name], value, err_msg=name)
 
-  finetune.run(_spec(adapter, 0.1, tmp_path / "d", offline_data_dir), strategy)
-  assert finetune._LastModel.model is not model  # pylint: disable=protected-access
+  finetune.run(_spec(adapter, 6.4, tmp_path / "d", offline_data_dir), strategy, cache)
+  assert cache.model is not model and cache.steps.model is cache.model  # one model kept

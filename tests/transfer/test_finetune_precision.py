@@ -15,7 +15,7 @@ from tfexperts.transfer import stats
 
 def _spec(handle, directory, data_dir, precision):
   return finetune.RunSpec(handle=handle, task=tasks.get_task("shapes_fine_tiny"),
-                          train_split="train800", eval_split="val200", learning_rate=0.1,
+                          train_split="train800", eval_split="val200", learning_rate=3.2,
                           steps=30, batch_size=16, resolution=32, seed=0,
                           directory=str(directory), data_dir=data_dir, precision=precision)
 
@@ -28,9 +28,12 @@ def baseline(exported):
 def test_bfloat16_fine_tune_ends_inside_the_float32_interval(tmp_path, baseline,
                                                              offline_data_dir):
   strategy = tf.distribute.get_strategy()
-  f32 = finetune.run(_spec(baseline, tmp_path / "f32", offline_data_dir, "float32"), strategy)
-  bf16 = finetune.run(_spec(baseline, tmp_path / "bf16", offline_data_dir, "bfloat16"), strategy)
-  model = finetune._LastModel.model  # pylint: disable=protected-access
+  cache = finetune.ModelCache()
+  f32 = finetune.run(_spec(baseline, tmp_path / "f32", offline_data_dir, "float32"), strategy,
+                     cache)
+  bf16 = finetune.run(_spec(baseline, tmp_path / "bf16", offline_data_dir, "bfloat16"), strategy,
+                      cache)
+  model = cache.model
   assert model.expert.compute_dtype == "bfloat16" and model.head.compute_dtype == "float32"
   assert all(v.dtype == "float32" for v in model.variables)
   assert (f32["precision"], bf16["precision"]) == ("float32", "bfloat16")
@@ -52,8 +55,9 @@ def test_float16_fine_tune_runs_with_loss_scaling(tmp_path, baseline, offline_da
       created.append(self)
 
   monkeypatch.setattr(keras.optimizers, "LossScaleOptimizer", Recorded)
+  cache = finetune.ModelCache()
   result = finetune.run(_spec(baseline, tmp_path / "f16", offline_data_dir, "float16"),
-                        tf.distribute.get_strategy())
+                        tf.distribute.get_strategy(), cache)
   assert len(created) == 1
   optimizer = created[0]
   assert result["precision"] == "float16" and np.isfinite(result["accuracy"])
@@ -61,4 +65,5 @@ def test_float16_fine_tune_runs_with_loss_scaling(tmp_path, baseline, offline_da
   # after enough finite steps) or stayed there with its growth counter counting steps.
   assert (float(optimizer.dynamic_scale.numpy()) != 2.0 ** 15
           or int(optimizer.step_counter.numpy()) > 0)
-  assert finetune._LastModel.model.expert.compute_dtype == "float16"  # pylint: disable=protected-access
+  assert cache.model.expert.compute_dtype == "float16"
+  assert cache.steps.parts is None  # a loss-scaled run's parts are never kept for reuse

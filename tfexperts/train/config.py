@@ -7,11 +7,12 @@ from tfexperts import artifacts
 from tfexperts import bounds
 from tfexperts import defaults
 from tfexperts.models import presets
+from tfexperts.train import loop_config
 from tfexperts.train import strategy as strategy_lib
 
 MIXED_PRECISION = ("none", "auto", "bfloat16", "float16")
 SLICES = ("semantic", "random")
-DECAYS = ("step", "cosine")
+DECAYS = loop_config.DECAYS
 
 
 @dataclasses.dataclass

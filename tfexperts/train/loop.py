@@ -25,46 +25,16 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
-from tfexperts import defaults
 from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.models import finite
+from tfexperts.train import loop_config
 from tfexperts.train import preemption
 from tfexperts.train import schedules
 from tfexperts.train import strategy as strategy_lib
 
 
-@dataclasses.dataclass
-class LoopConfig:
-  """Hyperparameters of one training run (BiT defaults: lr 0.003 at batch 512, momentum 0.9)."""
-  total_steps: int
-  global_batch_size: int
-  base_lr: float = schedules.BIT_BASE_LR
-  base_batch: int = schedules.BIT_BASE_BATCH
-  momentum: float = defaults.MOMENTUM
-  warmup_steps: int = 0
-  decay: str = "step"
-  weight_decay: float = 0.0
-  label_smoothing: float = 0.0
-  mixup_alpha: float = 0.0
-  multi_label: bool = False
-  checkpoint_every: int = defaults.CHECKPOINT_EVERY
-  log_every: int = defaults.LOG_EVERY
-  steps_per_loop: int = 1
-  seed: int = 0
-  loss_scaling: bool = False  # float16 mixed precision needs dynamic loss scaling
-
-  def __post_init__(self):
-    for name in ("total_steps", "global_batch_size", "checkpoint_every", "log_every",
-                 "steps_per_loop"):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    if not 0.0 <= self.label_smoothing < 1.0:
-      raise ValueError(f"`label_smoothing` must be in [0, 1). Received: {self.label_smoothing!r}")
-    if self.mixup_alpha < 0 or self.weight_decay < 0:
-      raise ValueError("`mixup_alpha` and `weight_decay` must be >= 0. Received: "
-                       f"mixup_alpha={self.mixup_alpha!r}, weight_decay={self.weight_decay!r}")
+LoopConfig = loop_config.LoopConfig
 
 
 @dataclasses.dataclass
@@ -82,12 +52,6 @@ class TrainTask:
     forward: `(model, batch) -> [b, num_classes] float32 logits`.
     decayed_tensors: `model -> list of tensors` that weight decay applies to (default: every
       trainable kernel). Banks return only the rows of the expert being trained.
-    reuse_key: runs whose tasks have an equal, non-None `reuse_key` and whose `make_model`
-      returns the same model object (its weights reset by `make_model`) share the optimizer
-      (its state zeroed), learning-rate schedule (retargeted) and traced training step of the
-      latest such run: the next run of a sweep starts without tracing again. The key must cover
-      whatever `forward` and `decayed_tensors` depend on beyond the model. None: every run
-      builds its own.
   """
   name: str
   num_classes: int
@@ -95,7 +59,6 @@ class TrainTask:
   make_dataset: Callable[[Optional[tf.distribute.InputContext], int, int], tf.data.Dataset]
   forward: Callable[[keras.Model, dict], tf.Tensor]
   decayed_tensors: Optional[Callable[[keras.Model], list]] = None
-  reuse_key: Optional[tuple] = None
 
 
 def resumed_input(input_context, per_replica_batch_size, start_step):
@@ -228,37 +191,57 @@ def _report_unreached(task_name, variables, gradients, reported):
           flush=True)
 
 
-class _LastRun:
-  """The optimizer, schedule, step counter and traced step of the latest reusable run."""
-  key = model = parts = None
+class StepCache:
+  """The optimizer, schedule, step counter and traced step of the caller's latest run.
 
-  @classmethod
-  def parts_for(cls, strategy, task, config, model, peak_lr):
-    """`(optimizer, schedule, step, train_steps)` for a run of `model`: the last run's, reset
-    and retargeted, when `TrainTask.reuse_key` allows; else new ones (kept when reusable)."""
-    key = (task.reuse_key, strategy, task.num_classes, config.global_batch_size, config.momentum,
-           config.decay, config.weight_decay, config.label_smoothing, config.mixup_alpha,
-           config.multi_label, config.seed)
-    reusable = task.reuse_key is not None and not config.loss_scaling
-    if reusable and cls.key == key and cls.model is model:
-      optimizer, schedule, step, _ = cls.parts
-      schedule.retarget(peak_lr, config.total_steps, config.warmup_steps)
+  A caller that trains one model several times in a row (a fine-tuning sweep: the same model,
+  reset between runs) owns one and passes it to every `train` call: a run of the same model
+  object under the same strategy, task `forward` and `decayed_tensors` and the same settings
+  (all but `total_steps`, `warmup_steps` and the learning rate) reuses the last run's parts with
+  the optimizer's state and the step zeroed and the schedule retargeted, so it starts without
+  tracing again. Anything else replaces them (only one run's parts are kept). Runs with loss
+  scaling are never reused.
+  """
+
+  def __init__(self):
+    self.key = self.model = self.parts = None
+
+  def clear(self):
+    """Forgets the last run's parts (releasing the variables they hold); returns None."""
+    self.key = self.model = self.parts = None
+
+  def parts_for(self, strategy, task, config, model):
+    """`(optimizer, schedule, step, train_steps)` for a run of `model` at `config`: the last
+    run's, reset and retargeted, when they fit; else new ones (kept for the next run)."""
+    key = (strategy, task.forward, task.decayed_tensors, task.num_classes,
+           config.global_batch_size, config.momentum, config.decay, config.weight_decay,
+           config.label_smoothing, config.mixup_alpha, config.multi_label, config.seed)
+    reusable = not config.loss_scaling
+    if reusable and self.key == key and self.model is model:
+      optimizer, schedule, step, _ = self.parts
+      schedule.retarget(config.learning_rate, config.total_steps, config.warmup_steps)
       for variable in optimizer.variables:
         variable.assign(tf.zeros_like(variable))
       step.assign(0)
-      return cls.parts
-    cls.key = cls.model = cls.parts = None  # release the previous run's variables
-    schedule_class = schedules.RetargetableWarmupDecay if reusable else schedules.WarmupDecay
-    schedule = schedule_class(peak_lr, config.total_steps, config.warmup_steps, config.decay)
-    optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
-    if config.loss_scaling:
-      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    parts = (optimizer, schedule, step, _train_steps(strategy, task, config, model, optimizer, step))
+      return self.parts
+    self.clear()  # release the previous run's variables first
+    parts = _new_parts(strategy, task, config, model, retargetable=reusable)
     if reusable:
-      cls.key, cls.model, cls.parts = key, model, parts
+      self.key, self.model, self.parts = key, model, parts
     return parts
+
+
+def _new_parts(strategy, task, config, model, retargetable=False):
+  """New `(optimizer, schedule, step, train_steps)` for a run of `model` at `config`."""
+  schedule_class = schedules.RetargetableWarmupDecay if retargetable else schedules.WarmupDecay
+  schedule = schedule_class(config.learning_rate, config.total_steps, config.warmup_steps,
+                            config.decay)
+  optimizer = keras.optimizers.SGD(schedule, momentum=config.momentum)
+  if config.loss_scaling:
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  optimizer.build(model.trainable_variables)
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+  return optimizer, schedule, step, _train_steps(strategy, task, config, model, optimizer, step)
 
 
 def _train_steps(strategy, task, config, model, optimizer, step):
@@ -321,7 +304,7 @@ def _train_steps(strategy, task, config, model, optimizer, step):
   return train_steps
 
 
-def train(strategy, task, config, checkpoint_dir, summary_dir=None):
+def train(strategy, task, config, checkpoint_dir, summary_dir=None, step_cache=None):
   """Runs (or resumes) one training run; returns `(model, history)`.
 
   Args:
@@ -330,6 +313,8 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
     config: a `LoopConfig`.
     checkpoint_dir: where checkpoints live; the latest one is restored first.
     summary_dir: TensorBoard directory (chief only), or None.
+    step_cache: the caller's `StepCache` when consecutive runs of one model should share the traced
+      step (see `StepCache`); None: this run builds its own.
 
   Returns:
     The trained model and a dict with `start_step`, `final_step` and `log`, a list of
@@ -337,10 +322,10 @@ def train(strategy, task, config, checkpoint_dir, summary_dir=None):
   """
   with strategy.scope():
     model = task.make_model()
-    peak_lr = schedules.scaled_learning_rate(config.base_lr, config.global_batch_size,
-                                             config.base_batch)
-    optimizer, schedule, step, train_steps = _LastRun.parts_for(strategy, task, config, model,
-                                                                peak_lr)
+    if step_cache is None:
+      optimizer, schedule, step, train_steps = _new_parts(strategy, task, config, model)
+    else:
+      optimizer, schedule, step, train_steps = step_cache.parts_for(strategy, task, config, model)
   checkpoint = tf.train.Checkpoint(model_variables=model_variables(model), optimizer=optimizer,
                                    step=step)
   manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(strategy, checkpoint_dir),

@@ -1,22 +1,11 @@
-"""Learning-rate schedules: BiT's linear warm-up then step decay (or cosine), lr scaled by batch."""
+"""Learning-rate schedules: BiT's linear warm-up then step decay (or cosine); the peak rate is
+scaled to the batch by `loop_config.learning_rate_at`."""
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
-
-from tfexperts import defaults
-
-BIT_BASE_LR = defaults.BASE_LR
-BIT_BASE_BATCH = defaults.BASE_BATCH
-
-
-def scaled_learning_rate(base_lr, batch_size, base_batch=BIT_BASE_BATCH):
-  """BiT's linear scaling: `base_lr * batch_size / base_batch` (0.003 at batch 512)."""
-  if batch_size <= 0:
-    raise ValueError(f"`batch_size` must be positive. Received: batch_size={batch_size!r}")
-  return base_lr * batch_size / base_batch
 
 
 @keras.saving.register_keras_serializable(package="tfexperts")

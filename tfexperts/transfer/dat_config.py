@@ -12,7 +12,7 @@ class DatConfig:
   """DAT's upstream fine-tuning: steps at a global batch, BiT's SGD schedule (lr at batch 512).
 
   `resolution` None trains at the baseline module's `input.resolution`. Raises UserError naming a
-  field out of bounds.
+  field out of bounds, its value and what is valid.
   """
   steps: int = 1000
   batch_size: int = 512
@@ -29,6 +29,7 @@ class DatConfig:
     bounds.non_negative_int("warmup_steps", self.warmup_steps)
     bounds.positive_int("resolution", self.resolution, allow_none=True)
     bounds.positive_number("base_lr", self.base_lr)
+    bounds.non_negative_int("seed", self.seed)
 
 
 @dataclasses.dataclass

@@ -65,42 +65,44 @@ def expert_layer(handle):
   raise ValueError(f"Hub handle {handle!r} has none of the endpoints {_ENDPOINTS} to fine-tune.")
 
 
-class _LastModel:
-  """The transfer model of the latest `run`, reused by the next run of the same module and task.
+class ModelCache:
+  """The transfer model of the caller's latest `run` and its traced training step, reused by the
+  next run of the same module and task.
 
   A protocol fine-tunes one expert several times in a row (the sweep, then the final retrains).
   Loading the module again for each run would make TensorFlow derive the gradient of its restored
   functions again, and a new model would make the training loop trace its step again: together
-  as much as a few hundred small training steps. Reusing the model keeps both (the loop keeps the
-  traced step: `loop.TrainTask.reuse_key`). Only one model is kept (memory stays one model),
-  keyed on the module's content, the number of classes and the strategy its variables were
-  created under; every variable (the expert's and the zero-initialised head's) is reset to its
-  value at creation before every reuse.
+  as much as a few hundred small training steps. The caller (`protocol.run_protocol`, knn_topk's
+  short runs) owns one cache and passes it to each `run`: it keeps the model, its variables'
+  values at creation and the loop's `steps` (`loop.StepCache`: optimizer, schedule and traced
+  step). Only one model is kept (memory stays one model), keyed on the module's content, the
+  number of classes, precision, mode and the strategy its variables were created under; every
+  variable (the expert's and the zero-initialised head's) is reset to its value at creation
+  before every reuse.
   """
-  key = strategy = model = initial_values = None
 
-  @classmethod
-  def fresh(cls, handle, num_classes, strategy, precision="float32", finetune="full"):
+  def __init__(self):
+    self.key = self.strategy = self.model = self.initial_values = None
+    self.steps = loop.StepCache()
+
+  def fresh(self, handle, num_classes, strategy, precision="float32", finetune="full"):
     """A built `TransferModel` of `handle` at `precision` in mode `finetune` with the module's
-    weights, fresh adapters (adapter mode) and a zero head."""
+    weights, fresh adapters (adapter mode) and a zero head: the cached one, reset, when it is
+    of the same module, classes, precision, mode and strategy."""
     key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes, precision,
            finetune)
-    if cls.key == key and cls.strategy is strategy:
-      for variable, value in zip(cls.model.variables, cls.initial_values):
+    if self.key == key and self.strategy is strategy:
+      for variable, value in zip(self.model.variables, self.initial_values):
         variable.assign(value)
-      return cls.model
-    cls.key = cls.model = cls.initial_values = None  # release the previous module first
+      return self.model
+    # Release the previous module (and the loop's parts holding its variables) first.
+    self.key = self.strategy = self.model = self.initial_values = None
+    self.steps.clear()
     model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
     model.build((None, None, None, 3))
-    cls.key, cls.strategy, cls.model = key, strategy, model
-    cls.initial_values = [variable.numpy() for variable in model.variables]
+    self.key, self.strategy, self.model = key, strategy, model
+    self.initial_values = [variable.numpy() for variable in model.variables]
     return model
-
-  @classmethod
-  def reuse_key(cls, handle, num_classes, precision="float32", finetune="full"):
-    """`loop.TrainTask.reuse_key` of a run of `handle` with `num_classes` outputs."""
-    key = ("finetune", handle, num_classes, precision)
-    return key if finetune == modes.FULL else key + (finetune,)
 
 
 def check_mode(handle, finetune):
@@ -199,7 +201,11 @@ class TransferModel(keras.Model):
 
 @dataclasses.dataclass
 class RunSpec:
-  """One fine-tuning run: data splits, hyperparameters and where it lives."""
+  """One fine-tuning run: data splits, hyperparameters and where it lives.
+
+  `learning_rate` is the rate at batch 512 (as the VTAB sweep names it); the run trains at it
+  scaled to `batch_size` (`loop_config.learning_rate_at`).
+  """
   handle: str
   task: object  # tfexperts.data.tasks.Task
   train_split: str
@@ -283,8 +289,11 @@ def diverged(result):
   return bool((result or {}).get("diverged"))
 
 
-def run(spec, strategy):
+def run(spec, strategy, cache=None):
   """Fine-tunes `spec.handle` on `spec.train_split` and evaluates on `spec.eval_split`.
+
+  `cache` is the caller's `ModelCache`: consecutive runs of one module and task passed the same
+  cache reuse its model and traced step; None: this run loads its own.
 
   Returns the run's result dict (accuracy, examples, seconds, hyperparameters); a run whose
   `result.json` exists returns it without training. A run that diverges (`errors.DivergedError`)
@@ -295,28 +304,29 @@ def run(spec, strategy):
     return fileio.read_json(result_path)
   start = time.perf_counter()
   config = loop.LoopConfig(total_steps=spec.steps, global_batch_size=spec.batch_size,
-                           base_lr=spec.learning_rate, base_batch=spec.batch_size,
+                           base_lr=spec.learning_rate,
                            warmup_steps=int(spec.steps * spec.warmup_fraction),
                            decay=spec.decay, mixup_alpha=spec.mixup_alpha,
                            checkpoint_every=max(spec.steps // 4, 1),
                            log_every=max(spec.steps // 5, 1), seed=spec.seed,
                            loss_scaling=spec.precision == "float16")
 
+  cache = cache or ModelCache()
+
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    return _LastModel.fresh(spec.handle, spec.task.num_classes, strategy, spec.precision,
-                            spec.finetune)
+    return cache.fresh(spec.handle, spec.task.num_classes, strategy, spec.precision,
+                       spec.finetune)
 
   # Runs live in <work>/<task>/<expert>/<phase...>: the label names the expert of the run.
   expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(expert_dir)}/{run_dir}",
-                        spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
-                        reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes,
-                                                       spec.precision, spec.finetune))
+                        spec.task.num_classes, make_model, _dataset_fn(spec), _forward)
   checkpoint_dir = os.path.join(spec.directory, "ckpt")
   try:
     train_start = time.perf_counter()
-    model, history = loop.train(strategy, task, config, checkpoint_dir)
+    model, history = loop.train(strategy, task, config, checkpoint_dir,
+                                step_cache=cache.steps)
     train_seconds = time.perf_counter() - train_start
   except errors.DivergedError as e:
     print(f"{e} Recorded as diverged.", flush=True)

@@ -1,6 +1,7 @@
 """The VTAB-1k protocol: sweep on train800 -> val200, retrain the best on train800val200 -> test.
 
-Learning rates are given at batch 512, as in VTAB, and scaled linearly for other batch sizes.
+Learning rates are given at batch 512, as in VTAB, and passed through as such: the training loop
+scales them linearly to the batch size (`train.loop_config.learning_rate_at`, the one place).
 Each sweep point and each final retrain may be repeated with different seeds; the reported test
 accuracy is the median of the final repeats (the paper: 3 retrains), with its 95% Wilson interval
 on the test size and, with several repeats, their spread. The per-example test correctness of the
@@ -27,9 +28,6 @@ from tfexperts.transfer import stats
 hub_load = lazy.LazyModule("tfexperts.hub.load")
 metadata_lib = lazy.LazyModule("tfexperts.hub.metadata")
 finetune = lazy.LazyModule("tfexperts.transfer.finetune")
-
-VTAB_BATCH = 512
-
 
 def _check_finetune(finetune):
   return bounds.one_of("finetune", finetune, defaults.FINETUNE_MODES)
@@ -111,7 +109,7 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
   seed = config.seed + repeat
   return finetune.RunSpec(
       handle=handle, task=task, train_split=train, eval_split=evaluate,
-      learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
+      learning_rate=lr, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
       directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
           "" if config.finetune == "full" else f"_{config.finetune}") + (
@@ -122,6 +120,9 @@ def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
 
 def run_protocol(handle, task, config, directory, strategy, data_dir=None):
   """Runs the sweep and the final retrains of one expert on one task.
+
+  Every run goes through one `finetune.ModelCache` owned by this call: the expert is loaded and
+  its training step traced once, and released when the protocol returns.
 
   Args:
     handle: hub handle of the expert.
@@ -140,12 +141,13 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     (`best` None too when the whole sweep diverged).
   """
   finetune.check_mode(handle, config.finetune)
+  cache = finetune.ModelCache()
   sweep = []
   for lr in config.learning_rates:
     for steps in config.steps:
       for repeat in range(config.sweep_repeats):
         result = finetune.run(_spec(config, handle, task, "sweep", lr, steps, repeat, directory,
-                                    data_dir), strategy)
+                                    data_dir), strategy, cache)
         row = {"learning_rate": lr, "steps": steps, "seed": result["seed"],
                "val_accuracy": result["accuracy"], "seconds": result["seconds"]}
         if finetune.diverged(result):
@@ -167,7 +169,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
   final = []
   for repeat in range(config.final_repeats):
     result = finetune.run(_spec(config, handle, task, "final", best_lr, best_steps, repeat,
-                                directory, data_dir), strategy)
+                                directory, data_dir), strategy, cache)
     row = {"seed": result["seed"], "test_accuracy": result["accuracy"],
            "test_size": result.get("num_eval_examples"), "seconds": result["seconds"],
            "precision": result.get("precision", "float32"),
@@ -211,12 +213,14 @@ def test_statistics(final):
           "test_correct": {"seed": middle["seed"], "bits": middle.get("correct_bits")}}
 
 
-def short_run(handle, task, config, learning_rate, steps, directory, strategy, data_dir=None):
+def short_run(handle, task, config, learning_rate, steps, directory, strategy, data_dir=None,
+              cache=None):
   """One budget-limited fine-tune (train800 -> val200) of `knn_topk`; returns its result dict.
 
   The learning rate is at batch 512 like the sweep's; the run lives (and resumes) in
-  `directory/short_lr{lr}_steps{steps}_seed{seed}`.
+  `directory/short_lr{lr}_steps{steps}_seed{seed}`. `cache`: the caller's `finetune.ModelCache`
+  (None: the run loads its expert for itself).
   """
   finetune.check_mode(handle, config.finetune)
   return finetune.run(_spec(config, handle, task, "short", learning_rate, steps, 0, directory,
-                            data_dir), strategy)
+                            data_dir), strategy, cache)
