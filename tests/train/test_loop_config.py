@@ -3,7 +3,9 @@ BiT's learning-rate scaling is one closed form. Pure Python: no TensorFlow loads
 import pytest
 
 from tfexperts.errors import UserError
+from tfexperts.train import config
 from tfexperts.train import loop_config
+from tfexperts.transfer import dat_config
 
 REQUIRED = {"total_steps": 10, "global_batch_size": 8}
 
@@ -31,3 +33,21 @@ def test_learning_rate_is_the_rate_at_batch_512_scaled_to_the_batch():
   assert loop_config.learning_rate_at(0.1, 1024) == 0.2
   with pytest.raises(UserError, match="Received: batch_size=0"):
     loop_config.learning_rate_at(0.1, 0)
+
+
+def test_taking_carries_every_field_of_the_same_name_and_checks():
+  train = config.TrainConfig(base_lr=0.2, momentum=0.8, warmup_steps=7, decay="cosine",
+                             weight_decay=1e-4, label_smoothing=0.1, mixup_alpha=0.2,
+                             checkpoint_every=9, log_every=3, steps_per_loop=2, seed=5)
+  loop = loop_config.LoopConfig.taking(train, total_steps=10, global_batch_size=train.batch_size)
+  assert loop == loop_config.LoopConfig(
+      total_steps=10, global_batch_size=512, base_lr=0.2, momentum=0.8, warmup_steps=7,
+      decay="cosine", weight_decay=1e-4, label_smoothing=0.1, mixup_alpha=0.2,
+      checkpoint_every=9, log_every=3, steps_per_loop=2, seed=5)
+  dat = dat_config.DatConfig(base_lr=0.05, warmup_steps=3, checkpoint_every=4, log_every=2,
+                             seed=1)
+  assert loop_config.LoopConfig.taking(dat, total_steps=5, global_batch_size=8) == (
+      loop_config.LoopConfig(total_steps=5, global_batch_size=8, base_lr=0.05, warmup_steps=3,
+                             checkpoint_every=4, log_every=2, seed=1))
+  with pytest.raises(UserError, match="Received: total_steps=0"):
+    loop_config.LoopConfig.taking(dat, total_steps=0, global_batch_size=8)

@@ -35,6 +35,7 @@ def test_reused_model_starts_from_the_module_weights(tmp_path, exported, offline
   # decay) trains at exactly that rate.
   first = finetune.run(_spec(baseline, 6.4, tmp_path / "a", offline_data_dir), strategy, cache)
   model, traced = cache.model, cache.steps.parts[3]
+  predict = cache.prediction_step(strategy)
   out = capsys.readouterr().out
   assert "step 1/3 loss" in out and f" lr {6.4 * 8 / 512:.2e} " in out, out
   assert float(cache.steps.parts[1](0)) == pytest.approx(0.1, rel=1e-7)
@@ -46,6 +47,7 @@ def test_reused_model_starts_from_the_module_weights(tmp_path, exported, offline
   again = finetune.run(_spec(baseline, 6.4, tmp_path / "c", offline_data_dir), strategy, cache)
   assert cache.model is model and cache.steps.model is model
   assert traced.experimental_get_tracing_count() == 1  # three runs, one trace
+  assert cache.prediction_step(strategy) is predict and list(cache.prediction_steps) == [strategy]
   # Trained twice in between: only a reset of the model, the optimizer, the step and the
   # schedule gives the fresh run's result, to the bit.
   assert again["correct_bits"] == first["correct_bits"]

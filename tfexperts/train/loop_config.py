@@ -58,6 +58,15 @@ class LoopConfig:
     for name in ("multi_label", "loss_scaling"):
       bounds.one_of(name, getattr(self, name), (False, True))
 
+  @classmethod
+  def taking(cls, settings, **fields):
+    """A LoopConfig with the value of every field that `settings` (another config, e.g.
+    `TrainConfig`, `DatConfig`) has under the same name, then `fields` (the rest, or overrides).
+    Raises UserError as the constructor does."""
+    shared = {field.name: getattr(settings, field.name) for field in dataclasses.fields(cls)
+              if hasattr(settings, field.name)}
+    return cls(**{**shared, **fields})
+
   @property
   def learning_rate(self):
     """The peak learning rate this run trains at (`base_lr` scaled to `global_batch_size`)."""

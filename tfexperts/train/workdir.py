@@ -97,19 +97,14 @@ def train(config, flag_lines=None):
   domains = expert_domains(config, upstream)
   overrides = {k: v for k, v in (("width", config.width), ("groups", config.groups))
                if v is not None}
-  common = dict(global_batch_size=config.batch_size, base_lr=config.base_lr,
-                momentum=config.momentum, warmup_steps=config.warmup_steps, decay=config.decay,
-                weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-                mixup_alpha=config.mixup_alpha, multi_label=upstream.spec.kind != "single",
-                checkpoint_every=config.checkpoint_every, log_every=config.log_every,
-                steps_per_loop=config.steps_per_loop, seed=config.seed,
+  common = dict(global_batch_size=config.batch_size, multi_label=upstream.spec.kind != "single",
                 loss_scaling=policy == "mixed_float16")
   sc = stages.StageContext(
       workdir=config.workdir, strategy=strategy, upstream=upstream, domains=domains,
       preset=config.model, model_overrides=overrides,
       preprocess=config.preprocess.format(res=config.resolution), resolution=config.resolution,
-      baseline_config=loop.LoopConfig(total_steps=config.baseline_steps, **common),
-      expert_config=loop.LoopConfig(total_steps=config.expert_steps, **common),
+      baseline_config=loop.LoopConfig.taking(config, total_steps=config.baseline_steps, **common),
+      expert_config=loop.LoopConfig.taking(config, total_steps=config.expert_steps, **common),
       slices=config.slices, seed=config.seed)
   try:
     outputs = stages.run_stages(sc, config.stage)

@@ -107,11 +107,10 @@ def train_upstream(make_baseline, upstream, class_weights, config, resolution, d
   final = os.path.join(directory, "final")
   if stages.is_finished(directory):
     return final
-  loop_config = loop.LoopConfig(
-      total_steps=config.steps, global_batch_size=config.batch_size, base_lr=config.base_lr,
+  loop_config = loop.LoopConfig.taking(
+      config, total_steps=config.steps, global_batch_size=config.batch_size,
       warmup_steps=min(config.warmup_steps, config.steps - 1),
-      multi_label=upstream.spec.kind != "single", checkpoint_every=config.checkpoint_every,
-      log_every=config.log_every, seed=config.seed)
+      multi_label=upstream.spec.kind != "single")
   source = lambda **kw: upstream.weighted_dataset(class_weights, **kw)  # noqa: E731
   dataset_fn = stages.upstream_dataset_fn(upstream, source, TRAIN_PREPROCESS.format(
       res=resolution), config.seed)

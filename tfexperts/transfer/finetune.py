@@ -21,7 +21,6 @@ model load and trace included).
 import dataclasses
 import os
 import time
-import weakref
 
 import keras
 import numpy as np
@@ -74,16 +73,23 @@ class ModelCache:
   functions again, and a new model would make the training loop trace its step again: together
   as much as a few hundred small training steps. The caller (`protocol.run_protocol`, knn_topk's
   short runs) owns one cache and passes it to each `run`: it keeps the model, its variables'
-  values at creation and the loop's `steps` (`loop.StepCache`: optimizer, schedule and traced
-  step). Only one model is kept (memory stays one model), keyed on the module's content, the
-  number of classes, precision, mode and the strategy its variables were created under; every
-  variable (the expert's and the zero-initialised head's) is reset to its value at creation
-  before every reuse.
+  values at creation, the loop's `steps` (`loop.StepCache`: optimizer, schedule and traced
+  step) and its traced prediction steps (`prediction_step`). Only one model is kept (memory
+  stays one model), keyed on the module's content, the number of classes, precision, mode and
+  the strategy its variables were created under; every variable (the expert's and the
+  zero-initialised head's) is reset to its value at creation before every reuse.
   """
 
   def __init__(self):
     self.key = self.strategy = self.model = self.initial_values = None
     self.steps = loop.StepCache()
+    self.prediction_steps = {}  # strategy -> replicated.OrderedStep of `model`
+
+  def prediction_step(self, strategy):
+    """The traced top-1 prediction step of the cached model under `strategy`, built once."""
+    if strategy not in self.prediction_steps:
+      self.prediction_steps[strategy] = _prediction_step(self.model, strategy)
+    return self.prediction_steps[strategy]
 
   def fresh(self, handle, num_classes, strategy, precision="float32", finetune="full"):
     """A built `TransferModel` of `handle` at `precision` in mode `finetune` with the module's
@@ -98,6 +104,7 @@ class ModelCache:
     # Release the previous module (and the loop's parts holding its variables) first.
     self.key = self.strategy = self.model = self.initial_values = None
     self.steps.clear()
+    self.prediction_steps = {}
     model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
     model.build((None, None, None, 3))
     self.key, self.strategy, self.model = key, strategy, model
@@ -234,36 +241,33 @@ def _dataset_fn(spec):
   return make
 
 
-# model -> {strategy: replicated.OrderedStep}: a model reused across fine-tuning runs is evaluated
-# through one traced step.
-_PREDICTION_STEPS = weakref.WeakKeyDictionary()
-
-
 def _prediction_step(model, strategy):
-  strategy = strategy or tf.distribute.get_strategy()
-  steps = _PREDICTION_STEPS.setdefault(model, {})
-  if strategy not in steps:
-    def predict(example):
-      images, labels = example
-      return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32), labels
-    steps[strategy] = replicated.OrderedStep(strategy, predict)
-  return steps[strategy]
+  """A new `replicated.OrderedStep` of `model`'s top-1 predictions under `strategy`."""
+  def predict(example):
+    images, labels = example
+    return tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32), labels
+  return replicated.OrderedStep(strategy, predict)
 
 
-def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128, strategy=None):
+def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128, strategy=None,
+                     cache=None):
   """Per-example top-1 correctness of `model` (images -> logits) on a task split, in the split's
   (deterministic) order: a bool array, the same examples for every model of the task.
 
   Runs under `strategy` (None: the default strategy) like the training that made `model`: global
   batches of `batch_size` split over the replicas, the last one padded, every example counted
-  exactly once (checked against the split's size).
+  exactly once (checked against the split's size). `cache`: the `ModelCache` that holds `model`,
+  so a model reused across runs is evaluated through one traced step (None: a new step).
   """
+  strategy = strategy or tf.distribute.get_strategy()
   examples = task.load(split, data_dir, image_size=resolution)
   expected = task.num_examples(split, data_dir)
   if expected == 0:
     raise ValueError(f"Split {split!r} of task {task.name!r} is empty.")
-  predictions, labels = replicated.ordered_outputs(strategy, _prediction_step(model, strategy),
-                                                   examples, batch_size, num_examples=expected)
+  step = (cache.prediction_step(strategy) if cache is not None and cache.model is model
+          else _prediction_step(model, strategy))
+  predictions, labels = replicated.ordered_outputs(strategy, step, examples, batch_size,
+                                                   num_examples=expected)
   return predictions == labels.astype(np.int32)
 
 
@@ -337,7 +341,7 @@ def run(spec, strategy, cache=None):
     fileio.write_json_atomic(result_path, result)
     return result
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
-                             spec.eval_batch_size, strategy)
+                             spec.eval_batch_size, strategy, cache)
   accuracy, count = float(correct.mean()), int(correct.size)
   trained_images = (history["final_step"] - history["start_step"]) * spec.batch_size
   result = {**_result_settings(spec), "precision": model.precision, "diverged": False,
