@@ -108,8 +108,8 @@ def test_export_and_finished_model_refuse_nonfinite_weights(tmp_path):
 def _fake_runs(monkeypatch, diverging):
   """Replaces fine-tuning by a table: a run diverges when `diverging(phase, lr)`, else its accuracy
   is its learning rate (so the largest finite one wins the sweep)."""
-  def run(spec, strategy):
-    del strategy
+  def run(spec, strategy, cache):
+    del strategy, cache
     phase = os.path.basename(spec.directory).split("_")[0]
     result = {"seed": spec.seed, "seconds": 1.0, "learning_rate": spec.learning_rate}
     if diverging(phase, spec.learning_rate):

@@ -307,13 +307,12 @@ def run(spec, strategy, cache=None):
   if tf.io.gfile.exists(result_path):
     return fileio.read_json(result_path)
   start = time.perf_counter()
-  config = loop.LoopConfig(total_steps=spec.steps, global_batch_size=spec.batch_size,
-                           base_lr=spec.learning_rate,
-                           warmup_steps=int(spec.steps * spec.warmup_fraction),
-                           decay=spec.decay, mixup_alpha=spec.mixup_alpha,
-                           checkpoint_every=max(spec.steps // 4, 1),
-                           log_every=max(spec.steps // 5, 1), seed=spec.seed,
-                           loss_scaling=spec.precision == "float16")
+  config = loop.LoopConfig.taking(spec, total_steps=spec.steps, global_batch_size=spec.batch_size,
+                                  base_lr=spec.learning_rate,
+                                  warmup_steps=int(spec.steps * spec.warmup_fraction),
+                                  checkpoint_every=max(spec.steps // 4, 1),
+                                  log_every=max(spec.steps // 5, 1),
+                                  loss_scaling=spec.precision == "float16")
 
   cache = cache or ModelCache()
 
