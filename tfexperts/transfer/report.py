@@ -232,10 +232,10 @@ MODE_HEADER = ("task", "expert", "finetune", "test accuracy", "vs full (points, 
                "trained parameters", "stored bytes", "train images/s", "seconds")
 
 
-def modes_markdown(records):
-  """The fine-tuning modes of the experts fine-tuned in a mode other than full as a Markdown
-  table (`mode_table_rows`), or "" when there are none."""
-  rows = mode_table_rows(records)
+def modes_markdown(records, expert=None):
+  """The fine-tuning modes of the experts fine-tuned in a mode other than full (only `expert`'s
+  when given) as a Markdown table (`mode_table_rows`), or "" when there are none."""
+  rows = [row for row in mode_table_rows(records) if expert in (None, row[1])]
   if not rows:
     return ""
   lines = ["| " + " | ".join(MODE_HEADER) + " |", "|" + "---|" * len(MODE_HEADER)]
