@@ -15,12 +15,16 @@ any install (no `bin/` needed):
    --selection=all_proxies on shapes_mixed, and on shapes_count (kNN, label matching, domain
    prediction, random and knn_topk pick experts; the picks and the baseline are fine-tuned);
    --selection=dat on shapes_fine with a short upstream budget (Domain Adaptive Transfer's
-   accuracy and its upstream fine-tuning cost against kNN selection). The paper-style table with
-   95% intervals is printed;
+   accuracy and its upstream fine-tuning cost against kNN selection); and kNN's pick on
+   shapes_fine in the other fine-tuning modes, patch, adapter and head (--selection=knn
+   --finetune=MODE, each mode's quick learning-rate grid, the same 100 steps: `evaluate_modes`).
+   The paper-style table with 95% intervals is printed;
 5. paired verdicts per task (each strategy's expert against the baseline's, random's and kNN's
    on the same test examples: better / no significant difference / worse, with the difference
    and its interval) and the cost of kNN selection against fine-tuning every expert, measured
-   with the quick protocol and estimated for the full VTAB protocol.
+   with the quick protocol and estimated for the full VTAB protocol; the fine-tuning modes of
+   kNN's pick on shapes_fine (`modes_lines`): full (the all_experts run) vs patch vs adapter vs
+   head, accuracy with interval, paired verdict vs full, trained parameters, stored bytes, time.
 Side by side: one child process per part (`--part`), a group's parts all at once. Every process
 runs TensorFlow on one thread: these small models are bound by per-op overhead, so a second
 thread gains nothing (two fine-tuning protocols: 83 s on one thread, 93 s on TensorFlow's default
@@ -55,6 +59,10 @@ EVAL_PROTOCOL = {"steps": (100,), "learning_rates": (0.3, 0.1)}  # on top of Pro
 DAT_SETTINGS = {"steps": 100, "batch_size": 64, "base_lr": 0.1, "checkpoint_every": 25,
                 "log_every": 10}
 UPSTREAM_DATASET = "tfexperts_shapes/demo"
+# kNN's pick on ORACLE_TASK in the modes other than full (full: the all_experts run), each with
+# ProtocolConfig.quick's grid of the mode (2 learning rates) and the same 100 steps as full.
+MODES = ("patch", "adapter", "head")
+MODES_PROTOCOL = {"steps": (100,), "resolution": 64}
 
 
 def _step(title, fn):
@@ -157,6 +165,8 @@ def _verdicts(results_dir):
   lines += _cost_lines(oracle, results_dir)
   lines.append("\nDomain Adaptive Transfer (the paper's competing approach):")
   lines.append(_dat_line(_read_record(results_dir, ORACLE_TASK, "dat"), oracle))
+  lines.append("\nFine-tuning modes (parameter-efficient transfer):")
+  lines += modes_lines(results_dir, ORACLE_TASK)
   return "\n".join(lines)
 
 
@@ -189,16 +199,44 @@ def _export(workdir, export_dir):
   print(collection.format_entries(entries), flush=True)
 
 
-def _evaluate(tasks, selection, experts, data_dir, results_dir):
-  """bin/vtab_eval in-process; the upstream data and DAT's budget serve only --selection=dat."""
+def _evaluate(tasks, selection, experts, data_dir, results_dir, protocol_config=None):
+  """bin/vtab_eval in-process (`protocol_config` None: the quick protocol with EVAL_PROTOCOL);
+  the upstream data and DAT's budget serve only --selection=dat. Returns the records."""
   from tfexperts.transfer import eval_config  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import evaluate  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
-  evaluate.run(eval_config.EvalConfig(
+  return evaluate.run(eval_config.EvalConfig(
       tasks=list(tasks), experts=[experts], selection=selection,
-      protocol=protocol.ProtocolConfig.quick(resolution=64, **EVAL_PROTOCOL), data_dir=data_dir,
-      results_dir=results_dir, dat=eval_config.DatConfig(**DAT_SETTINGS),
+      protocol=protocol_config or protocol.ProtocolConfig.quick(resolution=64, **EVAL_PROTOCOL),
+      data_dir=data_dir, results_dir=results_dir, dat=eval_config.DatConfig(**DAT_SETTINGS),
       upstream=eval_config.UpstreamSpec(UPSTREAM_DATASET, data_dir=data_dir)))
+
+
+def evaluate_modes(task, experts, data_dir, results_dir, modes=MODES, **protocol_settings):
+  """kNN's pick of `task` fine-tuned in each of `modes` (bin/vtab_eval --selection=knn
+  --finetune=MODE --quick), each with its mode's quick grid and `protocol_settings` (default
+  MODES_PROTOCOL); returns their records (written beside the full ones in `results_dir`)."""
+  from tfexperts.transfer import protocol  # pylint: disable=g-import-not-at-top
+  settings = protocol_settings or MODES_PROTOCOL
+  return [_evaluate([task], "knn", experts, data_dir, results_dir,
+                    protocol.ProtocolConfig.quick(finetune=mode, **settings))[0]
+          for mode in modes]
+
+
+def modes_lines(results_dir, task):
+  """The modes block: kNN's pick of `task` full (from the task's records in full mode) and in
+  the modes `evaluate_modes` ran, as the report's modes table (`report.modes_markdown`)."""
+  from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
+  records = [r for r in report.read_records(results_dir) if r.task == task]
+  knn = [r for r in records if r.selection == "knn" and r.finetune != report.FULL]
+  if not knn:
+    return [f"- {task}: kNN's pick was not fine-tuned in a mode other than full."]
+  expert = knn[0].chosen[0]
+  return [f"- {task}: kNN's pick {expert}, fine-tuned whole (full) and in "
+          f"{', '.join(r.finetune for r in knn)} (each mode's quick learning rates, "
+          f"{knn[0].config['steps'][0]} steps); vs full: paired on the same test examples "
+          "(difference in points, 95% interval, exact McNemar p):", "",
+          report.modes_markdown(records, expert=expert).rstrip()]
 
 
 class _Paths:
@@ -227,6 +265,12 @@ def _part_train(paths, stage):
         lambda: workdir_lib.train(config))
 
 
+def _part_modes(paths):
+  _step(f"vtab_eval --task={ORACLE_TASK} --selection=knn --finetune={{{','.join(MODES)}}} "
+        "--quick --steps=100", lambda: evaluate_modes(ORACLE_TASK, paths.experts,
+                                                      paths.data_dir, paths.results_dir))
+
+
 def _part_evaluate(paths, tasks, selection):
   _step(f"vtab_eval --task={','.join(tasks)} --selection={selection} --quick",
         lambda: _evaluate(tasks, selection, paths.experts, paths.data_dir, paths.results_dir))
@@ -243,7 +287,8 @@ PARTS = {"baseline": lambda paths: _part_train(paths, "baseline"),
          "oracle": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "all_experts"),
          **{task: (lambda paths, task=task: _part_evaluate(paths, [task], "all_proxies"))
             for task in TASKS[1:]},
-         "dat": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "dat")}
+         "dat": lambda paths: _part_evaluate(paths, [ORACLE_TASK], "dat"),
+         "modes": _part_modes}
 
 
 def _side_by_side(paths, args, parts):
@@ -295,7 +340,7 @@ def main(argv=None):
   seconds["experts"] = _side_by_side(paths, args, ["full", "adapter", "epn"])
   seconds["export"] = _step(f"export_experts --workdir={paths.train_dir} --collection=demo",
                             lambda: _export(paths.train_dir, args.export_dir))
-  seconds["evaluation"] = _side_by_side(paths, args, ["oracle", *TASKS[1:], "dat"])
+  seconds["evaluation"] = _side_by_side(paths, args, ["oracle", *TASKS[1:], "dat", "modes"])
   from tfexperts.transfer import report  # pylint: disable=g-import-not-at-top
   print("\n== Results (all tasks)\n" + report.summarize(paths.results_dir), flush=True)
 

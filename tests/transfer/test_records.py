@@ -56,7 +56,31 @@ def test_old_results_dir_gives_todays_summary_and_csv(tmp_path):
                                                                    selection)))
   old_rows, new_rows = (list(csv.DictReader(open(os.path.join(d, "results.csv"))))
                         for d in (OLD_RESULTS, rewritten))
-  assert new_rows == old_rows
+  # Today's rows add the mode (full, the only one then) and its cost, which old runs lack.
+  added = {"finetune": "full", "trained_parameters": "", "artifact_bytes": "",
+           "images_per_second": ""}
+  assert new_rows == [{**row, **added} for row in old_rows]
+  # An old results.csv gains the columns when a record is appended, its rows read as full.
+  report.write_record(results, records.read(report.record_path(results, "shapes_fine_tiny",
+                                                                "knn")))
+  rows = list(csv.DictReader(open(os.path.join(results, "results.csv"))))
+  assert [r["finetune"] for r in rows] == ["full"] * (len(old_rows) + 1)
+  assert [{k: r[k] for k in old_rows[0]} for r in rows[:-1]] == old_rows
+
+
+def test_records_of_format_2_read_as_full_and_a_mode_must_be_known():
+  data = records.ResultRecord.from_json(_old("knn")).to_json()
+  assert data["finetune"] == "full"
+  del data["finetune"]
+  data["format"] = records.RESULT_2
+  assert records.ResultRecord.from_json(data).finetune == "full"
+  del data["diverged"]  # result/2 had it: only `finetune` is filled in
+  with pytest.raises(records.RecordError, match="missing key 'diverged'"):
+    records.ResultRecord.from_json(data)
+  data = {**records.ResultRecord.from_json(_old("knn")).to_json(), "finetune": "lora"}
+  with pytest.raises(records.RecordError, match=r"'finetune' must be one of \['full', 'patch', "
+                     r"'adapter', 'head'\]. Received: 'lora'"):
+    records.ResultRecord.from_json(data)
 
 
 def test_an_unknown_key_is_an_error_naming_it_and_the_file(tmp_path):

@@ -1,10 +1,12 @@
 """The paper-style summary: strategies x tasks with group means, from hand-made records."""
 import csv
 import multiprocessing
+import os
 
 import pytest
 
 from tfexperts.errors import UserError
+from tfexperts.transfer import records
 from tfexperts.transfer import report
 from tests.transfer import result_records
 
@@ -137,3 +139,39 @@ def test_processes_writing_records_at_once_lose_no_row(tmp_path):
     rows = list(csv.DictReader(f))
   assert sorted((r["task"], r["selection"]) for r in rows) == sorted(
       (task, f"expert_{i}") for task in ("task_a", "task_b", "task_c") for i in range(25))
+
+
+def _mode_result(correct, finetune, parameters, nbytes):
+  return {**_per_expert(correct), "finetune": finetune, "trained_parameters": parameters,
+          "artifact_bytes": nbytes, "images_per_second": 250.0, "train_seconds": 3.0,
+          "seconds": 4.0}
+
+
+def test_each_mode_has_its_record_row_and_verdict_against_full(tmp_path):
+  # The patch run is wrong on 30 examples the full run gets right and right on 5 it gets wrong:
+  # exact McNemar p < 0.05, so patch is "worse" than full, by 25 points.
+  full = [True] * 60 + [True] * 30 + [False] * 5 + [False] * 5
+  patch = [True] * 60 + [False] * 30 + [True] * 5 + [False] * 5
+  by_mode = {"full": _mode_result(full, "full", 1000, 4000),
+             "patch": _mode_result(patch, "patch", 40, 2600)}
+  for finetune, result in by_mode.items():
+    record = result_records.make("t", "offline", "knn", result["test_accuracy"],
+                                 finetune=finetune, per_expert={"x": result},
+                                 test_interval=result["test_interval"], test_size=100)
+    path = report.write_record(str(tmp_path), record)
+    assert os.path.basename(path) == {"full": "t__knn.json", "patch": "t__knn__patch.json"}[
+        finetune]
+    assert records.read(path) == record
+  rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+  assert [(r["finetune"], r["trained_parameters"], r["artifact_bytes"], r["images_per_second"])
+          for r in rows] == [("full", "1000", "4000", "250.0"), ("patch", "40", "2600", "250.0")]
+  summary = report.summarize(str(tmp_path))
+  assert "| knn | 90.0 ±6.0 |" in summary and "| knn (patch) | 65.0 ±9.2 |" in summary
+  assert summary.index("| knn |") < summary.index("| knn (patch) |")
+  assert "| t | x | full | 90.0 ±6.0 | (reference) | 1,000 | 4.0 kB | 250 | 4 |" in summary
+  assert "| t | x | patch | 65.0 ±9.2 | worse, -25.0 [-35." in summary
+  assert "| 40 | 2.6 kB | 250 | 4 |" in summary
+  assert "- t: patch (x) vs full (x): worse, -25.0 points" in summary
+  # Without the full run there is nothing to pair with: the mode's row has no verdict.
+  os.remove(tmp_path / "t__knn.json")
+  assert "| t | x | patch | 65.0 ±9.2 | - | 40 |" in report.summarize(str(tmp_path))

@@ -94,7 +94,7 @@ def _record(run, strategy, chosen):
   return records.ResultRecord(
       task=task.name, task_spec=task.spec or task.name,
       splits=task.describe_splits(config.data_dir), group=task.group,
-      selection=config.selection, chosen=chosen, proxy_scores=run.scores, picks=run.picks,
+      selection=config.selection, finetune=config.protocol.finetune, chosen=chosen, proxy_scores=run.scores, picks=run.picks,
       per_expert=per_expert, test_accuracy=accuracies.get(reported),
       **_diverged_fields(per_expert, [reported] if reported else chosen),
       test_interval=reported_result.get("test_interval"),

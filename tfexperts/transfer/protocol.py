@@ -29,6 +29,10 @@ hub_load = lazy.LazyModule("tfexperts.hub.load")
 metadata_lib = lazy.LazyModule("tfexperts.hub.metadata")
 finetune = lazy.LazyModule("tfexperts.transfer.finetune")
 
+# What each final run's row keeps of its `finetune.run` result: the mode's cost (`_cost`).
+COST_FIELDS = ("trained_parameters", "artifact_bytes", "images_per_second", "train_seconds")
+
+
 def _check_finetune(finetune):
   return bounds.one_of("finetune", finetune, defaults.FINETUNE_MODES)
 
@@ -136,8 +140,9 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     A dict: `sweep` (one row per run: lr at batch 512, steps, seed, val accuracy; `diverged`
     rows have None), `best` ({learning_rate, steps, val_accuracy} among the points that did not
     diverge), `final` (rows with test accuracy), `test_accuracy` (median of the final runs),
-    `diverged` and `seconds` (sum over runs). When every sweep point or a final retrain diverged:
-    `diverged` True, `diverged_in` ("sweep" or "final"), `message`, and `test_accuracy` None
+    `diverged` and `seconds` (sum over runs), and the mode's cost (`_cost`: finetune,
+    trained_parameters, artifact_bytes, images_per_second, train_seconds). When every sweep
+    point or a final retrain diverged: `diverged` True, `diverged_in` ("sweep" or "final"), `message`, and `test_accuracy` None
     (`best` None too when the whole sweep diverged).
   """
   finetune.check_mode(handle, config.finetune)
@@ -173,7 +178,8 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     row = {"seed": result["seed"], "test_accuracy": result["accuracy"],
            "test_size": result.get("num_eval_examples"), "seconds": result["seconds"],
            "precision": result.get("precision", "float32"),
-           "correct_bits": result.get("correct_bits")}
+           "correct_bits": result.get("correct_bits"),
+           **{k: result.get(k) for k in COST_FIELDS}}
     if finetune.diverged(result):
       row.update(diverged=True, diverged_at_step=result.get("diverged_at_step"))
     final.append(row)
@@ -181,7 +187,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
             "best": {"learning_rate": best_lr, "steps": best_steps,
                      "val_accuracy": statistics.mean(best_accs)},
             "final": final, "diverged": False,
-            "seconds": seconds + sum(r["seconds"] for r in final)}
+            "seconds": seconds + sum(r["seconds"] for r in final), **_cost(config, final)}
   if any(r.get("diverged") for r in final):
     output.update(test_accuracy=None, diverged=True, diverged_in="final",
                   message=f"the final retrain at learning rate {best_lr:g}, {best_steps} steps "
@@ -191,6 +197,20 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
   output["test_accuracy"] = statistics.median(r["test_accuracy"] for r in final)
   output.update(test_statistics(final))
   return output
+
+
+def _cost(config, final):
+  """The mode's cost over the final runs: `finetune`, `trained_parameters` and `artifact_bytes`
+  (what one task stores), `images_per_second` (their mean training throughput) and
+  `train_seconds` (their training loops' wall time; `seconds` adds loading and evaluation).
+  Values runs written before the fields existed lack are None."""
+  rates = [r["images_per_second"] for r in final if r.get("images_per_second")]
+  loops = [r["train_seconds"] for r in final if r.get("train_seconds") is not None]
+  return {"finetune": config.finetune,
+          "trained_parameters": final[0].get("trained_parameters") if final else None,
+          "artifact_bytes": final[0].get("artifact_bytes") if final else None,
+          "images_per_second": statistics.mean(rates) if rates else None,
+          "train_seconds": sum(loops) if loops else None}
 
 
 def test_statistics(final):

@@ -13,20 +13,27 @@ of the JSON when None.
 Records carry `format`. Files without it were written before this module existed: the one reader
 of older files (`_upgrade_older`) gives the keys such files may lack their value of that time
 (`diverged` False; `precision`, and in DAT's records `proxy_seconds` and `resolution`, None), so
-every results directory written since then still loads. No other reader falls back to a default.
+every results directory written since then still loads. Records of format result/2 (before
+fine-tuning modes) read with `finetune` "full", the only mode there was. No other reader falls
+back to a default.
 """
 import dataclasses
 import typing
 from typing import Optional
 
 from tfexperts import artifacts
+from tfexperts import defaults
 from tfexperts.artifacts import RecordError
 
-FORMAT = "tfexperts.transfer.result/2"
+FORMAT = "tfexperts.transfer.result/3"
 # The one reader of older files: keys a record written before `format` existed may lack, with
 # the value they stand for (`diverged` and `precision` came with divergence and --precision; DAT's
-# records had no proxy timings or resolutions).
-OLDER_DEFAULTS = {"diverged": False, "precision": None, "proxy_seconds": None, "resolution": None}
+# records had no proxy timings or resolutions; every run fine-tuned the whole expert).
+OLDER_DEFAULTS = {"diverged": False, "precision": None, "proxy_seconds": None, "resolution": None,
+                  "finetune": defaults.FINETUNE}
+# Format result/2 had every key of today's but `finetune` (issue 29's modes).
+RESULT_2 = "tfexperts.transfer.result/2"
+RESULT_2_DEFAULTS = {"finetune": defaults.FINETUNE}
 
 
 def _type_name(kind):
@@ -123,6 +130,9 @@ class ResultRecord:
     task, task_spec, splits, group: the task, the string it was given as, its split names and
       its VTAB group.
     selection: the strategy's name (`transfer.strategies`), or the expert the user named.
+    finetune: the fine-tuning mode of every run of the record (`defaults.FINETUNE_MODES`: full,
+      patch, adapter, head); each `per_expert` result also holds its `trained_parameters`,
+      `artifact_bytes` and `images_per_second` (`protocol.run_protocol`).
     chosen: the fine-tuned experts, in order.
     proxy_scores: {proxy: {expert: score}}; picks: {proxy or knn_topk: expert}.
     per_expert: {expert: `protocol.run_protocol` result}.
@@ -146,6 +156,7 @@ class ResultRecord:
   splits: dict
   group: str
   selection: str
+  finetune: str
   chosen: list
   proxy_scores: dict
   picks: dict
@@ -178,6 +189,9 @@ class ResultRecord:
       if isinstance(value, dict):
         setattr(self, name, block.from_json(value, name))
     _check_types(self, "results record")
+    if self.finetune not in defaults.FINETUNE_MODES:
+      raise RecordError(f"results record: key 'finetune' must be one of "
+                        f"{list(defaults.FINETUNE_MODES)}. Received: {self.finetune!r}")
     if self.format != FORMAT:
       raise RecordError(f"results record: format {self.format!r} is not {FORMAT!r} (written by "
                         "another version of tfexperts).")
@@ -194,8 +208,11 @@ class ResultRecord:
     Raises RecordError (a UserError) naming `where` and the key when one is unknown, missing or
     of the wrong type.
     """
-    if isinstance(data, dict) and "format" not in data:
+    if isinstance(data, dict) and data.get("format", RESULT_2) == RESULT_2:
       data = _upgrade_older(data)
+    elif isinstance(data, dict) and data["format"] != FORMAT:  # before its keys: they differ
+      raise RecordError(f"{where}: format {data['format']!r} is not {FORMAT!r} (written by "
+                        "another version of tfexperts).")
     artifacts.check_keys(cls, data, where)
     try:
       return cls(**data)
@@ -204,10 +221,11 @@ class ResultRecord:
 
 
 def _upgrade_older(data):
-  """The one reader of older files: a record written before `format`, with OLDER_DEFAULTS for
-  the keys it lacks (every other missing key stays missing, an error)."""
-  return {**{k: v for k, v in OLDER_DEFAULTS.items() if k not in data}, **data,
-          "format": FORMAT}
+  """The one reader of older files: a record written before `format` (with OLDER_DEFAULTS for
+  the keys it lacks) or in format result/2 (RESULT_2_DEFAULTS); every other missing key stays
+  missing, an error."""
+  older = RESULT_2_DEFAULTS if "format" in data else OLDER_DEFAULTS
+  return {**{k: v for k, v in older.items() if k not in data}, **data, "format": FORMAT}
 
 
 def read(path):

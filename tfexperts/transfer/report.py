@@ -15,6 +15,16 @@ has no accuracy: its results.csv row leaves the accuracy empty with `diverged` =
 before that column existed read as empty), and its table cell says `diverged`. Paired verdicts
 (`comparisons`) compare two strategies' experts on the same test examples: exact McNemar for the
 verdict, Newcombe's interval for the difference (see `stats`).
+
+Fine-tuning modes (`ProtocolConfig.finetune`: full, patch, adapter, head): a record holds one mode
+(`finetune`); the records of the other modes than full live beside full's
+(`<task>__<selection>__<mode>.json`, full's keeps its name), results.csv has a `finetune` column
+(rows written before it read as full) and the mode's cost (trained parameters, stored bytes per
+task, training images/s; `finetune_seconds` is the wall time), the table a row per strategy and
+mode (`knn (patch)`), and when a task's expert was fine-tuned in a mode other than full, the
+summary adds a table of its modes: accuracy, the paired verdict against full on the same test
+examples (when the expert's full run is in the results too), trained parameters, bytes, images/s
+and seconds.
 """
 import csv
 import io
@@ -24,6 +34,7 @@ import statistics
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import defaults
 from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.transfer import records as records_lib
@@ -31,18 +42,22 @@ from tfexperts.transfer import stats
 
 GROUPS = ("natural", "specialized", "structured", "offline")
 STRATEGY_ORDER = ("baseline", "random", "knn", "label_matching", "domain", "knn_topk", "oracle")
-CSV_FIELDS = ("task", "group", "selection", "chosen", "test_accuracy", "test_low", "test_high",
-              "test_size", "baseline_accuracy", "selection_seconds", "finetune_seconds", "record",
-              "diverged")
+FULL = defaults.FINETUNE  # "full", the mode others are compared with
+CSV_FIELDS = ("task", "group", "selection", "finetune", "chosen", "test_accuracy", "test_low",
+              "test_high", "test_size", "baseline_accuracy", "trained_parameters",
+              "artifact_bytes", "images_per_second", "selection_seconds", "finetune_seconds",
+              "record", "diverged")
 # Paired comparisons recorded for a multi-expert record: (strategy, against), when both ran.
 COMPARISONS = (("knn", "baseline"), ("knn", "random"), ("knn_topk", "knn"),
                ("knn_topk", "baseline"), ("label_matching", "baseline"), ("domain", "baseline"),
                ("random", "baseline"))
 
 
-def record_path(results_dir, task, selection):
-  """Where the JSON record of `task` under `selection` lives."""
-  return os.path.join(results_dir, f"{task}__{selection}.json")
+def record_path(results_dir, task, selection, finetune=FULL):
+  """Where the JSON record of `task` under `selection` in mode `finetune` lives (the mode is in
+  the name unless full, so results dirs written before the modes keep their names)."""
+  mode = "" if finetune == FULL else f"__{finetune}"
+  return os.path.join(results_dir, f"{task}__{selection}{mode}.json")
 
 
 def write_record(results_dir, record):
@@ -50,12 +65,12 @@ def write_record(results_dir, record):
   results.csv; returns the path.
 
   A results.csv with an older header is rewritten with the current one (old rows keep their
-  values, new columns stay empty). Processes writing records to one local results_dir at once
+  values, new columns stay empty but `finetune`: full, the only mode of that time). Processes writing records to one local results_dir at once
   take turns (a lock file beside results.csv), so no row is lost.
   """
   if not isinstance(record, records_lib.ResultRecord):
     raise TypeError(f"`record` must be a ResultRecord. Received: {type(record).__name__}")
-  path = record_path(results_dir, record.task, record.selection)
+  path = record_path(results_dir, record.task, record.selection, record.finetune)
   fileio.write_json_atomic(path, record.to_json())
   csv_path = os.path.join(results_dir, "results.csv")
   with fileio.exclusive(csv_path + ".lock"):  # evaluations running side by side append too
@@ -67,13 +82,19 @@ def _append_row(csv_path, record, path):
   rows = []
   if tf.io.gfile.exists(csv_path):
     with tf.io.gfile.GFile(csv_path) as f:
-      rows = list(csv.DictReader(f))
+      rows = [{**row, "finetune": row.get("finetune") or FULL} for row in csv.DictReader(f)]
   baseline = (record.strategy_accuracy or {}).get("baseline")
   low, high = record.test_interval or (None, None)
+  reported = reported_result(record)
+  rate = reported.get("images_per_second")
   rows.append({"task": record.task, "group": record.group,
-               "selection": record.selection, "chosen": ";".join(record.chosen),
+               "selection": record.selection, "finetune": record.finetune,
+               "chosen": ";".join(record.chosen),
                "test_accuracy": record.test_accuracy, "test_low": low, "test_high": high,
                "test_size": record.test_size, "baseline_accuracy": baseline,
+               "trained_parameters": reported.get("trained_parameters"),
+               "artifact_bytes": reported.get("artifact_bytes"),
+               "images_per_second": None if rate is None else round(rate, 1),
                "selection_seconds": round(record.times["selection_seconds"], 2),
                "finetune_seconds": round(record.times["finetune_seconds"], 2),
                "record": os.path.basename(path),
@@ -83,6 +104,14 @@ def _append_row(csv_path, record, path):
   writer.writeheader()
   writer.writerows(rows)
   fileio.write_bytes_atomic(csv_path, out.getvalue().encode())
+
+
+def reported_result(record):
+  """The `per_expert` result whose test accuracy `record` reports (the first chosen expert with
+  it), or {} when the record has no accuracy."""
+  return next((record.per_expert[name] for name in record.chosen
+               if record.test_accuracy is not None and name in record.per_expert
+               and record.per_expert[name].get("test_accuracy") == record.test_accuracy), {})
 
 
 def expert_correct(result):
@@ -110,12 +139,107 @@ def paired_comparisons(per_expert, picks, pairs=COMPARISONS):
     a, b = picks.get(strategy), picks.get(against)
     if a is None or b is None:
       continue
-    correct_a, correct_b = expert_correct(per_expert.get(a)), expert_correct(per_expert.get(b))
-    if correct_a is None or correct_b is None or correct_a.size != correct_b.size:
-      continue
-    out.append({"strategy": strategy, "against": against, "expert": a, "against_expert": b,
-                "same_expert": a == b, **stats.compare(correct_a, correct_b)})
+    compared = _compare(per_expert.get(a), per_expert.get(b))
+    if compared is not None:
+      out.append({"strategy": strategy, "against": against, "expert": a, "against_expert": b,
+                  "same_expert": a == b, **compared})
   return out
+
+
+def _compare(result_a, result_b):
+  """`stats.compare` of two `per_expert` results on the same test examples, or None when either
+  lacks its per-example correctness or their test sizes differ."""
+  correct_a, correct_b = expert_correct(result_a), expert_correct(result_b)
+  if correct_a is None or correct_b is None or correct_a.size != correct_b.size:
+    return None
+  return stats.compare(correct_a, correct_b)
+
+
+def mode_results(records):
+  """`{(task, expert): {finetune: per_expert result}}` for every expert of a task fine-tuned in
+  a mode other than full, its modes in `defaults.FINETUNE_MODES` order (the first record of a
+  task, expert and mode gives its result; records come sorted by task and selection)."""
+  by_expert = {}
+  for record in records:
+    for expert, result in record.per_expert.items():
+      by_expert.setdefault((record.task, expert), {}).setdefault(record.finetune, result)
+  return {key: {m: modes[m] for m in defaults.FINETUNE_MODES if m in modes}
+          for key, modes in by_expert.items() if set(modes) != {FULL}}
+
+
+def mode_comparison(task, expert, result, full_result, finetune):
+  """The paired verdict of `expert`'s run in mode `finetune` (`result`) against its full run
+  (`full_result`) on the same test examples, in `paired_comparisons`' form (strategy: the mode,
+  against: full), or None when they cannot be paired."""
+  compared = _compare(result, full_result)
+  if compared is None:
+    return None
+  return {"task": task, "strategy": finetune, "against": FULL, "expert": expert,
+          "against_expert": expert, "same_expert": False, **compared}
+
+
+def mode_comparisons(records):
+  """The paired verdicts of every non-full mode against full (`mode_comparison`) in `records`."""
+  out = []
+  for (task, expert), modes in mode_results(records).items():
+    for finetune, result in modes.items():
+      if finetune != FULL and FULL in modes:
+        compared = mode_comparison(task, expert, result, modes[FULL], finetune)
+        out += [compared] if compared else []
+  return out
+
+
+def _size_text(nbytes):
+  """`nbytes` as `512 B`, `182.0 kB`, `94.1 MB` (powers of 1000)."""
+  for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    if nbytes >= scale:
+      return f"{nbytes / scale:.1f} {unit}"
+  return f"{nbytes} B"
+
+
+def _short_verdict(comparison):
+  """`worse, -3.1 [-5.6, -0.6], p=0.02` (points), or `-` for None."""
+  if comparison is None:
+    return "-"
+  low, high = comparison["interval"]
+  return (f"{comparison['verdict']}, {100 * comparison['difference']:+.1f} "
+          f"[{100 * low:+.1f}, {100 * high:+.1f}], p={comparison['p_value']:.2g}")
+
+
+def mode_table_rows(records):
+  """The rows of the modes table (`modes_markdown`): per task, expert and mode, the cells task,
+  expert, finetune, test accuracy ±, verdict vs full, trained parameters, stored bytes, train
+  images/s and seconds (`-` for what a run did not record)."""
+  verdicts = {(c["task"], c["expert"], c["strategy"]): c for c in mode_comparisons(records)}
+  rows = []
+  for (task, expert), modes in mode_results(records).items():
+    for finetune, result in modes.items():
+      accuracy = result.get("test_accuracy")
+      interval = result.get("test_interval")
+      params, nbytes = result.get("trained_parameters"), result.get("artifact_bytes")
+      rate = result.get("images_per_second")
+      rows.append([task, expert, finetune,
+                   DIVERGED if accuracy is None else _cell(accuracy, interval),
+                   "(reference)" if finetune == FULL else _short_verdict(
+                       verdicts.get((task, expert, finetune))),
+                   "-" if params is None else f"{params:,}",
+                   "-" if nbytes is None else _size_text(nbytes),
+                   "-" if rate is None else f"{rate:.0f}", f"{result['seconds']:.0f}"])
+  return rows
+
+
+MODE_HEADER = ("task", "expert", "finetune", "test accuracy", "vs full (points, 95% CI, p)",
+               "trained parameters", "stored bytes", "train images/s", "seconds")
+
+
+def modes_markdown(records, expert=None):
+  """The fine-tuning modes of the experts fine-tuned in a mode other than full (only `expert`'s
+  when given) as a Markdown table (`mode_table_rows`), or "" when there are none."""
+  rows = [row for row in mode_table_rows(records) if expert in (None, row[1])]
+  if not rows:
+    return ""
+  lines = ["| " + " | ".join(MODE_HEADER) + " |", "|" + "---|" * len(MODE_HEADER)]
+  return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def verdict_text(comparison):
@@ -154,19 +278,20 @@ def kendall_tau(scores, accuracies):
 
 
 def strategy_table(records, intervals=False):
-  """`{strategy: {task: accuracy}}` and `{task: group}` from a list of records.
+  """`{row: {task: accuracy}}` and `{task: group}` from a list of records.
 
-  Records comparing strategies (all_experts, all_proxies: `strategy_accuracy`) give every
-  strategy they recorded (baseline, random, knn, ..., oracle); the others give their own
-  selection. A later record never hides an earlier value of another selection. With `intervals`,
-  the values are `(accuracy, (low, high) or None)`.
+  A row is a strategy, with its mode when not full (`knn (patch)`, `row_label`). Records
+  comparing strategies (all_experts, all_proxies: `strategy_accuracy`) give every strategy they
+  recorded (baseline, random, knn, ..., oracle); the others give their own selection. A later
+  record never hides an earlier value of another selection. With `intervals`, the values are
+  `(accuracy, (low, high) or None)`.
   """
   table, groups = {}, {}
   for record in records:
     groups[record.task] = record.group
     compares = record.strategy_accuracy is not None
     if record.diverged and not compares:
-      table.setdefault(record.selection, {}).setdefault(  # never hides an accuracy
+      table.setdefault(row_label(record.selection, record.finetune), {}).setdefault(  # never hides an accuracy
           record.task, (DIVERGED, None) if intervals else DIVERGED)
       continue
     if compares:
@@ -177,14 +302,27 @@ def strategy_table(records, intervals=False):
     for strategy, accuracy in values.items():
       if accuracy is not None:
         bound = tuple(bounds[strategy]) if bounds.get(strategy) else None
-        table.setdefault(strategy, {})[record.task] = (
+        table.setdefault(row_label(strategy, record.finetune), {})[record.task] = (
             (accuracy, bound) if intervals else accuracy)
   return table, groups
 
 
-def _ordered(strategies):
-  known = [s for s in STRATEGY_ORDER if s in strategies]
-  return known + sorted(s for s in strategies if s not in STRATEGY_ORDER)
+def row_label(strategy, finetune):
+  """A table row's name: `strategy`, with ` (mode)` when `finetune` is not full."""
+  return strategy if finetune == FULL else f"{strategy} ({finetune})"
+
+
+def _ordered(labels):
+  """Table rows in STRATEGY_ORDER (others by name), each strategy's modes after it."""
+  def key(label):
+    strategy, finetune = label, FULL
+    for mode in defaults.FINETUNE_MODES:
+      if label.endswith(f" ({mode})"):
+        strategy, finetune = label[:-len(mode) - 3], mode
+    known = strategy in STRATEGY_ORDER
+    return (not known, STRATEGY_ORDER.index(strategy) if known else 0, strategy,
+            defaults.FINETUNE_MODES.index(finetune))
+  return sorted(labels, key=key)
 
 
 def _cell(accuracy, bound):
@@ -226,8 +364,10 @@ def markdown_table(records):
 
 
 def verdicts_markdown(records):
-  """The paired verdicts of all records as a Markdown list (empty string if none)."""
+  """The paired verdicts of all records (then of each mode against full, `mode_comparisons`)
+  as a Markdown list (empty string if none)."""
   lines = [f"- {r.task}: {verdict_text(c)}" for r in records for c in r.comparisons or []]
+  lines += [f"- {c['task']}: {verdict_text(c)}" for c in mode_comparisons(records)]
   return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -278,6 +418,11 @@ def summarize(results_dir):
   markdown = markdown_table(records)
   markdown += ("\n± is half the width of the 95% Wilson interval on the test size (means: "
                "normal approximation).\n")
+  modes = modes_markdown(records)
+  if modes:
+    markdown += ("\nFine-tuning modes of the experts fine-tuned in a mode other than full (vs "
+                 "full: paired on the same test examples; stored bytes: what one task keeps, "
+                 "full: the whole model):\n\n" + modes)
   verdicts = verdicts_markdown(records)
   if verdicts:
     markdown += ("\nPaired verdicts (same test examples; exact McNemar at 0.05, Newcombe 95% "

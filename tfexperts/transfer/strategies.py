@@ -319,7 +319,8 @@ def oracle_regret(results_dir, task, config_dict, accuracy):
   """Regret of `accuracy` against the all_experts record of the same task and protocol (the dict
   of its `ProtocolConfig`) in `results_dir`, or None when there is none."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  path = report.record_path(results_dir, task.name, "all_experts")
+  path = report.record_path(results_dir, task.name, "all_experts",
+                            config_dict.get("finetune", "full"))
   if not tf.io.gfile.exists(path):
     return None
   oracle = records.read(path)
