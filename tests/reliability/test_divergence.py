@@ -16,6 +16,7 @@ from tests.transfer import result_records
 from tfexperts import artifacts
 from tfexperts import errors
 from tfexperts.hub import export
+from tfexperts.hub import metadata as metadata_lib
 from tfexperts.models import bit
 from tfexperts.models import finished
 from tfexperts.train import loop
@@ -94,8 +95,8 @@ def test_export_and_finished_model_refuse_nonfinite_weights(tmp_path):
   model = _nan_model()
   path = str(tmp_path / "export" / "expert" / "1")
   with pytest.raises(errors.NonFiniteModelError, match="Model 'bad_expert' has non-finite"):
-    export.export_expert(model, path, {"kind": "full", "name": "bad_expert",
-                                       "input": {"resolution": 32}})
+    export.export_expert(model, path, metadata_lib.build("full", "bad_expert", model,
+                                                         resolution=32))
   assert not tf.io.gfile.exists(path)
   record = artifacts.ModelRecord.from_json({**collection_fixtures.COMMON, "kind": "baseline",
                                             "name": "baseline"})

@@ -66,8 +66,9 @@ def fixture_old_style_module(models, tmp_path_factory, monkeypatch):
   monkeypatch.setattr(module_lib, "renamed_copies", list)
   monkeypatch.setattr(module_lib, "_renamed", lambda *args: contextlib.nullcontext())
   path = os.path.join(str(tmp_path_factory.mktemp("old")), "old", "1")
-  export.export_expert(models.baseline, path, {"name": "old", "kind": "full",
-                                               "input": {"resolution": 32}})
+  from tfexperts.hub import metadata as metadata_lib  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  export.export_expert(models.baseline, path,
+                       metadata_lib.build("full", "old", models.baseline, resolution=32))
   return path
 
 

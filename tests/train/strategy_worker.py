@@ -76,6 +76,7 @@ def multi_worker(out_path, export_dir):
   import time
   import tensorflow as tf
   from tfexperts.hub import export
+  from tfexperts.hub import metadata as metadata_lib
   from tfexperts.hub import load as hub_load
   from tfexperts.select import features
   from tfexperts.train import loop
@@ -85,8 +86,9 @@ def multi_worker(out_path, export_dir):
   model, history = loop.train(strategy, make_task(), _config(4), checkpoint_dir)
   module_path = os.path.join(export_dir, "synthetic", "1")
   if strategy_lib.is_chief(strategy):
-    export.export_expert(model, module_path, {"kind": "baseline", "name": "synthetic",
-                                              "input": {"resolution": 32}}, with_logits=True)
+    export.export_expert(model, module_path,
+                         metadata_lib.build("baseline", "synthetic", model, resolution=32,
+                                            with_logits=True), with_logits=True)
   deadline = time.time() + 300
   while not tf.io.gfile.exists(module_path) and time.time() < deadline:  # the chief's rename
     time.sleep(0.2)
