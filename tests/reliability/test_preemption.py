@@ -46,27 +46,46 @@ def _config():
                          warmup_steps=2, checkpoint_every=100, log_every=100)
 
 
-def test_sigterm_mid_run_checkpoints_then_resumes_to_identical_weights(tmp_path):
+def preempt_then_resume(directory):
+  """The scenario, run in a child process (`test_sigterm_mid_run...`): an uninterrupted run, a run
+  SIGTERMed mid-run, its resumption; asserts what each must show."""
   strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-  straight, _ = loop.train(strategy, _task(), _config(), str(tmp_path / "straight"))
+  straight, _ = loop.train(strategy, _task(), _config(), os.path.join(directory, "straight"))
   straight = [v.numpy() for v in straight.weights]
 
   before = signal.getsignal(signal.SIGTERM)
-  directory = str(tmp_path / "preempted")
+  preempted = os.path.join(directory, "preempted")
   with pytest.raises(errors.PreemptedError) as raised:
-    loop.train(strategy, _task(sigterm_at=SIGTERM_AT_BATCH), _config(), directory)
+    loop.train(strategy, _task(sigterm_at=SIGTERM_AT_BATCH), _config(), preempted)
   assert signal.getsignal(signal.SIGTERM) == before  # the default comes back after the run
   stopped = raised.value.step
   # The pipeline reads ahead, so the signal comes while a step <= that batch's trains; the run
   # stops after it. No periodic checkpoint before the end: the one there is the preemption's.
   assert 1 <= stopped <= SIGTERM_AT_BATCH + 1 < TOTAL_STEPS
-  assert loop.checkpointed_step(directory) == stopped
+  assert loop.checkpointed_step(preempted) == stopped
   assert f"step {stopped}/{TOTAL_STEPS}" in str(raised.value) and "rerun" in str(raised.value)
 
-  resumed, history = loop.train(strategy, _task(), _config(), directory)
+  resumed, history = loop.train(strategy, _task(), _config(), preempted)
   assert history["start_step"] == stopped and history["final_step"] == TOTAL_STEPS
   for want, got in zip(straight, resumed.weights):
     np.testing.assert_array_equal(want, got.numpy())
+  print("resumed to identical weights from step", stopped)
+
+
+def test_sigterm_mid_run_checkpoints_then_resumes_to_identical_weights(tmp_path):
+  # In a child process: the signal is real, and if it ever found no handler it would kill the
+  # process; here that is a failure showing how the child ended, not a lost test worker.
+  program = textwrap.dedent("""
+      import faulthandler, sys
+      faulthandler.enable()
+      from tests.reliability import test_preemption
+      test_preemption.preempt_then_resume(sys.argv[1])
+      """)
+  proc = processes.run_python(program, [str(tmp_path)], check_exit=False)
+  ended = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+           else f"exit {proc.returncode}")
+  assert proc.returncode == 0, f"{ended}\n{proc.stdout[-2000:]}\n{proc.stderr[-5000:]}"
+  assert "resumed to identical weights from step" in proc.stdout
 
 
 def test_preempted_binary_exits_75_saying_it_will_resume(tmp_path):
