@@ -28,6 +28,14 @@ the head too and keep the expert frozen. Each mode has its own learning-rate swe
 overrides it. patch and adapter need tfexperts' own modules (third-party ones: head or full). A
 non-full run stores only what it trained, a per-task artifact in its run directory
 (RUNS/<task>/<expert>/<run>/artifact); bin/export_experts --artifact turns one into a hub module.
+
+--multitask (with --finetune=patch and two or more tasks): one patch and head per task trained
+together on one frozen expert (--selection names it, or --experts is one module), batches mixing
+the tasks routed per example by task id (batch_size examples of each task per step), in the same
+protocol (the sweep point with the best mean val accuracy over the tasks); each task's single-task
+patch run is run too (or read from RUNS when present) and each task's accuracy is shown beside it,
+with its Wilson interval. Writes RESULTS_DIR/multitask_<tasks>_patch.json and one artifact per task
+(RUNS/multitask_<tasks>/<expert>/<run>/artifact/<task>).
 """
 import sys
 
@@ -41,6 +49,7 @@ from tfexperts.cli import run as run_lib
 from tfexperts.data import tasks
 from tfexperts.hub import openvino_engine
 from tfexperts.select import proxies as proxies_lib
+from tfexperts.transfer import multitask_args
 from tfexperts.train import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
@@ -87,6 +96,9 @@ flags.DEFINE_enum("finetune", defaults.FINETUNE, list(defaults.FINETUNE_MODES),
                   "What trains besides the new head: full (every weight), patch (GroupNorm scales "
                   "and biases), adapter (a new residual adapter per block) or head (logits only); "
                   "non-full runs store only what they trained (a per-task artifact).")
+flags.DEFINE_bool("multitask", False, "With --finetune=patch and two or more --task: train one "
+                  "patch and head per task together on one expert (--selection names it), "
+                  "each task beside its single-task patch run.")
 flags.DEFINE_list("steps", None, "Sweep step counts (default 2500,10000).")
 flags.DEFINE_integer("batch_size", None, "Fine-tuning batch size (default 512).", lower_bound=1)
 flags.DEFINE_integer("resolution", None, "Image size for every expert, embedding and fine-tuning "
@@ -147,6 +159,8 @@ def check_flags(argv):
   checks.required("experts", FLAGS.experts, " (collection directories and/or hub handles)")
   for name in task_names():
     tasks.get_task(name, FLAGS.data_dir)
+  if FLAGS.multitask:
+    multitask_args.check(task_names(), FLAGS.finetune, FLAGS.mixup_alpha)
   checks.known_names("report_proxies", FLAGS.report_proxies,
                      sorted(proxies_lib.PROXIES) + [TOPK])
   if not 0.0 < FLAGS.topk_steps_fraction <= 1.0:
@@ -218,7 +232,19 @@ def main(argv):
   strategy = strategy_lib.make_strategy(FLAGS.tpu, FLAGS.strategy, FLAGS.tpu_timeout)
   notice = precision_lib.device_notice(FLAGS.precision, "TPU" if FLAGS.tpu else None)
   print(f"precision: {FLAGS.precision}" + (f" (notice: {notice})" if notice else ""), flush=True)
-  evaluate.run(config, strategy)
+  if FLAGS.multitask:
+    _run_multitask(config, strategy)
+  else:
+    evaluate.run(config, strategy)
+
+
+def _run_multitask(config, strategy):
+  from tfexperts.transfer import multitask  # pylint: disable=g-import-not-at-top
+  name, handle = multitask.choose_expert(config.experts, config.selection)
+  result = multitask.evaluate(task_names(), handle, config.protocol, config.dirs["work"],
+                              strategy, config.data_dir, expert_name=name)
+  path = multitask.write_result(config.dirs["results"], result)
+  print("\n" + multitask.table(result) + f"\n\nwritten: {path}", flush=True)
 
 
 def run():

@@ -83,15 +83,24 @@ class _LastModel:
   def fresh(cls, handle, num_classes, strategy, precision="float32", finetune="full"):
     """A built `TransferModel` of `handle` at `precision` in mode `finetune` with the module's
     weights, fresh adapters (adapter mode) and a zero head."""
-    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes, precision,
-           finetune)
+    def build():
+      model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
+      model.build((None, None, None, 3))
+      return model
+    return cls.reuse_or_build((handle, num_classes, precision, finetune), handle, strategy, build)
+
+  @classmethod
+  def reuse_or_build(cls, key, handle, strategy, build):
+    """The kept model reset to its initial values when it was made for `key` (a tuple saying
+    what the model is) on module `handle`'s current content under `strategy`, else `build()`
+    (a built Keras model), kept in its place (the previous model is released first)."""
+    key = (hub_identity.of_directory(hub_load.resolve(handle)),) + tuple(key)
     if cls.key == key and cls.strategy is strategy:
       for variable, value in zip(cls.model.variables, cls.initial_values):
         variable.assign(value)
       return cls.model
     cls.key = cls.model = cls.initial_values = None  # release the previous module first
-    model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
-    model.build((None, None, None, 3))
+    model = build()
     cls.key, cls.strategy, cls.model = key, strategy, model
     cls.initial_values = [variable.numpy() for variable in model.variables]
     return model
@@ -101,6 +110,13 @@ class _LastModel:
     """`loop.TrainTask.reuse_key` of a run of `handle` with `num_classes` outputs."""
     key = ("finetune", handle, num_classes, precision)
     return key if finetune == modes.FULL else key + (finetune,)
+
+
+def kept_model(key, handle, strategy, build):
+  """The one model kept across fine-tuning runs (see `_LastModel`), reset to its initial values,
+  when it was made for `key` on module `handle` under `strategy`; else `build()`, then kept.
+  Lets another kind of transfer model (e.g. `transfer.multitask_model`) reuse its traced step."""
+  return _LastModel.reuse_or_build(key, handle, strategy, build)
 
 
 def check_mode(handle, finetune):
@@ -278,6 +294,19 @@ def _result_settings(spec):
           "resolution": spec.resolution}
 
 
+def loop_config(spec, global_batch_size):
+  """The `loop.LoopConfig` of a fine-tuning run: `spec`'s steps, peak learning rate (at
+  `global_batch_size`, the examples of one step), warm-up fraction, decay, mixup, seed and
+  precision, checkpointing every quarter of the run and logging every fifth."""
+  return loop.LoopConfig(total_steps=spec.steps, global_batch_size=global_batch_size,
+                         base_lr=spec.learning_rate, base_batch=global_batch_size,
+                         warmup_steps=int(spec.steps * spec.warmup_fraction),
+                         decay=spec.decay, mixup_alpha=spec.mixup_alpha,
+                         checkpoint_every=max(spec.steps // 4, 1),
+                         log_every=max(spec.steps // 5, 1), seed=spec.seed,
+                         loss_scaling=spec.precision == "float16")
+
+
 def diverged(result):
   """True when a run's result dict (or a protocol result) records divergence (no accuracy)."""
   return bool((result or {}).get("diverged"))
@@ -294,13 +323,7 @@ def run(spec, strategy):
   if tf.io.gfile.exists(result_path):
     return fileio.read_json(result_path)
   start = time.perf_counter()
-  config = loop.LoopConfig(total_steps=spec.steps, global_batch_size=spec.batch_size,
-                           base_lr=spec.learning_rate, base_batch=spec.batch_size,
-                           warmup_steps=int(spec.steps * spec.warmup_fraction),
-                           decay=spec.decay, mixup_alpha=spec.mixup_alpha,
-                           checkpoint_every=max(spec.steps // 4, 1),
-                           log_every=max(spec.steps // 5, 1), seed=spec.seed,
-                           loss_scaling=spec.precision == "float16")
+  config = loop_config(spec, spec.batch_size)
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)

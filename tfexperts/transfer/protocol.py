@@ -99,16 +99,28 @@ def module_resolution(config, handle):
   return metadata_lib.input_resolution(hub_load.load_expert(handle, lazy=True).metadata)
 
 
+def splits(phase):
+  """`(train split, eval split)` of a protocol phase: "final" trains on train800val200 and tests;
+  the sweep (and short runs) train on train800 and evaluate on val200."""
+  return ("train800val200", "test") if phase == "final" else ("train800", "val200")
+
+
+def run_name(config, phase, lr, steps, seed):
+  """The directory name of one run: phase, learning rate (at batch 512), steps, seed, and the
+  mode and precision when not full / float32."""
+  return f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
+      "" if config.finetune == modes.FULL else f"_{config.finetune}") + (
+      "" if config.precision == "float32" else f"_{config.precision}")
+
+
 def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
-  train, evaluate = ("train800val200", "test") if phase == "final" else ("train800", "val200")
+  train, evaluate = splits(phase)
   seed = config.seed + repeat
   return finetune.RunSpec(
       handle=handle, task=task, train_split=train, eval_split=evaluate,
       learning_rate=lr * config.batch_size / VTAB_BATCH, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
-      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
-          "" if config.finetune == modes.FULL else f"_{config.finetune}") + (
-          "" if config.precision == "float32" else f"_{config.precision}")),
+      directory=os.path.join(directory, run_name(config, phase, lr, steps, seed)),
       data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
       precision=config.precision, finetune=config.finetune)
 

@@ -1,0 +1,419 @@
+"""Multi-task patches (issue 29 item 3; "K for the price of 1", simultaneous transfer): one patch
+and one head per task trained together on one frozen expert (`transfer.multitask_model`), in the
+VTAB-1k protocol, each task's accuracy reported beside its single-task patch run.
+
+Mixing: every step takes `batch_size` examples of *each* task (the global batch is tasks x
+batch_size), each task's stream being exactly its single-task run's (same seed, batch, crops and
+flips); each example's labels go to its own task's head; the loss is the mean over the whole
+batch. The peak learning rate is the protocol's rate scaled linearly with the global batch, so
+each task's patch and head take the steps its single-task run takes (the mean over T tasks'
+examples divides its gradient by T; the rate multiplies it by T). With the expert frozen the tasks
+share no trained parameter, so what the joint run changes is the protocol: one sweep point (the
+best *mean* val accuracy over the tasks) for all of them, one run and one expert in memory.
+
+Protocol: the sweep (the mode's learning rates x steps x sweep repeats) trains on train800 and
+evaluates every task on val200; the final retrains (final repeats) train on train800val200 and
+test every task; a task's test accuracy is the median over the retrains, with its Wilson interval.
+Each run lives in `<directory>/multitask_<tasks>/<expert>/<run name>/` (the single-task runs'
+names), resumes through `loop.train` checkpoints, stores `result.json` (a finished run is neither
+retrained nor re-evaluated) and one artifact per task (`artifact/<task>/`, the format of a
+single-task patch run, so `transfer.apply` takes it), then drops its checkpoint. The single-task
+patch runs are `protocol.run_protocol`'s in `<directory>/<task>/<expert>/` (vtab_eval's layout):
+runs present there are read, missing ones run.
+"""
+import dataclasses
+import os
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from tfexperts import errors
+from tfexperts import fileio
+from tfexperts.data import tasks as tasks_lib
+from tfexperts.select import selection
+from tfexperts.transfer import artifact as artifact_lib
+from tfexperts.transfer import finetune
+from tfexperts.transfer import modes
+from tfexperts.transfer import multitask_args
+from tfexperts.transfer import multitask_model
+from tfexperts.transfer import protocol
+from tfexperts.transfer import stats
+from tfexperts.train import loop
+
+MIXING = ("every step trains batch_size examples of each task (global batch = tasks x "
+          "batch_size), each task's labels to its own head, the loss the mean over the batch; the "
+          "learning rate at batch 512 is scaled with the global batch")
+
+
+@dataclasses.dataclass
+class MultitaskRunSpec:
+  """One multi-task patch run: the tasks, their splits, hyperparameters and where it lives.
+
+  `batch_size` is per task (a step trains `len(tasks) * batch_size` examples) and
+  `learning_rate` the peak rate of the run (already scaled to the global batch)."""
+  handle: str
+  tasks: list  # tfexperts.data.tasks.Task, in task-id order
+  train_split: str
+  eval_split: str
+  learning_rate: float
+  steps: int
+  batch_size: int
+  resolution: int
+  seed: int
+  directory: str
+  data_dir: str = None
+  decay: str = "step"
+  warmup_fraction: float = 0.1
+  eval_batch_size: int = 128
+  precision: str = "float32"
+  mixup_alpha: float = 0.0  # never on (`multitask_args.check`); `finetune.loop_config` reads it
+
+  @property
+  def global_batch_size(self):
+    return len(self.tasks) * self.batch_size
+
+
+def _dataset_fn(spec):
+  """`loop.TrainTask.make_dataset`: batches of `batch_size` examples per task, task after task,
+  with `task` ids; each task's stream as in its single-task run (resumed at the same step)."""
+  count = len(spec.tasks)
+
+  def make(ctx, per_replica_batch, start_step):
+    per_task = per_replica_batch // count
+    streams = tuple(task.load(spec.train_split, spec.data_dir, image_size=spec.resolution,
+                              augment=True, shuffle_buffer=1000, repeat=True, seed=spec.seed,
+                              **loop.resumed_input(ctx, per_task, start_step))
+                    for task in spec.tasks)
+    ids = tf.repeat(tf.range(count, dtype=tf.int32), per_task)
+
+    def mix(*batches):
+      return {"image": tf.concat([images for images, _ in batches], 0),
+              "label": tf.concat([tf.cast(labels, tf.int32) for _, labels in batches], 0),
+              "task": ids}
+    return tf.data.Dataset.zip(streams).map(mix)
+  return make
+
+
+def _forward(model, batch):
+  return model(batch["image"], batch["task"], training=True)
+
+
+def _key(spec):
+  return ("multitask_patch", spec.handle, tuple(t.num_classes for t in spec.tasks),
+          spec.precision)
+
+
+def _settings(spec):
+  return {"handle": spec.handle, "tasks": [t.name for t in spec.tasks],
+          "train_split": spec.train_split, "eval_split": spec.eval_split,
+          "learning_rate": spec.learning_rate, "steps": spec.steps,
+          "batch_size_per_task": spec.batch_size, "global_batch_size": spec.global_batch_size,
+          "seed": spec.seed, "resolution": spec.resolution, "precision": spec.precision,
+          "finetune": multitask_args.MODE, "multitask": True}
+
+
+def _task_result(model, index, spec, strategy):
+  """Task `index`'s evaluation and artifact fields of a finished run."""
+  task = spec.tasks[index]
+  correct = finetune.evaluate_correct(multitask_model.task_view(model, index), task,
+                                      spec.eval_split, spec.data_dir, spec.resolution,
+                                      spec.eval_batch_size, strategy)
+  single = multitask_model.task_model(model, index)
+  directory = os.path.join(spec.directory, artifact_lib.DIRECTORY,
+                           multitask_args.label([task.name]))
+  nbytes = artifact_lib.save(single, directory, task=task.name, resolution=spec.resolution,
+                             settings={**_settings(spec), "task": task.name})
+  return {"accuracy": float(correct.mean()), "num_eval_examples": int(correct.size),
+          "num_correct": int(correct.sum()), "correct_bits": stats.pack_correct(correct),
+          "trained_parameters": modes.count(modes.trained_variables(single)),
+          "artifact": directory, "artifact_bytes": nbytes}
+
+
+def run(spec, strategy):
+  """Trains `spec`'s tasks together and evaluates each on `spec.eval_split`.
+
+  Returns the run's result dict: the settings, `per_task` ({task name: accuracy, examples,
+  packed correctness, trained parameters, artifact and its bytes}), `mean_accuracy`,
+  `trained_parameters` (all tasks), `images_per_second` and seconds. A run whose `result.json`
+  exists returns it without training; a run that diverges returns (and records) `diverged` with
+  no accuracies instead of raising.
+  """
+  result_path = os.path.join(spec.directory, finetune.RESULT)
+  if tf.io.gfile.exists(result_path):
+    return fileio.read_json(result_path)
+  start = time.perf_counter()
+  config = finetune.loop_config(spec, spec.global_batch_size)
+
+  def build():
+    model = multitask_model.MultitaskPatchModel(
+        spec.handle, [t.num_classes for t in spec.tasks], precision=spec.precision)
+    model.build((None, None, None, 3))
+    return model
+
+  def make_model():
+    keras.utils.set_random_seed(spec.seed)
+    return finetune.kept_model(_key(spec), spec.handle, strategy, build)
+
+  expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
+  train_task = loop.TrainTask(
+      f"{os.path.basename(os.path.dirname(expert_dir))}/{os.path.basename(expert_dir)}/{run_dir}",
+      max(t.num_classes for t in spec.tasks), make_model, _dataset_fn(spec), _forward,
+      reuse_key=_key(spec))
+  checkpoint_dir = os.path.join(spec.directory, "ckpt")
+  try:
+    train_start = time.perf_counter()
+    model, history = loop.train(strategy, train_task, config, checkpoint_dir)
+    train_seconds = time.perf_counter() - train_start
+  except errors.DivergedError as e:
+    print(f"{e} Recorded as diverged.", flush=True)
+    result = {**_settings(spec), "diverged": True, "mean_accuracy": None, "per_task": None,
+              "diverged_at_step": e.step, "diverged_learning_rate": e.learning_rate,
+              "message": str(e), "seconds": time.perf_counter() - start}
+    fileio.write_json_atomic(result_path, result)
+    return result
+  per_task = {task.name: _task_result(model, i, spec, strategy)
+              for i, task in enumerate(spec.tasks)}
+  trained_images = (history["final_step"] - history["start_step"]) * spec.global_batch_size
+  result = {**_settings(spec), "diverged": False, "per_task": per_task,
+            "mean_accuracy": statistics.mean(r["accuracy"] for r in per_task.values()),
+            "trained_parameters": modes.count(modes.trained_variables(model)),
+            "images_per_second": trained_images / train_seconds if trained_images else None,
+            "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
+  fileio.write_json_atomic(result_path, result)
+  if tf.io.gfile.exists(checkpoint_dir):
+    tf.io.gfile.rmtree(checkpoint_dir)  # the artifacts hold what the run trained
+  return result
+
+
+def _spec(tasks, handle, config, phase, lr, steps, repeat, directory, data_dir):
+  train, evaluate = protocol.splits(phase)
+  seed = config.seed + repeat
+  return MultitaskRunSpec(
+      handle=handle, tasks=tasks, train_split=train, eval_split=evaluate,
+      learning_rate=lr * len(tasks) * config.batch_size / protocol.VTAB_BATCH, steps=steps,
+      batch_size=config.batch_size, resolution=protocol.module_resolution(config, handle),
+      seed=seed, directory=os.path.join(directory, protocol.run_name(config, phase, lr, steps,
+                                                                      seed)),
+      data_dir=data_dir, decay=config.decay, precision=config.precision)
+
+
+def _sweep(tasks, handle, config, directory, strategy, data_dir):
+  rows = []
+  for lr in config.learning_rates:
+    for steps in config.steps:
+      for repeat in range(config.sweep_repeats):
+        result = run(_spec(tasks, handle, config, "sweep", lr, steps, repeat, directory,
+                           data_dir), strategy)
+        row = {"learning_rate": lr, "steps": steps, "seed": result["seed"],
+               "val_accuracy": {name: r["accuracy"] for name, r in (
+                   result["per_task"] or {}).items()} or None,
+               "mean_val_accuracy": result["mean_accuracy"], "seconds": result["seconds"]}
+        if finetune.diverged(result):
+          row.update(diverged=True, diverged_at_step=result.get("diverged_at_step"))
+        rows.append(row)
+  return rows
+
+
+def _best_point(sweep):
+  """`(learning_rate, steps, mean val accuracy)` of the sweep point whose mean (over repeats) of
+  the tasks' mean val accuracy is highest, among points with no diverged repeat; None if none."""
+  points = {}
+  for row in sweep:
+    points.setdefault((row["learning_rate"], row["steps"]), []).append(row)
+  finite = {key: statistics.mean(r["mean_val_accuracy"] for r in rows)
+            for key, rows in points.items() if not any(r.get("diverged") for r in rows)}
+  if not finite:
+    return None
+  (lr, steps), accuracy = max(finite.items(), key=lambda item: item[1])
+  return lr, steps, accuracy
+
+
+def _task_summary(task, final):
+  """Task `task`'s test accuracy (median over the final runs), interval, spread and the packed
+  correctness, artifact and trained parameters of the median run."""
+  rows = [{"seed": r["seed"], **r["per_task"][task.name]} for r in final]
+  tests = [{"seed": r["seed"], "test_accuracy": r["accuracy"], "test_size": r["num_eval_examples"],
+            "correct_bits": r["correct_bits"]} for r in rows]
+  summary = {"task": task.name, "num_classes": task.num_classes,
+             "test_accuracy": statistics.median(r["test_accuracy"] for r in tests),
+             **protocol.test_statistics(tests)}
+  median = next(r for r in rows if r["seed"] == summary["test_correct"]["seed"])
+  summary.update({k: median[k] for k in ("trained_parameters", "artifact", "artifact_bytes")})
+  return summary
+
+
+def run_protocol(tasks, handle, config, directory, strategy, data_dir=None):
+  """The VTAB-1k protocol of one multi-task patch model of `tasks` (Task objects, two or more)
+  on expert `handle`, its runs in `directory` (resumable).
+
+  Takes the tasks, the hub handle, a `ProtocolConfig` in mode patch, the directory, a
+  tf.distribute strategy and the tfds data dir. Returns a dict: `sweep` (rows with each task's
+  val accuracy and their mean), `best` ({learning_rate, steps, mean_val_accuracy}), `final`
+  (the retrains' results), `per_task` (per task: test accuracy, interval, spread, packed
+  correctness, artifact, bytes and trained parameters of the median retrain), `diverged`,
+  `seconds`. When every sweep point or a final retrain diverged, `diverged` is True with
+  `diverged_in` and `message`, and `per_task` is None.
+  """
+  multitask_args.check([t.name for t in tasks], config.finetune, config.mixup_alpha)
+  finetune.check_mode(handle, config.finetune)
+  sweep = _sweep(tasks, handle, config, directory, strategy, data_dir)
+  seconds = sum(r["seconds"] for r in sweep)
+  best = _best_point(sweep)
+  if best is None:
+    return {"sweep": sweep, "best": None, "final": [], "per_task": None, "diverged": True,
+            "diverged_in": "sweep", "seconds": seconds,
+            "message": f"every sweep point diverged (learning rates "
+                       f"{list(config.learning_rates)} x steps {list(config.steps)})"}
+  lr, steps, accuracy = best
+  final = [run(_spec(tasks, handle, config, "final", lr, steps, repeat, directory, data_dir),
+               strategy) for repeat in range(config.final_repeats)]
+  output = {"sweep": sweep, "best": {"learning_rate": lr, "steps": steps,
+                                     "mean_val_accuracy": accuracy},
+            "final": [{k: v for k, v in r.items() if k != "per_task"} for r in final],
+            "seconds": seconds + sum(r["seconds"] for r in final), "diverged": False}
+  if any(finetune.diverged(r) for r in final):
+    return {**output, "per_task": None, "diverged": True, "diverged_in": "final",
+            "message": f"a final retrain at learning rate {lr:g}, {steps} steps diverged"}
+  output["per_task"] = [_task_summary(task, final) for task in tasks]
+  return output
+
+
+def _single_task_fields(result, config, directory):
+  """A single-task protocol result as the comparison shows it: accuracy, interval, size,
+  correctness, best point and the median retrain's stored fields (read from its result.json)."""
+  fields = {k: result.get(k) for k in ("test_accuracy", "test_interval", "test_size", "best",
+                                       "diverged", "seconds")}
+  correct = result.get("test_correct") or {}
+  fields["correct_bits"] = correct.get("bits")
+  if result.get("best") and correct.get("seed") is not None:
+    name = protocol.run_name(config, "final", result["best"]["learning_rate"],
+                             result["best"]["steps"], correct["seed"])
+    stored = fileio.read_json(os.path.join(directory, name, finetune.RESULT))
+    fields.update({k: stored.get(k) for k in ("trained_parameters", "artifact",
+                                              "artifact_bytes")})
+  return fields
+
+
+def _comparison(multi, single):
+  """Whether the multi-task accuracy falls inside the single-task run's Wilson interval (and by
+  how much it misses it), and the paired comparison on the same test examples."""
+  if multi.get("test_accuracy") is None or single.get("test_interval") is None:
+    return {"within_single_interval": None, "outside_by": None, "paired": None}
+  low, high = single["test_interval"]
+  accuracy = multi["test_accuracy"]
+  outside = max(low - accuracy, accuracy - high, 0.0)
+  paired = None
+  if multi.get("test_correct", {}).get("bits") and single.get("correct_bits"):
+    size = multi["test_size"]
+    paired = stats.compare(stats.unpack_correct(multi["test_correct"]["bits"], size),
+                           stats.unpack_correct(single["correct_bits"], size))
+  return {"within_single_interval": outside == 0.0, "outside_by": outside, "paired": paired}
+
+
+def choose_expert(experts, selection_name):
+  """`(name, handle)` of the one expert a multi-task run trains on: the expert of the pool
+  `experts` (collection directories and/or handles, as vtab_eval --experts) named
+  `selection_name`, else the pool's only expert. Raises UserError naming the selection and the
+  pool's experts otherwise."""
+  candidates = selection.load_candidates(experts)
+  by_name = {selection.expert_key(e): e for e in candidates.experts}
+  if selection_name in by_name:
+    return selection_name, by_name[selection_name].handle
+  if len(by_name) == 1:
+    return next(iter(by_name)), candidates.experts[0].handle
+  raise errors.UserError(f"--multitask trains every task on one expert: name it with "
+                         f"--selection=EXPERT, one of {', '.join(by_name)}. Received: "
+                         f"--selection={selection_name}")
+
+
+def evaluate(tasks, handle, config, directory, strategy, data_dir=None, expert_name=None):
+  """Multi-task patches of `tasks` on expert `handle`, each task beside its single-task patch run.
+
+  Takes task names or `Task`s (two or more, distinct), the expert's hub handle, a
+  `ProtocolConfig` with `finetune="patch"` (mixup off), the work directory (runs go to
+  `directory/multitask_<tasks>/<expert>/...` and `directory/<task>/<expert>/...`), a
+  tf.distribute strategy, the tfds data dir and the expert's name (default: its module name).
+  Returns the result (JSON-ready; `write_result` stores it): `tasks`, `expert`, `mixing`,
+  `config`, the multi-task protocol (`sweep`, `best`, `final`), `per_task` (one record per task:
+  `multitask` and `single_task` accuracy with Wilson intervals, `within_single_interval`,
+  `outside_by`, `paired` comparison on the same test examples), `trained_parameters`,
+  `artifact_bytes` and `seconds` of both. Raises UserError for another mode, fewer than two
+  tasks, a repeated task, mixup, or a module tfexperts cannot rebuild.
+  """
+  tasks = [t if isinstance(t, tasks_lib.Task) else tasks_lib.get_task(t, data_dir) for t in tasks]
+  names = multitask_args.check([t.name for t in tasks], config.finetune, config.mixup_alpha)
+  finetune.check_mode(handle, config.finetune)
+  expert_name = expert_name or selection.expert_key(
+      selection.load_candidates([handle]).experts[0])
+  multi = run_protocol(tasks, handle, config,
+                       os.path.join(directory, f"multitask_{multitask_args.label(names)}",
+                                    expert_name), strategy, data_dir)
+  multi_by_task = {row["task"]: row for row in multi["per_task"] or []}
+  per_task, single_seconds = [], 0.0
+  for task in tasks:
+    single_dir = os.path.join(directory, task.name, expert_name)
+    single = _single_task_fields(
+        protocol.run_protocol(handle, task, config, single_dir, strategy, data_dir), config,
+        single_dir)
+    single_seconds += single["seconds"] or 0.0
+    mine = {k: v for k, v in multi_by_task.get(task.name, {}).items()
+            if k not in ("task", "num_classes")}
+    per_task.append({"task": task.name, "num_classes": task.num_classes, "multitask": mine,
+                     "single_task": single, **_comparison(mine, single)})
+  return {"tasks": names, "expert": {"name": expert_name, "handle": handle},
+          "finetune": multitask_args.MODE, "mixing": MIXING,
+          "config": {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(config).items()},
+          **{k: multi.get(k) for k in ("sweep", "best", "final", "diverged", "diverged_in",
+                                       "message")},
+          "per_task": per_task,
+          "trained_parameters": {
+              "multitask": sum(r["multitask"].get("trained_parameters") or 0 for r in per_task),
+              "single_task": sum(r["single_task"].get("trained_parameters") or 0
+                                 for r in per_task)},
+          "artifact_bytes": {
+              "multitask": sum(r["multitask"].get("artifact_bytes") or 0 for r in per_task),
+              "single_task": sum(r["single_task"].get("artifact_bytes") or 0 for r in per_task)},
+          "seconds": {"multitask": multi["seconds"], "single_task": single_seconds}}
+
+
+def write_result(results_dir, result):
+  """Writes `result` (of `evaluate`) atomically to `multitask_args.result_path`; returns it."""
+  path = multitask_args.result_path(results_dir, result["tasks"])
+  fileio.write_json_atomic(path, result)
+  return path
+
+
+def _accuracy(block):
+  if block.get("test_accuracy") is None:
+    return "diverged"
+  low, high = block.get("test_interval") or (None, None)
+  interval = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
+  return f"{100 * block['test_accuracy']:.1f}%{interval}"
+
+
+def table(result):
+  """The result as a text table: per task the multi-task and single-task accuracy with 95%
+  Wilson intervals, whether the first is inside the second's interval (else by how much it is
+  not), the paired verdict, trained parameters and artifact bytes; then both runs' totals."""
+  lines = [f"multi-task patches on {result['expert']['name']}: {', '.join(result['tasks'])}",
+           f"mixing: {result['mixing']}",
+           f"best sweep point (mean val accuracy over tasks): {result.get('best')}", "",
+           f"{'task':<22} {'multi-task':<24} {'single-task':<24} {'inside':<14} "
+           f"{'paired verdict':<26} {'params':>9} {'bytes':>9}"]
+  for row in result["per_task"]:
+    multi, single = row["multitask"], row["single_task"]
+    inside = {True: "yes", False: f"no (by {100 * (row['outside_by'] or 0):.1f})",
+              None: "-"}[row["within_single_interval"]]
+    verdict = (row["paired"] or {}).get("verdict", "-")
+    lines.append(f"{row['task']:<22} {_accuracy(multi):<24} {_accuracy(single):<24} "
+                 f"{inside:<14} {verdict:<26} {multi.get('trained_parameters') or 0:>9} "
+                 f"{multi.get('artifact_bytes') or 0:>9}")
+  params, nbytes, seconds = (result["trained_parameters"], result["artifact_bytes"],
+                             result["seconds"])
+  lines.append(f"total: multi-task {params['multitask']} parameters, {nbytes['multitask']} bytes, "
+               f"{seconds['multitask']:.1f}s; single-task runs {params['single_task']} "
+               f"parameters, {nbytes['single_task']} bytes, {seconds['single_task']:.1f}s")
+  return "\n".join(lines)
