@@ -13,7 +13,7 @@ from tests.hub import third_party_modules
 from tfexperts import defaults
 from tfexperts import errors
 from tfexperts.data import tasks
-from tfexperts.hub import native
+from tfexperts.models import architecture
 from tfexperts.models import bit
 from tfexperts.transfer import finetune
 from tfexperts.transfer import modes
@@ -25,7 +25,7 @@ TINY = bit.PRESETS["tiny"]
 
 def test_r50x1_trained_parameters_equal_the_closed_forms():
   resnet = bit.ResNetV2(**bit.PRESETS["r50x1"])
-  native._build_from_channels(resnet)  # pylint: disable=protected-access  (2 s, not 20)
+  architecture._build_from_channels(resnet)  # pylint: disable=protected-access  (2 s, not 20)
   head = 2048 * CLASSES + CLASSES
   closed = {mode: modes.closed_form(mode, (3, 4, 6, 3), 1, CLASSES)
             for mode in ("patch", "adapter", "head")}

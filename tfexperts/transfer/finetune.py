@@ -18,6 +18,7 @@ bytes, not the model's. Every result records `finetune`, `trained_parameters`, `
 training throughput `images_per_second` (images trained / wall seconds of the training loop,
 model load and trace included).
 """
+import collections
 import dataclasses
 import os
 import time
@@ -43,6 +44,7 @@ from tfexperts.transfer import stats
 from tfexperts.train import loop
 
 RESULT = "result.json"
+CHECKPOINTS = "ckpt"  # a run's training checkpoints, inside its directory
 
 
 _ENDPOINTS = (("serve", "train"), ("serve", None), ("__call__", None), ("serving_default", None))
@@ -126,7 +128,7 @@ def check_mode(handle, finetune):
   if modes.check(finetune) in modes.NATIVE_ONLY:
     metadata = hub_metadata.read(hub_load.resolve(handle))
     if not native.may_run_natively(metadata or {}) or third_party.split_options(handle)[1]:
-      raise modes.rebuild_error(finetune, handle, third_party=metadata is None)
+      raise modes.rebuild_error(finetune, handle, third_party=metadata.is_absent)
   return finetune
 
 
@@ -141,7 +143,7 @@ def native_expert(handle, precision, finetune="full"):
   if native.may_run_natively(metadata or {}) and not third_party.split_options(handle)[1]:
     model = native.trainable_model(path, metadata, precision, handle)
   if model is None and finetune in modes.NATIVE_ONLY:
-    raise modes.rebuild_error(finetune, handle, third_party=metadata is None)
+    raise modes.rebuild_error(finetune, handle, third_party=metadata.is_absent)
   if model is None and precision != "float32":
     print(f"notice: {handle} cannot be rebuilt at {precision} (only tfexperts' own expert "
           "modules can); fine-tuning it at float32.", flush=True)
@@ -336,19 +338,13 @@ def run(spec, strategy):
                         spec.task.num_classes, make_model, _dataset_fn(spec), _forward,
                         reuse_key=_LastModel.reuse_key(spec.handle, spec.task.num_classes,
                                                        spec.precision, spec.finetune))
-  checkpoint_dir = os.path.join(spec.directory, "ckpt")
-  try:
-    train_start = time.perf_counter()
-    model, history = loop.train(strategy, task, config, checkpoint_dir)
-    train_seconds = time.perf_counter() - train_start
-  except errors.DivergedError as e:
-    print(f"{e} Recorded as diverged.", flush=True)
-    result = {**_result_settings(spec), "precision": spec.precision, "finetune": spec.finetune,
-              "diverged": True, "accuracy": None, "diverged_at_step": e.step,
-              "diverged_learning_rate": e.learning_rate, "message": str(e),
-              "seconds": time.perf_counter() - start}
-    fileio.write_json_atomic(result_path, result)
-    return result
+  trained = train_or_record(strategy, task, config, spec.directory, start, {
+      **_result_settings(spec), "precision": spec.precision, "finetune": spec.finetune,
+      "accuracy": None})
+  if trained.diverged:
+    return trained.diverged
+  model, history, train_seconds = trained.model, trained.history, trained.seconds
+  checkpoint_dir = os.path.join(spec.directory, CHECKPOINTS)
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size, strategy)
   accuracy, count = float(correct.mean()), int(correct.size)
@@ -362,6 +358,32 @@ def run(spec, strategy):
   if spec.finetune != modes.FULL and tf.io.gfile.exists(checkpoint_dir):
     tf.io.gfile.rmtree(checkpoint_dir)  # the artifact holds what the run trained
   return result
+
+
+Trained = collections.namedtuple("Trained", "model history seconds diverged")
+
+
+def train_or_record(strategy, task, config, directory, start, diverged_fields):
+  """Runs (or resumes) `loop.train` of `task` (a `loop.TrainTask`) with `config` for the
+  fine-tuning run in `directory` (checkpoints in its `ckpt/`); `start` is the run's
+  `time.perf_counter()` at its start.
+
+  Returns `Trained(model, history, seconds of training, diverged=None)`; when the run diverges,
+  `Trained(None, None, None, diverged=result)` after writing that result to the run's
+  result.json: `diverged_fields` (the run's settings, its accuracy fields None) with `diverged`,
+  the step, learning rate and message, and the seconds spent.
+  """
+  try:
+    train_start = time.perf_counter()
+    model, history = loop.train(strategy, task, config, os.path.join(directory, CHECKPOINTS))
+    return Trained(model, history, time.perf_counter() - train_start, None)
+  except errors.DivergedError as e:
+    print(f"{e} Recorded as diverged.", flush=True)
+    result = {**diverged_fields, "diverged": True, "diverged_at_step": e.step,
+              "diverged_learning_rate": e.learning_rate, "message": str(e),
+              "seconds": time.perf_counter() - start}
+    fileio.write_json_atomic(os.path.join(directory, RESULT), result)
+    return Trained(None, None, None, result)
 
 
 def _stored(model, spec):

@@ -48,27 +48,13 @@ MIXING = ("every step trains batch_size examples of each task (global batch = ta
 
 
 @dataclasses.dataclass
-class MultitaskRunSpec:
-  """One multi-task patch run: the tasks, their splits, hyperparameters and where it lives.
+class MultitaskRunSpec(finetune.RunSpec):
+  """One multi-task patch run: a `finetune.RunSpec` whose `task` is None and `tasks` lists the
+  tasks (`tfexperts.data.tasks.Task`) in task-id order; `finetune` is patch and `mixup_alpha` 0.
 
   `batch_size` is per task (a step trains `len(tasks) * batch_size` examples) and
   `learning_rate` the peak rate of the run (already scaled to the global batch)."""
-  handle: str
-  tasks: list  # tfexperts.data.tasks.Task, in task-id order
-  train_split: str
-  eval_split: str
-  learning_rate: float
-  steps: int
-  batch_size: int
-  resolution: int
-  seed: int
-  directory: str
-  data_dir: str = None
-  decay: str = "step"
-  warmup_fraction: float = 0.1
-  eval_batch_size: int = 128
-  precision: str = "float32"
-  mixup_alpha: float = 0.0  # never on (`multitask_args.check`); `finetune.loop_config` reads it
+  tasks: list = None
 
   @property
   def global_batch_size(self):
@@ -161,18 +147,11 @@ def run(spec, strategy):
       f"{os.path.basename(os.path.dirname(expert_dir))}/{os.path.basename(expert_dir)}/{run_dir}",
       max(t.num_classes for t in spec.tasks), make_model, _dataset_fn(spec), _forward,
       reuse_key=_key(spec))
-  checkpoint_dir = os.path.join(spec.directory, "ckpt")
-  try:
-    train_start = time.perf_counter()
-    model, history = loop.train(strategy, train_task, config, checkpoint_dir)
-    train_seconds = time.perf_counter() - train_start
-  except errors.DivergedError as e:
-    print(f"{e} Recorded as diverged.", flush=True)
-    result = {**_settings(spec), "diverged": True, "mean_accuracy": None, "per_task": None,
-              "diverged_at_step": e.step, "diverged_learning_rate": e.learning_rate,
-              "message": str(e), "seconds": time.perf_counter() - start}
-    fileio.write_json_atomic(result_path, result)
-    return result
+  trained = finetune.train_or_record(strategy, train_task, config, spec.directory, start,
+                                     {**_settings(spec), "mean_accuracy": None, "per_task": None})
+  if trained.diverged:
+    return trained.diverged
+  model, history, train_seconds = trained.model, trained.history, trained.seconds
   per_task = {task.name: _task_result(model, i, spec, strategy)
               for i, task in enumerate(spec.tasks)}
   trained_images = (history["final_step"] - history["start_step"]) * spec.global_batch_size
@@ -182,6 +161,7 @@ def run(spec, strategy):
             "images_per_second": trained_images / train_seconds if trained_images else None,
             "train_seconds": train_seconds, "seconds": time.perf_counter() - start}
   fileio.write_json_atomic(result_path, result)
+  checkpoint_dir = os.path.join(spec.directory, finetune.CHECKPOINTS)
   if tf.io.gfile.exists(checkpoint_dir):
     tf.io.gfile.rmtree(checkpoint_dir)  # the artifacts hold what the run trained
   return result
@@ -191,12 +171,13 @@ def _spec(tasks, handle, config, phase, lr, steps, repeat, directory, data_dir):
   train, evaluate = protocol.splits(phase)
   seed = config.seed + repeat
   return MultitaskRunSpec(
-      handle=handle, tasks=tasks, train_split=train, eval_split=evaluate,
+      handle=handle, task=None, tasks=tasks, train_split=train, eval_split=evaluate,
       learning_rate=lr * len(tasks) * config.batch_size / protocol.VTAB_BATCH, steps=steps,
       batch_size=config.batch_size, resolution=protocol.module_resolution(config, handle),
       seed=seed, directory=os.path.join(directory, protocol.run_name(config, phase, lr, steps,
                                                                       seed)),
-      data_dir=data_dir, decay=config.decay, precision=config.precision)
+      data_dir=data_dir, decay=config.decay, precision=config.precision,
+      finetune=multitask_args.MODE)
 
 
 def _sweep(tasks, handle, config, directory, strategy, data_dir):
