@@ -47,7 +47,8 @@ def test_reused_model_starts_from_the_module_weights(tmp_path, exported, offline
   again = finetune.run(_spec(baseline, 6.4, tmp_path / "c", offline_data_dir), strategy, cache)
   assert cache.model is model and cache.steps.model is model
   assert traced.experimental_get_tracing_count() == 1  # three runs, one trace
-  assert cache.prediction_step(strategy) is predict and list(cache.prediction_steps) == [strategy]
+  assert cache.prediction_step(strategy) is predict and list(cache.derived_objects.values()) == [
+      predict]
   # Trained twice in between: only a reset of the model, the optimizer, the step and the
   # schedule gives the fresh run's result, to the bit.
   assert again["correct_bits"] == first["correct_bits"]

@@ -79,7 +79,7 @@ def test_records_of_format_2_read_as_full_and_a_mode_must_be_known():
     records.ResultRecord.from_json(data)
   data = {**records.ResultRecord.from_json(_old("knn")).to_json(), "finetune": "lora"}
   with pytest.raises(records.RecordError, match=r"'finetune' must be one of \['full', 'patch', "
-                     r"'adapter', 'head'\]. Received: 'lora'"):
+                     r"'adapter', 'head', 'patch_multitask'\]. Received: 'lora'"):
     records.ResultRecord.from_json(data)
 
 

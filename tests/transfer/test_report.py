@@ -1,5 +1,6 @@
 """The paper-style summary: strategies x tasks with group means, from hand-made records."""
 import csv
+import dataclasses
 import multiprocessing
 import os
 
@@ -175,3 +176,61 @@ def test_each_mode_has_its_record_row_and_verdict_against_full(tmp_path):
   # Without the full run there is nothing to pair with: the mode's row has no verdict.
   os.remove(tmp_path / "t__knn.json")
   assert "| t | x | patch | 65.0 ±9.2 | - | 40 |" in report.summarize(str(tmp_path))
+
+
+def _multitask_part(within, outside_by):
+  return records.MultitaskResult(tasks=["t", "u"], handle="/x", mixing="mixed", best=None,
+                                 within_single_interval=within, outside_by=outside_by)
+
+
+def test_multitask_rows_are_a_mode_paired_against_the_single_task_patch_run(tmp_path):
+  # The multi-task patch is wrong on 2 examples the single-task patch gets right and right on 1
+  # it gets wrong: 64 vs 65 of 100, exact McNemar p = 2 * P(X <= 1 | 3, 1/2) = 1, no verdict.
+  full = [True] * 60 + [True] * 30 + [False] * 5 + [False] * 5
+  patch = [True] * 60 + [False] * 30 + [True] * 5 + [False] * 5
+  multi = list(patch)
+  multi[0] = multi[1] = False
+  multi[60] = True
+  by_mode = {"full": _mode_result(full, "full", 1000, 4000),
+             "patch": _mode_result(patch, "patch", 40, 2600),
+             records.MULTITASK: {**_mode_result(multi, records.MULTITASK, 40, 2600),
+                                 "images_per_second": 500.0, "seconds": 2.0}}
+  for finetune, result in by_mode.items():
+    record = result_records.make(
+        "t", "offline", "x", result["test_accuracy"], finetune=finetune,
+        per_expert={"x": result}, test_interval=result["test_interval"], test_size=100,
+        times={"selection_seconds": 0.0, "finetune_seconds": result["seconds"]},
+        multitask=_multitask_part(True, 0.0) if finetune == records.MULTITASK else None)
+    path = report.write_record(str(tmp_path), record)
+    assert records.read(path) == record
+  assert os.path.basename(path) == "t__x__patch_multitask.json"
+  rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+  assert [(r["finetune"], r["test_accuracy"], r["trained_parameters"], r["artifact_bytes"],
+           r["images_per_second"], r["finetune_seconds"]) for r in rows] == [
+      ("full", "0.9", "1000", "4000", "250.0", "4.0"),
+      ("patch", "0.65", "40", "2600", "250.0", "4.0"),
+      ("patch_multitask", "0.64", "40", "2600", "500.0", "2.0")]
+  summary = report.summarize(str(tmp_path))
+  assert "| x (patch_multitask) | 64.0 ±9.2 |" in summary
+  assert summary.index("| x (patch) |") < summary.index("| x (patch_multitask) |")
+  assert ("| t | x | patch_multitask | 64.0 ±9.2 | vs patch: no significant difference, -1.0 "
+          "[-5.0, +3.0], p=1 | 40 | 2.6 kB | 500 | 2 |") in summary
+  assert "| t | x | patch | 65.0 ±9.2 | worse, -25.0 [" in summary  # patch still against full
+  assert ("- t: patch_multitask (x) vs patch (x): no significant difference, -1.0 points, "
+          "95% CI [-5.0, +3.0], exact McNemar p=1 (1 vs 2 discordant of 100)") in summary
+  # Without the single-task patch run there is nothing to pair the multi-task one with.
+  os.remove(tmp_path / "t__x__patch.json")
+  assert "| t | x | patch_multitask | 64.0 ±9.2 | vs patch: - | 40 |" in report.summarize(
+      str(tmp_path))
+
+
+def test_multitask_part_comes_with_the_multitask_mode_only():
+  with pytest.raises(records.RecordError, match="multitask=missing"):
+    result_records.make(finetune=records.MULTITASK)
+  with pytest.raises(records.RecordError, match="finetune='patch', multitask=present"):
+    result_records.make(finetune="patch", multitask=_multitask_part(None, None))
+  with pytest.raises(records.RecordError, match="within_single_interval"):
+    records.ResultRecord.from_json({**result_records.make(
+        finetune=records.MULTITASK, multitask=_multitask_part(True, 0.0)).to_json(),
+        "multitask": {**dataclasses.asdict(_multitask_part(True, 0.0)),
+                      "within_single_interval": "yes"}})

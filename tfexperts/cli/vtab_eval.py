@@ -28,6 +28,16 @@ the head too and keep the expert frozen. Each mode has its own learning-rate swe
 overrides it. patch and adapter need tfexperts' own modules (third-party ones: head or full). A
 non-full run stores only what it trained, a per-task artifact in its run directory
 (RUNS/<task>/<expert>/<run>/artifact); bin/export_experts --artifact turns one into a hub module.
+
+--multitask (with --finetune=patch and two or more tasks): one patch and head per task trained
+together on one frozen expert (--selection names it, or --experts is one module), batches mixing
+the tasks routed per example by task id (batch_size examples of each task per step), in the same
+protocol (the sweep point with the best mean val accuracy over the tasks); each task's single-task
+patch run is run too (or read from RUNS when present) and each task's accuracy is shown beside it,
+with its Wilson interval. Each task gets two records: its single-task patch run (finetune patch)
+and its multi-task one (finetune patch_multitask, paired against the patch run in the summary's
+modes table). Also writes RESULTS_DIR/multitask_<tasks>_patch.json (the joint sweep) and one
+artifact per task (RUNS/multitask_<tasks>/<expert>/<run>/artifact/<task>).
 """
 import sys
 
@@ -87,6 +97,9 @@ flags.DEFINE_enum("finetune", defaults.FINETUNE, list(defaults.FINETUNE_MODES),
                   "What trains besides the new head: full (every weight), patch (GroupNorm scales "
                   "and biases), adapter (a new residual adapter per block) or head (logits only); "
                   "non-full runs store only what they trained (a per-task artifact).")
+flags.DEFINE_bool("multitask", False, "With --finetune=patch and two or more --task: train one "
+                  "patch and head per task together on one expert (--selection names it), "
+                  "each task beside its single-task patch run.")
 flags.DEFINE_list("steps", None, "Sweep step counts (default 2500,10000).")
 flags.DEFINE_integer("batch_size", None, "Fine-tuning batch size (default 512).", lower_bound=1)
 flags.DEFINE_integer("resolution", None, "Image size for every expert, embedding and fine-tuning "
@@ -165,7 +178,8 @@ def eval_config():
       topk_steps_fraction=FLAGS.topk_steps_fraction, topk_learning_rate=FLAGS.topk_learning_rate,
       protocol=_protocol_config(), data_dir=FLAGS.data_dir, results_dir=FLAGS.results_dir,
       workdir=FLAGS.workdir, cache_dir=FLAGS.cache_dir, seed=FLAGS.seed, engine=FLAGS.engine,
-      dat=_dat_config(), upstream=upstream, precision=FLAGS.precision)
+      dat=_dat_config(), upstream=upstream, precision=FLAGS.precision,
+      multitask=FLAGS.multitask)
 
 
 def main(argv):

@@ -61,6 +61,18 @@ def freeze_all_but_patches(bank):
   return bank
 
 
+def copy_patch(bank, expert, target):
+  """Sets every GroupNorm scale and bias of `target` (a built plain `ResNetV2` of the bank's
+  architecture) to row `expert` of patch bank `bank`; returns the target variables it set."""
+  source = checkpoints.checkpoint_variables(bank)
+  assigned = []
+  for name, variable in checkpoints.checkpoint_variables(target).items():
+    if _is_patch_variable(name):
+      variable.assign(source[name][expert])
+      assigned.append(variable)
+  return assigned
+
+
 def extract_patch_expert(bank, expert):
   """Plain `ResNetV2` equal to `bank` for `expert_ids == expert`; returns it built.
 

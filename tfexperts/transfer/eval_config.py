@@ -3,7 +3,8 @@
 `EvalConfig` validates itself once: the tasks (`vtab` expands to the 19 VTAB-1k tasks), the
 report proxies, knn_topk's budget, the selection against the pool (`strategies.get`, with the
 module names of local collections), and whatever the selected strategy needs (DAT: its upstream
-data). The binary maps its flags to an `EvalConfig` and relies on these checks; nothing here
+data), and with `multitask` what training the tasks together needs (`multitask_args`). The
+binary maps its flags to an `EvalConfig` and relies on these checks; nothing here
 loads TensorFlow, so a bad value fails within a second.
 """
 import dataclasses
@@ -18,6 +19,7 @@ from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import local_pool
 from tfexperts.select import proxies as proxies_lib
 from tfexperts.transfer import dat_config
+from tfexperts.transfer import multitask_args
 from tfexperts.transfer import protocol as protocol_lib
 from tfexperts.transfer import strategies
 
@@ -48,6 +50,9 @@ class EvalConfig:
     dat, upstream: `DatConfig` and `UpstreamSpec`, for `selection="dat"`.
     precision: compute precision of embedding and fine-tuning (`tfexperts.precision`); None
       takes `protocol.precision`, a value replaces it there.
+    multitask: train one patch and head per task together on one expert (`transfer.multitask`):
+      needs `protocol.finetune` patch, two or more distinct tasks, mixup off, and `selection`
+      naming the expert (or a pool of one).
 
   Raises UserError naming the field, the value and what is valid.
   """
@@ -69,6 +74,7 @@ class EvalConfig:
   dat: Optional[DatConfig] = None
   upstream: Optional[UpstreamSpec] = None
   precision: Optional[str] = None
+  multitask: bool = False
 
   def __post_init__(self):
     if self.precision is None:
@@ -88,8 +94,11 @@ class EvalConfig:
     bounds.positive_int("topk", self.topk)
     bounds.positive_fraction("topk_steps_fraction", self.topk_steps_fraction)
     bounds.positive_number("topk_learning_rate", self.topk_learning_rate, allow_none=True)
-    strategies.get(self.selection, local_pool.module_names(self.experts, "`experts`")).configure(
-        self)
+    expert_names = local_pool.module_names(self.experts, "`experts`")
+    if bounds.one_of("multitask", self.multitask, (False, True)):
+      multitask_args.check(self.tasks, self.protocol.finetune, self.protocol.mixup_alpha)
+      multitask_args.check_expert(self.selection, expert_names)
+    strategies.get(self.selection, expert_names).configure(self)
 
   @property
   def dirs(self):

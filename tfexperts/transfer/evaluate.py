@@ -6,6 +6,11 @@ strategy asks for, fine-tunes the experts the strategy chooses with the VTAB-1k 
 writes one `records.ResultRecord` (and a row of results.csv), assembled here whatever the
 strategy: each strategy (`transfer.strategies`) says which experts it fine-tunes and adds its own
 part to the record.
+
+With `EvalConfig.multitask`, the tasks' patches train together on one expert
+(`transfer.multitask.evaluate`) and each task gets two records: its single-task patch run
+(finetune patch) and its multi-task one (finetune `records.MULTITASK`, with the `multitask`
+part), both of selection = the expert's name, so the report pairs them (`report.REFERENCE_MODES`).
 """
 import json
 import platform
@@ -107,6 +112,52 @@ def _record(run, strategy, chosen):
       **strategy.record_parts(run, accuracies, reported))
 
 
+def _multitask_record(task, config, expert, result, num_experts, multitask_part=None):
+  """The `ResultRecord` of one task of a multi-task evaluation: `result` (protocol-shaped: the
+  single-task patch run's, or the task's multi-task result with `multitask_part`, a
+  `records.MultitaskResult`) of `expert` in a pool of `num_experts`; no proxies were scored."""
+  return records.ResultRecord(
+      task=task.name, task_spec=task.spec or task.name,
+      splits=task.describe_splits(config.data_dir), group=task.group, selection=expert,
+      finetune=result["finetune"], chosen=[expert], proxy_scores={}, picks={},
+      per_expert={expert: result}, test_accuracy=result.get("test_accuracy"),
+      **_diverged_fields({expert: result}, [expert]),
+      test_interval=result.get("test_interval"), test_size=result.get("test_size"),
+      config=strategies.protocol_dict(config.protocol),
+      times={"selection_seconds": 0.0, "finetune_seconds": result["seconds"]},
+      images_embedded=0, versions=versions(), num_experts=num_experts, proxy_seconds=None,
+      resolution=None,
+      precision={"requested": config.precision, "embedded": {}, "fine_tuned": {
+          expert: sorted({r.get("precision", config.precision) for r in result.get("final") or []}
+                         or {config.precision})}},
+      multitask=multitask_part)
+
+
+def run_multitask(config, task_list, candidates, strategy):
+  """Trains the patches of `task_list` (`config.multitask`) together on the expert
+  `config.selection` names (or the pool's only one) beside each task's single-task patch run;
+  writes the joint result (`multitask.write_result`), prints its table, and writes two records per
+  task (`_multitask_record`). Returns the records, two per task (patch, then patch_multitask)."""
+  from tfexperts.transfer import multitask  # pylint: disable=g-import-not-at-top
+  name, handle = multitask.choose_expert(candidates, config.selection)
+  result = multitask.evaluate(task_list, handle, config.protocol, config.dirs["work"], strategy,
+                              config.data_dir, expert_name=name)
+  path = multitask.write_result(config.results_dir, result)
+  print("\n" + multitask.table(result) + f"\n\nwritten: {path}", flush=True)
+  out = []
+  for task, row in zip(task_list, result["per_task"]):
+    part = records.MultitaskResult(
+        tasks=result["tasks"], handle=handle, mixing=result["mixing"], best=result["best"],
+        within_single_interval=row["within_single_interval"], outside_by=row["outside_by"])
+    for record in (_multitask_record(task, config, name, row["single_task"],
+                                     len(candidates.experts)),
+                   _multitask_record(task, config, name, row["multitask"],
+                                     len(candidates.experts), part)):
+      report.write_record(config.results_dir, record)
+      out.append(record)
+  return out
+
+
 def evaluate_task(run, strategy):
   """Selects, fine-tunes and records one task (`run`, a `strategies.TaskRun`) with `strategy`.
 
@@ -128,7 +179,8 @@ def evaluate_task(run, strategy):
 
 
 def run(config, strategy=None):
-  """Evaluates every task of `config` (an `EvalConfig`); returns their records, in task order.
+  """Evaluates every task of `config` (an `EvalConfig`); returns their records, in task order
+  (with `config.multitask`: `run_multitask`'s, two per task).
 
   Loads the tasks and the pool, resolves the selection against the pool's expert names
   (`strategies.get`), then runs `evaluate_task` per task, printing one JSON line per task and, at
@@ -141,6 +193,10 @@ def run(config, strategy=None):
   if strategy is None:
     from tfexperts.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
     strategy = strategy_lib.make_strategy()
+  if config.multitask:
+    results = run_multitask(config, task_list, candidates, strategy)
+    print(report.summarize(config.results_dir))
+    return results
   prepared = selection_strategy.prepare(config)
   results = []
   for task in task_list:

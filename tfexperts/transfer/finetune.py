@@ -18,6 +18,7 @@ bytes, not the model's. Every result records `finetune`, `trained_parameters`, `
 training throughput `images_per_second` (images trained / wall seconds of the training loop,
 model load and trace included).
 """
+import collections
 import dataclasses
 import os
 import time
@@ -42,6 +43,7 @@ from tfexperts.transfer import stats
 from tfexperts.train import loop
 
 RESULT = "result.json"
+CHECKPOINTS = "ckpt"  # a run's training checkpoints, inside its directory
 
 
 _ENDPOINTS = (("serve", "train"), ("serve", None), ("__call__", None), ("serving_default", None))
@@ -74,29 +76,52 @@ class ModelCache:
   as much as a few hundred small training steps. The caller (`protocol.run_protocol`, knn_topk's
   short runs) owns one cache and passes it to each `run`: it keeps the model, its variables'
   values at creation, the loop's `steps` (`loop.StepCache`: optimizer, schedule and traced
-  step) and its traced prediction steps (`prediction_step`). Only one model is kept (memory
-  stays one model), keyed on the module's content, the number of classes, precision, mode and
-  the strategy its variables were created under; every variable (the expert's and the
+  step), its traced prediction steps (`prediction_step`) and what callers derive from the model
+  (`derived`: a multi-task model's per-task views). Only one model is kept (memory stays one
+  model), keyed on the module's content, what the model is (classes, precision, mode) and the
+  strategy its variables were created under; every variable (the expert's and the
   zero-initialised head's) is reset to its value at creation before every reuse.
   """
 
   def __init__(self):
     self.key = self.strategy = self.model = self.initial_values = None
     self.steps = loop.StepCache()
-    self.prediction_steps = {}  # strategy -> replicated.OrderedStep of `model`
+    self.derived_objects = {}  # key -> object made from `model`, dropped with it
 
-  def prediction_step(self, strategy):
-    """The traced top-1 prediction step of the cached model under `strategy`, built once."""
-    if strategy not in self.prediction_steps:
-      self.prediction_steps[strategy] = _prediction_step(self.model, strategy)
-    return self.prediction_steps[strategy]
+  def derived(self, key, build):
+    """An object made from the cached model (a traced step, a view of the model): `build()`'s
+    value the first time `key` is asked while this model is cached, the same object after."""
+    if key not in self.derived_objects:
+      self.derived_objects[key] = build()
+    return self.derived_objects[key]
+
+  def holds(self, model):
+    """True when `model` is the cached model or one derived from it (`derived`)."""
+    return model is self.model or any(model is v for v in self.derived_objects.values())
+
+  def prediction_step(self, strategy, model=None):
+    """The traced top-1 prediction step under `strategy` of `model` (the cached model or one
+    derived from it; None: the cached model), built once while the model is cached."""
+    model = self.model if model is None else model
+    return self.derived(("prediction_step", strategy, id(model)),
+                        lambda: _prediction_step(model, strategy))
 
   def fresh(self, handle, num_classes, strategy, precision="float32", finetune="full"):
     """A built `TransferModel` of `handle` at `precision` in mode `finetune` with the module's
     weights, fresh adapters (adapter mode) and a zero head: the cached one, reset, when it is
     of the same module, classes, precision, mode and strategy."""
-    key = (hub_identity.of_directory(hub_load.resolve(handle)), handle, num_classes, precision,
-           finetune)
+    def build():
+      model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
+      model.build((None, None, None, 3))
+      return model
+    return self.reuse_or_build((handle, num_classes, precision, finetune), handle, strategy,
+                               build)
+
+  def reuse_or_build(self, key, handle, strategy, build):
+    """The cached model reset to its values at creation when it was made for `key` (a tuple
+    saying what the model is, e.g. `transfer.multitask`'s) on module `handle`'s current content
+    under `strategy`; else `build()`'s (a built Keras model), cached in its place."""
+    key = (hub_identity.of_directory(hub_load.resolve(handle)),) + tuple(key)
     if self.key == key and self.strategy is strategy:
       for variable, value in zip(self.model.variables, self.initial_values):
         variable.assign(value)
@@ -104,9 +129,8 @@ class ModelCache:
     # Release the previous module (and the loop's parts holding its variables) first.
     self.key = self.strategy = self.model = self.initial_values = None
     self.steps.clear()
-    self.prediction_steps = {}
-    model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
-    model.build((None, None, None, 3))
+    self.derived_objects = {}
+    model = build()
     self.key, self.strategy, self.model = key, strategy, model
     self.initial_values = [variable.numpy() for variable in model.variables]
     return model
@@ -256,15 +280,16 @@ def evaluate_correct(model, task, split, data_dir, resolution, batch_size=128, s
 
   Runs under `strategy` (None: the default strategy) like the training that made `model`: global
   batches of `batch_size` split over the replicas, the last one padded, every example counted
-  exactly once (checked against the split's size). `cache`: the `ModelCache` that holds `model`,
-  so a model reused across runs is evaluated through one traced step (None: a new step).
+  exactly once (checked against the split's size). `cache`: the `ModelCache` that holds `model`
+  (or a model derived from its model), so a model reused across runs is evaluated through one
+  traced step (None: a new step).
   """
   strategy = strategy or tf.distribute.get_strategy()
   examples = task.load(split, data_dir, image_size=resolution)
   expected = task.num_examples(split, data_dir)
   if expected == 0:
     raise ValueError(f"Split {split!r} of task {task.name!r} is empty.")
-  step = (cache.prediction_step(strategy) if cache is not None and cache.model is model
+  step = (cache.prediction_step(strategy, model) if cache is not None and cache.holds(model)
           else _prediction_step(model, strategy))
   predictions, labels = replicated.ordered_outputs(strategy, step, examples, batch_size,
                                                    num_examples=expected)
@@ -288,6 +313,19 @@ def _result_settings(spec):
           "resolution": spec.resolution}
 
 
+def loop_config(spec, global_batch_size):
+  """The `loop.LoopConfig` of fine-tuning run `spec` (a `RunSpec`) training `global_batch_size`
+  examples a step: the spec's decay, mixup and seed (`LoopConfig.taking`), its steps, its rate
+  at batch 512 (the loop scales it to the global batch), its warm-up fraction, loss scaling at
+  float16, checkpointing every quarter of the run and logging every fifth."""
+  return loop.LoopConfig.taking(spec, total_steps=spec.steps, global_batch_size=global_batch_size,
+                                base_lr=spec.learning_rate,
+                                warmup_steps=int(spec.steps * spec.warmup_fraction),
+                                checkpoint_every=max(spec.steps // 4, 1),
+                                log_every=max(spec.steps // 5, 1),
+                                loss_scaling=spec.precision == "float16")
+
+
 def diverged(result):
   """True when a run's result dict (or a protocol result) records divergence (no accuracy)."""
   return bool((result or {}).get("diverged"))
@@ -307,13 +345,7 @@ def run(spec, strategy, cache=None):
   if tf.io.gfile.exists(result_path):
     return fileio.read_json(result_path)
   start = time.perf_counter()
-  config = loop.LoopConfig.taking(spec, total_steps=spec.steps, global_batch_size=spec.batch_size,
-                                  base_lr=spec.learning_rate,
-                                  warmup_steps=int(spec.steps * spec.warmup_fraction),
-                                  checkpoint_every=max(spec.steps // 4, 1),
-                                  log_every=max(spec.steps // 5, 1),
-                                  loss_scaling=spec.precision == "float16")
-
+  config = loop_config(spec, spec.batch_size)
   cache = cache or ModelCache()
 
   def make_model():
@@ -325,20 +357,13 @@ def run(spec, strategy, cache=None):
   expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
   task = loop.TrainTask(f"{spec.task.name}/{os.path.basename(expert_dir)}/{run_dir}",
                         spec.task.num_classes, make_model, _dataset_fn(spec), _forward)
-  checkpoint_dir = os.path.join(spec.directory, "ckpt")
-  try:
-    train_start = time.perf_counter()
-    model, history = loop.train(strategy, task, config, checkpoint_dir,
-                                step_cache=cache.steps)
-    train_seconds = time.perf_counter() - train_start
-  except errors.DivergedError as e:
-    print(f"{e} Recorded as diverged.", flush=True)
-    result = {**_result_settings(spec), "precision": spec.precision, "finetune": spec.finetune,
-              "diverged": True, "accuracy": None, "diverged_at_step": e.step,
-              "diverged_learning_rate": e.learning_rate, "message": str(e),
-              "seconds": time.perf_counter() - start}
-    fileio.write_json_atomic(result_path, result)
-    return result
+  trained = train_or_record(strategy, task, config, spec.directory, start, {
+      **_result_settings(spec), "precision": spec.precision, "finetune": spec.finetune,
+      "accuracy": None}, cache.steps)
+  if trained.diverged:
+    return trained.diverged
+  model, history, train_seconds = trained.model, trained.history, trained.seconds
+  checkpoint_dir = os.path.join(spec.directory, CHECKPOINTS)
   correct = evaluate_correct(model, spec.task, spec.eval_split, spec.data_dir, spec.resolution,
                              spec.eval_batch_size, strategy, cache)
   accuracy, count = float(correct.mean()), int(correct.size)
@@ -352,6 +377,34 @@ def run(spec, strategy, cache=None):
   if spec.finetune != modes.FULL and tf.io.gfile.exists(checkpoint_dir):
     tf.io.gfile.rmtree(checkpoint_dir)  # the artifact holds what the run trained
   return result
+
+
+Trained = collections.namedtuple("Trained", "model history seconds diverged")
+
+
+def train_or_record(strategy, task, config, directory, start, diverged_fields, step_cache):
+  """Runs (or resumes) `loop.train` of `task` (a `loop.TrainTask`) with `config` for the
+  fine-tuning run in `directory` (checkpoints in its `ckpt/`) through the caller's `step_cache`
+  (a `loop.StepCache`, e.g. its `ModelCache.steps`); `start` is the run's `time.perf_counter()`
+  at its start.
+
+  Returns `Trained(model, history, seconds of training, diverged=None)`; when the run diverges,
+  `Trained(None, None, None, diverged=result)` after writing that result to the run's
+  result.json: `diverged_fields` (the run's settings, its accuracy fields None) with `diverged`,
+  the step, learning rate and message, and the seconds spent.
+  """
+  try:
+    train_start = time.perf_counter()
+    model, history = loop.train(strategy, task, config, os.path.join(directory, CHECKPOINTS),
+                                step_cache=step_cache)
+    return Trained(model, history, time.perf_counter() - train_start, None)
+  except errors.DivergedError as e:
+    print(f"{e} Recorded as diverged.", flush=True)
+    result = {**diverged_fields, "diverged": True, "diverged_at_step": e.step,
+              "diverged_learning_rate": e.learning_rate, "message": str(e),
+              "seconds": time.perf_counter() - start}
+    fileio.write_json_atomic(os.path.join(directory, RESULT), result)
+    return Trained(None, None, None, result)
 
 
 def _stored(model, spec):

@@ -29,7 +29,7 @@ hub_load = lazy.LazyModule("tfexperts.hub.load")
 metadata_lib = lazy.LazyModule("tfexperts.hub.metadata")
 finetune = lazy.LazyModule("tfexperts.transfer.finetune")
 
-# What each final run's row keeps of its `finetune.run` result: the mode's cost (`_cost`).
+# What each final run's row keeps of its `finetune.run` result: the mode's cost (`cost`).
 COST_FIELDS = ("trained_parameters", "artifact_bytes", "images_per_second", "train_seconds")
 
 
@@ -108,16 +108,28 @@ def module_resolution(config, handle):
   return metadata_lib.input_resolution(hub_load.load_expert(handle, lazy=True).metadata)
 
 
+def splits(phase):
+  """`(train split, eval split)` of a protocol phase: "final" trains on train800val200 and tests;
+  the sweep (and short runs) train on train800 and evaluate on val200."""
+  return ("train800val200", "test") if phase == "final" else ("train800", "val200")
+
+
+def run_name(config, phase, lr, steps, seed):
+  """The directory name of one run: phase, learning rate (at batch 512), steps, seed, and the
+  mode and precision when not full / float32."""
+  return f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
+      "" if config.finetune == "full" else f"_{config.finetune}") + (
+      "" if config.precision == "float32" else f"_{config.precision}")
+
+
 def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
-  train, evaluate = ("train800val200", "test") if phase == "final" else ("train800", "val200")
+  train, evaluate = splits(phase)
   seed = config.seed + repeat
   return finetune.RunSpec(
       handle=handle, task=task, train_split=train, eval_split=evaluate,
       learning_rate=lr, steps=steps,
       batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
-      directory=os.path.join(directory, f"{phase}_lr{lr:g}_steps{steps}_seed{seed}" + (
-          "" if config.finetune == "full" else f"_{config.finetune}") + (
-          "" if config.precision == "float32" else f"_{config.precision}")),
+      directory=os.path.join(directory, run_name(config, phase, lr, steps, seed)),
       data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
       precision=config.precision, finetune=config.finetune)
 
@@ -140,7 +152,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     A dict: `sweep` (one row per run: lr at batch 512, steps, seed, val accuracy; `diverged`
     rows have None), `best` ({learning_rate, steps, val_accuracy} among the points that did not
     diverge), `final` (rows with test accuracy), `test_accuracy` (median of the final runs),
-    `diverged` and `seconds` (sum over runs), and the mode's cost (`_cost`: finetune,
+    `diverged` and `seconds` (sum over runs), and the mode's cost (`cost`: finetune,
     trained_parameters, artifact_bytes, images_per_second, train_seconds). When every sweep
     point or a final retrain diverged: `diverged` True, `diverged_in` ("sweep" or "final"), `message`, and `test_accuracy` None
     (`best` None too when the whole sweep diverged).
@@ -187,7 +199,8 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
             "best": {"learning_rate": best_lr, "steps": best_steps,
                      "val_accuracy": statistics.mean(best_accs)},
             "final": final, "diverged": False,
-            "seconds": seconds + sum(r["seconds"] for r in final), **_cost(config, final)}
+            "seconds": seconds + sum(r["seconds"] for r in final),
+            **cost(config.finetune, final)}
   if any(r.get("diverged") for r in final):
     output.update(test_accuracy=None, diverged=True, diverged_in="final",
                   message=f"the final retrain at learning rate {best_lr:g}, {best_steps} steps "
@@ -199,14 +212,14 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
   return output
 
 
-def _cost(config, final):
-  """The mode's cost over the final runs: `finetune`, `trained_parameters` and `artifact_bytes`
-  (what one task stores), `images_per_second` (their mean training throughput) and
+def cost(finetune, final):
+  """Mode `finetune`'s cost over the final runs (rows with the `COST_FIELDS`): `finetune`,
+  `trained_parameters` and `artifact_bytes` (what one task stores), `images_per_second` (their mean training throughput) and
   `train_seconds` (their training loops' wall time; `seconds` adds loading and evaluation).
   Values runs written before the fields existed lack are None."""
   rates = [r["images_per_second"] for r in final if r.get("images_per_second")]
   loops = [r["train_seconds"] for r in final if r.get("train_seconds") is not None]
-  return {"finetune": config.finetune,
+  return {"finetune": finetune,
           "trained_parameters": final[0].get("trained_parameters") if final else None,
           "artifact_bytes": final[0].get("artifact_bytes") if final else None,
           "images_per_second": statistics.mean(rates) if rates else None,

@@ -7,8 +7,13 @@ fields, exactly: `ResultRecord.from_json` refuses an unknown key and a missing o
 place (`transfer.evaluate`); each selection strategy (`transfer.strategies`) fills its own
 optional part: `topk` (knn_topk's short runs), `dat` (Domain Adaptive Transfer's model and
 cost), `strategy_accuracy`, `strategy_interval`, `comparisons`, `regret` and `kendall_tau` (the
-strategies compared by all_experts / all_proxies; knn_topk's regret). Optional parts are left out
-of the JSON when None.
+strategies compared by all_experts / all_proxies; knn_topk's regret), and a multi-task patch run
+(`transfer.multitask`) its `multitask` part. Optional parts are left out of the JSON when None.
+
+A record's `finetune` is one of `RECORD_MODES`: the fine-tuning modes (`defaults.FINETUNE_MODES`)
+and `MULTITASK`, a task's patch trained together with other tasks' (its per-expert result has
+the shape of a single-task protocol result; its `multitask` part names the tasks and how the
+task compares with its single-task patch run).
 
 Records carry `format`. Files without it were written before this module existed: the one reader
 of older files (`_upgrade_older`) gives the keys such files may lack their value of that time
@@ -26,6 +31,8 @@ from tfexperts import defaults
 from tfexperts.artifacts import RecordError
 
 FORMAT = "tfexperts.transfer.result/3"
+MULTITASK = "patch_multitask"  # the mode of a record of a multi-task patch run's task
+RECORD_MODES = tuple(defaults.FINETUNE_MODES) + (MULTITASK,)
 # The one reader of older files: keys a record written before `format` existed may lack, with
 # the value they stand for (`diverged` and `precision` came with divergence and --precision; DAT's
 # records had no proxy timings or resolutions; every run fine-tuned the whole expert).
@@ -117,9 +124,29 @@ class DatResult(_Block):
   upstream_training_over_knn: float
 
 
-_BLOCKS = {"topk": TopkResult, "dat": DatResult}
+@dataclasses.dataclass
+class MultitaskResult(_Block):
+  """The multi-task part of a `MULTITASK` record (`transfer.multitask.evaluate`).
+
+  Attributes:
+    tasks: every task the patches trained together, in task-id order.
+    handle: the expert they trained on.
+    mixing: how a step mixed the tasks (`multitask.MIXING`).
+    best: the joint sweep's point ({learning_rate, steps, mean_val_accuracy}).
+    within_single_interval: this task's accuracy inside its single-task patch run's 95% Wilson
+      interval (None without both); outside_by: how far outside (0 inside).
+  """
+  tasks: list
+  handle: str
+  mixing: str
+  best: Optional[dict]
+  within_single_interval: Optional[bool]
+  outside_by: Optional[float]
+
+
+_BLOCKS = {"topk": TopkResult, "dat": DatResult, "multitask": MultitaskResult}
 _OMITTED_WHEN_NONE = ("diverged_experts", "topk", "dat", "strategy_accuracy", "strategy_interval",
-                      "comparisons", "regret", "kendall_tau")
+                      "comparisons", "regret", "kendall_tau", "multitask")
 
 
 @dataclasses.dataclass
@@ -130,8 +157,8 @@ class ResultRecord:
     task, task_spec, splits, group: the task, the string it was given as, its split names and
       its VTAB group.
     selection: the strategy's name (`transfer.strategies`), or the expert the user named.
-    finetune: the fine-tuning mode of every run of the record (`defaults.FINETUNE_MODES`: full,
-      patch, adapter, head); each `per_expert` result also holds its `trained_parameters`,
+    finetune: the fine-tuning mode of every run of the record (`RECORD_MODES`: full, patch,
+      adapter, head, patch_multitask); each `per_expert` result also holds its `trained_parameters`,
       `artifact_bytes` and `images_per_second` (`protocol.run_protocol`).
     chosen: the fine-tuned experts, in order.
     proxy_scores: {proxy: {expert: score}}; picks: {proxy or knn_topk: expert}.
@@ -148,7 +175,7 @@ class ResultRecord:
     resolution: {expert: embedding resolution}.
     precision: {"requested", "embedded": {expert: ...}, "fine_tuned": {expert: [...]}}.
     topk, dat, strategy_accuracy, strategy_interval, comparisons, regret, kendall_tau: the
-      strategies' optional parts (module docstring).
+      strategies' optional parts (module docstring); multitask: a `MULTITASK` record's part.
     format: FORMAT.
   """
   task: str
@@ -181,6 +208,7 @@ class ResultRecord:
   comparisons: Optional[list] = None
   regret: Optional[dict] = None
   kendall_tau: Optional[dict] = None
+  multitask: Optional[MultitaskResult] = None
   format: str = FORMAT
 
   def __post_init__(self):
@@ -189,9 +217,13 @@ class ResultRecord:
       if isinstance(value, dict):
         setattr(self, name, block.from_json(value, name))
     _check_types(self, "results record")
-    if self.finetune not in defaults.FINETUNE_MODES:
+    if self.finetune not in RECORD_MODES:
       raise RecordError(f"results record: key 'finetune' must be one of "
-                        f"{list(defaults.FINETUNE_MODES)}. Received: {self.finetune!r}")
+                        f"{list(RECORD_MODES)}. Received: {self.finetune!r}")
+    if (self.finetune == MULTITASK) != (self.multitask is not None):
+      raise RecordError(f"results record: key 'multitask' comes with finetune {MULTITASK!r} "
+                        f"and only with it. Received: finetune={self.finetune!r}, multitask="
+                        f"{'present' if self.multitask is not None else 'missing'}")
     if self.format != FORMAT:
       raise RecordError(f"results record: format {self.format!r} is not {FORMAT!r} (written by "
                         "another version of tfexperts).")

@@ -25,6 +25,12 @@ mode (`knn (patch)`), and when a task's expert was fine-tuned in a mode other th
 summary adds a table of its modes: accuracy, the paired verdict against full on the same test
 examples (when the expert's full run is in the results too), trained parameters, bytes, images/s
 and seconds.
+
+A multi-task patch run's task (`records.MULTITASK`, `patch_multitask`) is a mode of its own: its
+record lives beside the others (`<task>__<expert>__patch_multitask.json`), its results.csv row
+says `patch_multitask` with its own trained parameters and bytes, the joint run's images/s and
+its share of the joint run's wall time, and in the modes table its verdict is against the
+single-task `patch` run of the same expert (`REFERENCE_MODES`; the cell says `vs patch:`).
 """
 import csv
 import io
@@ -43,6 +49,9 @@ from tfexperts.transfer import stats
 GROUPS = ("natural", "specialized", "structured", "offline")
 STRATEGY_ORDER = ("baseline", "random", "knn", "label_matching", "domain", "knn_topk", "oracle")
 FULL = defaults.FINETUNE  # "full", the mode others are compared with
+# The mode a mode's paired verdict is against when not full: a multi-task patch against the
+# single-task patch run of the same task and expert.
+REFERENCE_MODES = {records_lib.MULTITASK: "patch"}
 CSV_FIELDS = ("task", "group", "selection", "finetune", "chosen", "test_accuracy", "test_low",
               "test_high", "test_size", "baseline_accuracy", "trained_parameters",
               "artifact_bytes", "images_per_second", "selection_seconds", "finetune_seconds",
@@ -139,15 +148,15 @@ def paired_comparisons(per_expert, picks, pairs=COMPARISONS):
     a, b = picks.get(strategy), picks.get(against)
     if a is None or b is None:
       continue
-    compared = _compare(per_expert.get(a), per_expert.get(b))
+    compared = compare_results(per_expert.get(a), per_expert.get(b))
     if compared is not None:
       out.append({"strategy": strategy, "against": against, "expert": a, "against_expert": b,
                   "same_expert": a == b, **compared})
   return out
 
 
-def _compare(result_a, result_b):
-  """`stats.compare` of two `per_expert` results on the same test examples, or None when either
+def compare_results(result_a, result_b):
+  """`stats.compare` of two `per_expert` (protocol-shaped) results on the same test examples, or None when either
   lacks its per-example correctness or their test sizes differ."""
   correct_a, correct_b = expert_correct(result_a), expert_correct(result_b)
   if correct_a is None or correct_b is None or correct_a.size != correct_b.size:
@@ -157,34 +166,42 @@ def _compare(result_a, result_b):
 
 def mode_results(records):
   """`{(task, expert): {finetune: per_expert result}}` for every expert of a task fine-tuned in
-  a mode other than full, its modes in `defaults.FINETUNE_MODES` order (the first record of a
+  a mode other than full, its modes in `records.RECORD_MODES` order (the first record of a
   task, expert and mode gives its result; records come sorted by task and selection)."""
   by_expert = {}
   for record in records:
     for expert, result in record.per_expert.items():
       by_expert.setdefault((record.task, expert), {}).setdefault(record.finetune, result)
-  return {key: {m: modes[m] for m in defaults.FINETUNE_MODES if m in modes}
+  return {key: {m: modes[m] for m in records_lib.RECORD_MODES if m in modes}
           for key, modes in by_expert.items() if set(modes) != {FULL}}
 
 
-def mode_comparison(task, expert, result, full_result, finetune):
-  """The paired verdict of `expert`'s run in mode `finetune` (`result`) against its full run
-  (`full_result`) on the same test examples, in `paired_comparisons`' form (strategy: the mode,
-  against: full), or None when they cannot be paired."""
-  compared = _compare(result, full_result)
+def reference_mode(finetune):
+  """The mode `finetune`'s paired verdict is against: `REFERENCE_MODES`' entry, else full."""
+  return REFERENCE_MODES.get(finetune, FULL)
+
+
+def mode_comparison(task, expert, result, reference_result, finetune):
+  """The paired verdict of `expert`'s run in mode `finetune` (`result`) against its run in
+  `reference_mode(finetune)` (`reference_result`) on the same test examples, in
+  `paired_comparisons`' form (strategy: the mode, against: the reference mode), or None when
+  they cannot be paired."""
+  compared = compare_results(result, reference_result)
   if compared is None:
     return None
-  return {"task": task, "strategy": finetune, "against": FULL, "expert": expert,
-          "against_expert": expert, "same_expert": False, **compared}
+  return {"task": task, "strategy": finetune, "against": reference_mode(finetune),
+          "expert": expert, "against_expert": expert, "same_expert": False, **compared}
 
 
 def mode_comparisons(records):
-  """The paired verdicts of every non-full mode against full (`mode_comparison`) in `records`."""
+  """The paired verdicts of every non-full mode against its reference mode (`mode_comparison`:
+  full, or patch for a multi-task patch) in `records`, when both ran."""
   out = []
   for (task, expert), modes in mode_results(records).items():
     for finetune, result in modes.items():
-      if finetune != FULL and FULL in modes:
-        compared = mode_comparison(task, expert, result, modes[FULL], finetune)
+      reference = reference_mode(finetune)
+      if finetune != FULL and reference in modes:
+        compared = mode_comparison(task, expert, result, modes[reference], finetune)
         out += [compared] if compared else []
   return out
 
@@ -208,8 +225,9 @@ def _short_verdict(comparison):
 
 def mode_table_rows(records):
   """The rows of the modes table (`modes_markdown`): per task, expert and mode, the cells task,
-  expert, finetune, test accuracy ±, verdict vs full, trained parameters, stored bytes, train
-  images/s and seconds (`-` for what a run did not record)."""
+  expert, finetune, test accuracy ±, verdict vs full (vs its reference mode, prefixed `vs
+  <mode>: `, when that is not full), trained parameters, stored bytes, train images/s and
+  seconds (`-` for what a run did not record)."""
   verdicts = {(c["task"], c["expert"], c["strategy"]): c for c in mode_comparisons(records)}
   rows = []
   for (task, expert), modes in mode_results(records).items():
@@ -218,9 +236,11 @@ def mode_table_rows(records):
       interval = result.get("test_interval")
       params, nbytes = result.get("trained_parameters"), result.get("artifact_bytes")
       rate = result.get("images_per_second")
+      reference = reference_mode(finetune)
       rows.append([task, expert, finetune,
                    DIVERGED if accuracy is None else _cell(accuracy, interval),
-                   "(reference)" if finetune == FULL else _short_verdict(
+                   "(reference)" if finetune == FULL else
+                   ("" if reference == FULL else f"vs {reference}: ") + _short_verdict(
                        verdicts.get((task, expert, finetune))),
                    "-" if params is None else f"{params:,}",
                    "-" if nbytes is None else _size_text(nbytes),
@@ -316,12 +336,12 @@ def _ordered(labels):
   """Table rows in STRATEGY_ORDER (others by name), each strategy's modes after it."""
   def key(label):
     strategy, finetune = label, FULL
-    for mode in defaults.FINETUNE_MODES:
+    for mode in records_lib.RECORD_MODES:
       if label.endswith(f" ({mode})"):
         strategy, finetune = label[:-len(mode) - 3], mode
     known = strategy in STRATEGY_ORDER
     return (not known, STRATEGY_ORDER.index(strategy) if known else 0, strategy,
-            defaults.FINETUNE_MODES.index(finetune))
+            records_lib.RECORD_MODES.index(finetune))
   return sorted(labels, key=key)
 
 
