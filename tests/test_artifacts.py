@@ -64,6 +64,27 @@ def test_an_unknown_kind_is_an_error_listing_the_kinds():
     artifacts.ModelRecord.from_json(data)
 
 
+def _full():
+  return _old_record("full", sorted(os.listdir(os.path.join(OLD_WORKDIR, "full")))[0])
+
+
+def test_dat_models_have_their_own_kind_and_older_dat_records_read_as_it():
+  # What transfer/dat.py wrote before DAT had its kind: a full record with no expert.
+  older = {**_full(), "dat_class_weights": [0.5, 1.5]}
+  del older["experts"]
+  record = artifacts.ModelRecord.from_json(older)
+  assert record.kind == artifacts.DAT_KIND and record.dat_class_weights == [0.5, 1.5]
+  assert artifacts.ModelRecord.from_json(record.to_json()) == record
+  with pytest.raises(artifacts.RecordError, match="dat record has no single expert"):
+    _ = record.expert
+  with pytest.raises(artifacts.RecordError, match="full record needs 'experts'.*None"):
+    artifacts.ModelRecord.from_json({k: v for k, v in _full().items() if k != "experts"})
+  with pytest.raises(artifacts.RecordError, match="'dat_class_weights'.*'dat'.*None"):
+    artifacts.ModelRecord.from_json({**older, "kind": "dat", "dat_class_weights": None})
+  with pytest.raises(artifacts.RecordError, match="'dat_class_weights'.*'full'.*0.5"):
+    artifacts.ModelRecord.from_json({**_full(), "dat_class_weights": [0.5]})
+
+
 def test_read_record_names_the_file(tmp_path):
   directory = tmp_path / "final"
   directory.mkdir()

@@ -25,8 +25,10 @@ STAGES = ("baseline", "full", "adapter", "patch", "epn")
 BANK_KINDS = ("adapter_bank", "patch_bank")
 STAGE_ARTIFACT = {"baseline": "baseline", "full": "full", "adapter": "adapter_bank",
                   "patch": "patch_bank", "epn": "epn"}
-# Kinds of finished models (`ModelRecord.kind`).
-ARTIFACT_KINDS = ("baseline", "full") + BANK_KINDS + ("epn",)
+# Kinds of finished models (`ModelRecord.kind`); "dat" is Domain Adaptive Transfer's baseline
+# fine-tuned on importance-weighted upstream data (`transfer.dat`), not a stage's model.
+DAT_KIND = "dat"
+ARTIFACT_KINDS = ("baseline", "full") + BANK_KINDS + ("epn", DAT_KIND)
 # Kinds of exported hub modules: single experts (a bank's experts are extracted), the EPN, banks,
 # and task modules (an expert with what a downstream fine-tune trained: `transfer.reuse`).
 EXPERT_KINDS = ("baseline", "full", "adapter", "patch")
@@ -151,12 +153,18 @@ class ModelRecord:
     if self.kind not in ARTIFACT_KINDS:
       raise RecordError(f"A finished model's kind must be one of {ARTIFACT_KINDS}. Received: "
                         f"{self.kind!r}")
-    # A bank's record must list its experts (its routing indexes them); a `full` record lists its
-    # one expert, except DAT's models, which have none.
+    # A bank's record lists its experts (its routing indexes them), a full expert's its one
+    # expert; a DAT model has its class weights instead.
     if self.kind in BANK_KINDS and not self.experts:
       raise RecordError(f"A {self.kind} record needs 'experts', a list of expert records ("
                         "expert_id, name, node, num_images, label_prior, slices; one per expert "
                         f"index). Received: {self.experts!r}")
+    if self.kind == "full" and (not isinstance(self.experts, list) or len(self.experts) != 1):
+      raise RecordError("A full record needs 'experts' with its one expert record. Received: "
+                        f"{self.experts!r}")
+    if (self.kind == DAT_KIND) != (self.dat_class_weights is not None):
+      raise RecordError("'dat_class_weights' belongs to (and is needed by) a dat record; this is "
+                        f"a {self.kind!r} record with dat_class_weights={self.dat_class_weights!r}")
     self.experts = None if self.experts is None else [
         e if isinstance(e, ExpertInfo) else ExpertInfo.from_json(e, f"experts[{i}]")
         for i, e in enumerate(_as_list("experts", self.experts))]
@@ -166,8 +174,10 @@ class ModelRecord:
 
   @property
   def expert(self):
-    """The one `ExpertInfo` of a full expert (None for a DAT model, which has none)."""
-    return self.experts[0] if self.experts else None
+    """The one `ExpertInfo` of a full expert."""
+    if self.kind != "full":
+      raise RecordError(f"A {self.kind} record has no single expert (only full records do).")
+    return self.experts[0]
 
   @property
   def domain_names(self):
@@ -187,6 +197,9 @@ class ModelRecord:
     """
     if isinstance(data, dict) and "kind" in data and data["kind"] not in ARTIFACT_KINDS:
       raise RecordError(f"{where}: kind {data['kind']!r} is not one of {ARTIFACT_KINDS}.")
+    if (isinstance(data, dict) and data.get("kind") == "full" and not data.get("experts")
+        and data.get("dat_class_weights") is not None):
+      data = {**data, "kind": DAT_KIND}  # written before DAT had its kind
     check_keys(cls, data, where)
     try:
       return cls(**data)

@@ -106,8 +106,11 @@ def _plan_artifact(directory, record):
   if kind in ("baseline", "epn"):
     return [PlannedModule(safe_name(record.name or kind), kind, directory)]
   if kind == "full":
-    name = (record.expert.name if record.expert else None) or record.name or "full"
+    name = record.expert.name or record.name or "full"
     return [PlannedModule(safe_name(name), kind, directory)]
+  if kind not in artifacts.BANK_KINDS:
+    raise errors.UserError(f"{directory}: a {kind!r} model is not part of an expert collection "
+                           f"(its kinds: baseline, full, epn, {', '.join(artifacts.BANK_KINDS)}).")
   prefix = kind[:-len("_bank")]
   planned = [PlannedModule(f"{prefix}_{safe_name(e.name or f'expert{i}')}", prefix,
                            directory, i) for i, e in enumerate(record.experts)]
@@ -157,9 +160,6 @@ def _module_metadata(p, model, record, expert):
                               logit_names=record.domain_names or None, **common)
   if p.kind in artifacts.BANK_KINDS:
     return metadata_lib.build(p.kind, record.name or p.kind, model, experts=list(record.experts),
-                              **common)
-  if expert is None:  # a full model without an expert record (DAT)
-    return metadata_lib.build(p.kind, record.name or p.module, model, expert_id=p.expert_id,
                               **common)
   return metadata_lib.build(
       p.kind, expert.name or record.name or p.module, model, node=expert.node,

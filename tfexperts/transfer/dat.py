@@ -19,6 +19,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from tfexperts import artifacts
 from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.errors import UserError
@@ -117,7 +118,7 @@ def train_upstream(make_baseline, upstream, class_weights, config, resolution, d
   task = loop.TrainTask(f"dat/{name}", upstream.num_classes, make_baseline, dataset_fn,
                         stages.logits)
   model, _ = stages.train_in(strategy, task, loop_config, directory)
-  record = stages.model_record(upstream, "full", name, config.steps, resolution,
+  record = stages.model_record(upstream, artifacts.DAT_KIND, name, config.steps, resolution,
                                dat_class_weights=np.asarray(class_weights, np.float64).tolist())
   stages.save_final_on_chief(strategy, model, final, record)
   return final
