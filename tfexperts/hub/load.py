@@ -186,27 +186,21 @@ def _module_input(images):
   return images
 
 
+def _of_ref(field):
+  """A read-only property giving `self.ref.<field>`."""
+  return property(lambda self: getattr(self.ref, field),
+                  doc=f"`ExpertRef.{field}` of the module's `ref`.")
+
+
 @dataclasses.dataclass
 class _LoadedModule:
   """A hub module known by its `ExpertRef` (`ref`), loaded and checked on first use of `module`."""
   ref: expert_ref.ExpertRef
   _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
   _TAKES_EXPERT_IDS = False  # class constant: banks are probed with (images, expert_ids)
-
-  @property
-  def name(self):
-    """The module's name (`ExpertRef.name`)."""
-    return self.ref.name
-
-  @property
-  def handle(self):
-    """The handle it was loaded from, as given."""
-    return self.ref.handle
-
-  @property
-  def metadata(self):
-    """The module's `ModuleMetadata`."""
-    return self.ref.metadata
+  name = _of_ref("name")
+  handle = _of_ref("handle")  # as given, options included
+  metadata = _of_ref("metadata")
 
   @property
   def kind(self):
