@@ -13,6 +13,12 @@ FORMAT_1 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
                         "module_metadata_v1")
 
 
+def _ref(path, metadata=None):
+  """The `ExpertRef` of `path`, with `metadata` instead of the module's when given."""
+  ref = load.reference(path)
+  return ref if metadata is None else dataclasses.replace(ref, metadata=metadata)
+
+
 def test_native_features_equal_the_keras_models_one_runner_for_all(exported, models):
   x = conftest.images(4)
   runner = native.NativeRunner()
@@ -20,7 +26,7 @@ def test_native_features_equal_the_keras_models_one_runner_for_all(exported, mod
   for name in ("baseline", "adapter_animal", "adapter_thing_red", "patch_animal",
                "patch_thing_red", "adapter_animal"):
     path = _path(exported, name)
-    embed = runner.load(path, metadata_lib.read(path))
+    embed = runner.load(_ref(path))
     assert embed is not None, name
     _close(embed(x), models.outputs[name]["pre_logits"])
 
@@ -31,15 +37,16 @@ def test_modules_that_do_not_verify_are_left_to_hub_load(exported, tmp_path):
   metadata = metadata_lib.read(path)
   wrong = dataclasses.replace(metadata,
                               architecture=dataclasses.replace(metadata.architecture, groups=1))
-  assert runner.load(path, wrong) is None  # builds, but computes other features
-  assert runner.load(path, metadata_lib.ModuleMetadata.absent()) is None  # not a tfexperts module
-  assert runner.load(path + "?range=-1,1", metadata) is None  # options change the inputs
+  assert runner.load(_ref(path, wrong)) is None  # builds, but computes other features
+  absent = metadata_lib.ModuleMetadata.absent()
+  assert runner.load(_ref(path, absent)) is None  # not a tfexperts module
+  assert runner.load(_ref(path + "?range=-1,1")) is None  # options change the inputs
   copy = str(tmp_path / "old_export")
   shutil.copytree(path, copy)
   os.remove(native.check_asset_path(copy))  # an export from before the check asset
-  assert runner.load(copy, metadata) is None
+  assert runner.load(_ref(copy, metadata)) is None
   for bank in ("adapter_bank", "patch_bank"):  # take expert ids: never rebuilt
-    assert runner.load(_path(exported, bank), metadata_lib.read(_path(exported, bank))) is None
+    assert runner.load(_ref(_path(exported, bank))) is None
 
 
 def test_a_module_exported_in_format_1_loads_and_runs_natively(exported, models, tmp_path):
@@ -49,6 +56,6 @@ def test_a_module_exported_in_format_1_loads_and_runs_natively(exported, models,
   shutil.copy(os.path.join(FORMAT_1, "baseline.json"), metadata_lib.asset_path(path))
   expert = load.load_expert(path, lazy=True)
   assert expert.metadata == metadata_lib.read(_path(exported, "baseline"))
-  embed = native.NativeRunner().load(path, expert.metadata)
+  embed = native.NativeRunner().load(expert.ref)
   assert embed is not None
   _close(embed(conftest.images(4)), models.outputs["baseline"]["pre_logits"])

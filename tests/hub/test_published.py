@@ -108,13 +108,13 @@ def test_third_party_modules_fine_tune_through_transfer_model(tmp_path):
   x = collection_fixtures.images(2)
   path = str(tmp_path / "tf_module")
   module = tpm.write_tf_module(path, dim=6, seed=4)
-  ranged = finetune.TransferModel(path + "?range=-1:1", 3)
+  ranged = finetune.TransferModel(load.reference(path + "?range=-1:1"), 3)
   assert ranged(x).shape == (2, 3) and ranged.input_range == (-1.0, 1.0)
   np.testing.assert_allclose(ranged.expert(2 * x - 1).numpy(), module(2 * x - 1).numpy(),
                              rtol=1e-5)
   exported = str(tmp_path / "keras_export")
   model = tpm.write_keras_export(exported, dim=5)
-  transfer = finetune.TransferModel(exported, 4)
+  transfer = finetune.TransferModel(load.reference(exported), 4)
   assert transfer(x).shape == (2, 4)
   np.testing.assert_allclose(transfer.expert(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
   assert len(transfer.trainable_weights) == 2 + 2  # the conv's kernel and bias, the new head's

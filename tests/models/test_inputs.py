@@ -57,7 +57,7 @@ def test_hub_embed_and_finetuning_model_apply_the_contract(tmp_path):
   np.testing.assert_allclose(expert.embed(UINT8).numpy(), expert.embed(UNIT).numpy(), rtol=1e-6)
   with pytest.raises(UserError, match=r"\[0, 255\]"):
     expert.embed(UNIT * 255.0)
-  transfer = finetune.TransferModel(path, num_classes=3)
+  transfer = finetune.TransferModel(expert.ref, num_classes=3)
   assert transfer(UINT8).shape == (2, 3)
   with pytest.raises(UserError, match=r"\[-1, 1\]"):
     transfer(UNIT * 2.0 - 1.0)

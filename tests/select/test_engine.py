@@ -9,6 +9,7 @@ import pytest
 from tests.hub.test_modules import _path
 from tests.select.test_task_images import counted_task
 from tfexperts.errors import UserError
+from tfexperts.hub import load
 from tfexperts.hub import module as module_lib
 from tfexperts.hub import openvino_engine
 from tfexperts.select import knn
@@ -46,14 +47,14 @@ def test_openvino_features_and_knn_picks_equal_tensorflow_float32(exported, offl
 
 def test_converted_model_is_read_from_the_cache(exported, tmp_path, monkeypatch):
   ov = pytest.importorskip("openvino")
-  path = _path(exported, "adapter_animal")
-  first = openvino_engine.load(path, path, str(tmp_path), "float32", resolution=32)
+  ref = load.reference(_path(exported, "adapter_animal"))
+  first = openvino_engine.load(ref, str(tmp_path), "float32", resolution=32)
   monkeypatch.setattr(ov, "convert_model", lambda *a, **k: 1 / 0)
-  second = openvino_engine.load(path, path, str(tmp_path), "float32", resolution=32)
+  second = openvino_engine.load(ref, str(tmp_path), "float32", resolution=32)
   images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype("float32")
   np.testing.assert_array_equal(second(images), first(images))
   # Another precision is another cache entry: converting it now fails, so TensorFlow runs it.
-  assert openvino_engine.load(path, path, str(tmp_path), "bfloat16") is None
+  assert openvino_engine.load(ref, str(tmp_path), "bfloat16") is None
   assert not [n for n in os.listdir(tmp_path / openvino_engine.CACHE_SUBDIR) if ".tmp" in n]
 
 

@@ -17,7 +17,7 @@ from tfexperts import fileio
 from tfexperts import transfer
 from tfexperts.data import tasks
 from tfexperts.hub import native
-from tfexperts.hub import metadata as hub_metadata
+from tfexperts.hub import load as hub_load
 from tfexperts.hub.tfhub import hub
 from tfexperts.models import bit
 from tfexperts.transfer import artifact
@@ -41,7 +41,7 @@ np.save(out, model.predict(np.load(images_path), verbose=0))
 def test_patch_artifact_round_trip(tmp_path, exported, offline_data_dir):
   baseline = os.path.join(exported.collection_dir, "baseline", "1")
   task = tasks.get_task("shapes_fine_tiny")
-  spec = finetune.RunSpec(handle=baseline, task=task, train_split="train800",
+  spec = finetune.RunSpec(expert=hub_load.reference(baseline), task=task, train_split="train800",
                           eval_split="val200", learning_rate=64.0, steps=4, batch_size=8,
                           resolution=32, seed=0, directory=str(tmp_path / "run"),
                           data_dir=offline_data_dir, finetune="patch")
@@ -61,7 +61,7 @@ def test_patch_artifact_round_trip(tmp_path, exported, offline_data_dir):
   print(f"\ntiny patch artifact: {result['trained_parameters']} parameters, "
         f"{result['artifact_bytes']} bytes")
   # The frozen convolutions are still the module's.
-  module = native.trainable_model(baseline, hub_metadata.read(baseline), "float32")
+  module = native.trainable_model(hub_load.reference(baseline), "float32")
   kernel = lambda m: next(v for v in m.variables if v.path.endswith(  # noqa: E731
       "unit01/b/standardized_conv2d/kernel")).numpy()
   np.testing.assert_array_equal(kernel(model.expert), kernel(module))

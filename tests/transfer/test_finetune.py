@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 
 from tfexperts.data import tasks
+from tfexperts.hub import load as hub_load
 from tfexperts.transfer import finetune
 
 
 def _spec(handle, learning_rate, directory, data_dir):
-  return finetune.RunSpec(handle=handle, task=tasks.get_task("shapes_fine_tiny"),
+  return finetune.RunSpec(expert=hub_load.reference(handle), task=tasks.get_task("shapes_fine_tiny"),
                           train_split="train800", eval_split="val200",
                           learning_rate=learning_rate, steps=3, batch_size=8, resolution=32,
                           seed=0, directory=str(directory), data_dir=data_dir)

@@ -13,7 +13,7 @@ from tests.hub import third_party_modules
 from tfexperts import defaults
 from tfexperts import errors
 from tfexperts.data import tasks
-from tfexperts.hub import native
+from tfexperts.hub import load as hub_load
 from tfexperts.models import architecture
 from tfexperts.models import bit
 from tfexperts.transfer import finetune
@@ -57,7 +57,7 @@ def _perturb(variables, seed):
 @pytest.mark.parametrize("mode,module", [("patch", "baseline"),
                                          ("adapter", "adapter_animal"), ("head", "baseline")])
 def test_one_step_moves_exactly_the_modes_variables(handles, mode, module):
-  model = finetune.TransferModel(handles[module], CLASSES, finetune=mode)
+  model = finetune.TransferModel(hub_load.reference(handles[module]), CLASSES, finetune=mode)
   model.build((None, None, None, 3))
   trained = modes.trained_variables(model)
   assert modes.count(trained) == modes.closed_form(mode, TINY["units"], TINY["width"], CLASSES)
@@ -85,15 +85,16 @@ def test_one_step_moves_exactly_the_modes_variables(handles, mode, module):
 def test_third_party_module_patch_is_one_error_head_trains_the_head(tmp_path):
   handle = str(tmp_path / "colour")
   third_party_modules.write_tf_module(handle, dim=6)
+  expert = hub_load.reference(handle)
   for mode in ("patch", "adapter"):
     with pytest.raises(errors.UserError) as caught:
-      finetune.TransferModel(handle, 3, finetune=mode)
+      finetune.TransferModel(expert, 3, finetune=mode)
     message = str(caught.value)
     assert "\n" not in message and handle in message and f"--finetune={mode}" in message
     assert "third-party" in message and "--finetune=head" in message
     with pytest.raises(errors.UserError, match="third-party"):
-      finetune.check_mode(handle, mode)
-  model = finetune.TransferModel(handle, 3, finetune="head")
+      finetune.check_mode(expert, mode)
+  model = finetune.TransferModel(expert, 3, finetune="head")
   model.build((None, None, None, 3))
   assert modes.count(modes.trained_variables(model)) == 6 * 3 + 3
 

@@ -9,12 +9,13 @@ import pytest
 import tensorflow as tf
 
 from tfexperts.data import tasks
+from tfexperts.hub import load as hub_load
 from tfexperts.transfer import finetune
 from tfexperts.transfer import stats
 
 
 def _spec(handle, directory, data_dir, precision):
-  return finetune.RunSpec(handle=handle, task=tasks.get_task("shapes_fine_tiny"),
+  return finetune.RunSpec(expert=hub_load.reference(handle), task=tasks.get_task("shapes_fine_tiny"),
                           train_split="train800", eval_split="val200", learning_rate=3.2,
                           steps=30, batch_size=16, resolution=32, seed=0,
                           directory=str(directory), data_dir=data_dir, precision=precision)

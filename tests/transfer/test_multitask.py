@@ -15,6 +15,7 @@ from tfexperts import errors
 from tfexperts import fileio
 from tfexperts import transfer
 from tfexperts.data import tasks
+from tfexperts.hub import load as hub_load
 from tfexperts.models import bit
 from tfexperts.select import selection
 from tfexperts.transfer import artifact
@@ -55,13 +56,14 @@ def _small_run(baseline, offline_data_dir, root):
   strategy = tf.distribute.get_strategy()
   work = str(root / "runs")
   cache = finetune.ModelCache()
-  multi = multitask.run_protocol(task_list, baseline, config,
+  expert = hub_load.reference(baseline)  # what the binaries' edge hands down
+  multi = multitask.run_protocol(task_list, expert, config,
                                  os.path.join(work, f"multitask_{multitask_args.label(TASKS)}",
                                               "baseline"), strategy, offline_data_dir, cache)
   model = cache.model  # the final retrain's
   images = collection_fixtures.images(6, seed=5)
   predictions = [model.task_logits(images, i).numpy() for i in range(len(TASKS))]
-  result = multitask.evaluate(list(TASKS), baseline, config, work, strategy, offline_data_dir)
+  result = multitask.evaluate(list(TASKS), expert, config, work, strategy, offline_data_dir)
   return {"multi": multi, "result": result, "images": images, "predictions": predictions,
           "root": root, "model": model, "config": config, "work": work}
 
@@ -166,7 +168,7 @@ def _check_routing_and_parameter_count(model):
 def test_argument_errors_name_the_value(baseline, exported):
   config = protocol.ProtocolConfig(finetune="full")
   with pytest.raises(errors.UserError, match="finetune='full'"):
-    multitask.evaluate(list(TASKS), baseline, config, "unused", None)
+    multitask.evaluate(list(TASKS), hub_load.reference(baseline), config, "unused", None)
   with pytest.raises(errors.UserError, match=r"tasks=\['shapes_fine_tiny'\]$"):
     multitask_args.check(["shapes_fine_tiny"], "patch")
   with pytest.raises(errors.UserError, match="shapes_fine_tiny repeated"):

@@ -133,9 +133,11 @@ def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported
 def test_transfer_model_of_an_adapter_module_checkpoints_every_variable(tmp_path, exported):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfexperts.hub import load as hub_load  # pylint: disable=g-import-not-at-top
   from tfexperts.transfer import finetune  # pylint: disable=g-import-not-at-top
   handle = os.path.join(exported.collection_dir, "adapter_animal", "1")
-  model = finetune.TransferModel(handle, 3)
+  expert = hub_load.reference(handle)
+  model = finetune.TransferModel(expert, 3)
   images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
   model(images)
   variables = loop.model_variables(model)
@@ -144,7 +146,7 @@ def test_transfer_model_of_an_adapter_module_checkpoints_every_variable(tmp_path
   for v in model.trainable_weights:
     v.assign(v.numpy() + 0.01)
   path = tf.train.Checkpoint(model_variables=variables).save(str(tmp_path / "c"))
-  other = finetune.TransferModel(handle, 3, name="another_name")
+  other = finetune.TransferModel(expert, 3, name="another_name")
   other(images)
   loop.restore_model(other, path)
   np.testing.assert_array_equal(other(images).numpy(), model(images).numpy())

@@ -8,6 +8,9 @@ the published BiT experts, `https://tfhub.dev/google/experts/bit/r50x1/in21k/<na
 float feature tensor. Third-party SavedModels work too (`third_party`: `__call__`, `serve` or a
 signature; `HANDLE?range=-1,1` for modules expecting another input range).
 
+Handles are resolved once, here (`reference`: the edge), into an `expert_ref.ExpertRef` that every
+`Expert` carries and that selection and fine-tuning take.
+
     experts = load_collection("export/my_collection").experts  # or load_expert(handle)
     features = experts[0].embed(images)                         # [b, d] float32 tf.Tensor
 """
@@ -21,7 +24,7 @@ import tensorflow as tf
 
 from tfexperts import errors
 from tfexperts.errors import UserError
-from tfexperts.hub import identity as identity_lib
+from tfexperts.hub import expert_ref
 from tfexperts.hub import index as index_lib
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import module as module_lib
@@ -54,6 +57,11 @@ def is_collection_handle(handle):
   return not _REMOTE.match(handle) and index_lib.is_collection(_local_path(handle))
 
 
+def _check_handle(handle):
+  if not isinstance(handle, str) or not handle:
+    raise ValueError(f"A hub handle must be a non-empty string. Received: {handle!r}")
+
+
 def resolve(handle):
   """Local (or gs://) directory of the module `handle`; fetches remote handles via tensorflow_hub.
 
@@ -61,9 +69,29 @@ def resolve(handle):
   directory (or is an unfinished export's temp directory), OSError when a remote handle cannot be
   fetched; every message names the handle.
   """
-  if not isinstance(handle, str) or not handle:
-    raise ValueError(f"A hub handle must be a non-empty string. Received: {handle!r}")
-  handle = third_party.split_options(handle)[0]  # "?range=..." is ours, not part of the handle
+  _check_handle(handle)
+  return _locate(third_party.split_options(handle)[0])  # "?range=..." is ours, not the module's
+
+
+def reference(handle):
+  """The edge: `handle` (a str) resolved once into an `expert_ref.ExpertRef` (location, options,
+  metadata, name); an `ExpertRef` is returned as it is.
+
+  Raises UserError naming the handle for bad options (before anything is fetched), and as
+  `resolve` for a handle that names no module.
+  """
+  if isinstance(handle, expert_ref.ExpertRef):
+    return handle
+  _check_handle(handle)
+  base, options = third_party.split_options(handle)
+  location = _locate(base)
+  metadata = metadata_lib.read(location)
+  return expert_ref.ExpertRef(handle, location, metadata, _name(handle, metadata),
+                              tuple(sorted(options.items())))
+
+
+def _locate(handle):
+  """`resolve` of a handle without options."""
   if _REMOTE.match(handle):
     try:
       return hub.resolve(handle)
@@ -120,20 +148,22 @@ def _check_features(handle, outputs, count):
                            f"{count}, d] float.")
 
 
-def load_checked(handle, metadata, with_ids=False):
-  """Loads the module at `handle` and checks it maps images (and ids) to `[b, d]` features.
+def load_checked(ref, with_ids=False):
+  """Loads the module of `ref` (an `ExpertRef`) and checks it maps images (and ids) to `[b, d]`
+  features.
 
-  Returns the loaded object (`hub.load`). Raises as `resolve`, or ValueError naming the handle
-  when it does not load, has no `__call__`, fails on probe images or returns something else.
+  Returns the loaded object (`hub.load`). Raises ValueError naming the handle when it does not
+  load, has no `__call__`, fails on probe images or returns something else.
   """
-  path = resolve(handle)
+  handle, metadata = ref.handle, ref.metadata
   try:
-    module = hub.load(path)
+    module = hub.load(ref.location)
   except Exception as e:  # a corrupt or incompatible SavedModel
     raise UserError(f"Hub handle {handle!r} could not be loaded as a SavedModel: "
                      f"{type(e).__name__}: {e}") from e
   images = _probe_images(metadata, fixed_input_size(module))
-  module = third_party.feature_module(module, handle)  # __call__, serve or a signature; ?range
+  # __call__, serve or a signature; ?range
+  module = third_party.feature_module(module, handle, ref.input_range)
   args = (images, tf.zeros([images.shape[0]], tf.int32)) if with_ids else (images,)
   what = "a bank module taking (images, expert_ids)" if with_ids else "a feature-vector module"
   try:
@@ -156,14 +186,21 @@ def _module_input(images):
   return images
 
 
+def _of_ref(field):
+  """A read-only property giving `self.ref.<field>`."""
+  return property(lambda self: getattr(self.ref, field),
+                  doc=f"`ExpertRef.{field}` of the module's `ref`.")
+
+
 @dataclasses.dataclass
 class _LoadedModule:
-  """A hub module known by handle and metadata, loaded and checked on first use of `module`."""
-  name: str
-  handle: str
-  metadata: metadata_lib.ModuleMetadata
+  """A hub module known by its `ExpertRef` (`ref`), loaded and checked on first use of `module`."""
+  ref: expert_ref.ExpertRef
   _module: typing.Any = dataclasses.field(default=None, repr=False, compare=False)
   _TAKES_EXPERT_IDS = False  # class constant: banks are probed with (images, expert_ids)
+  name = _of_ref("name")
+  handle = _of_ref("handle")  # as given, options included
+  metadata = _of_ref("metadata")
 
   @property
   def kind(self):
@@ -186,14 +223,14 @@ class _LoadedModule:
 
   @property
   def content_id(self):
-    """Digest of the module's content (`identity.of_directory`); remote handles are fetched."""
-    return identity_lib.of_directory(resolve(self.handle))
+    """Digest of the module's content (`ExpertRef.identity`, computed once)."""
+    return self.ref.identity
 
   @property
   def module(self):
     """The loaded SavedModel (`hub.load`), loaded and checked on first use."""
     if self._module is None:
-      self._module = load_checked(self.handle, self.metadata, with_ids=self._TAKES_EXPERT_IDS)
+      self._module = load_checked(self.ref, with_ids=self._TAKES_EXPERT_IDS)
     return self._module
 
 
@@ -202,6 +239,7 @@ class Expert(_LoadedModule):
   """An expert loaded (lazily) from a hub handle.
 
   Attributes:
+    ref: its `ExpertRef` (the resolved handle), which gives
     name: unique within its collection: the module's directory name (metadata `module`, e.g.
       "adapter_animal"), else the metadata `name`, else derived from the handle. The expert's
       domain is in the metadata (`name`, `node`).
@@ -239,7 +277,8 @@ class Expert(_LoadedModule):
 class Bank(_LoadedModule):
   """A bank module: many experts in one SavedModel, routed per image by expert id.
 
-  Attributes: name, handle, metadata (its `experts` list gives each index's name and domain).
+  Attributes: ref (its `ExpertRef`), and from it name, handle, metadata (its `experts` list gives
+  each index's name and domain).
   """
   _TAKES_EXPERT_IDS = True
 
@@ -261,28 +300,27 @@ def _name(handle, metadata):
 
 
 def load_expert(handle, lazy=False):
-  """Loads one expert module from `handle` (path, `file://`, or tfhub/Kaggle URL).
+  """Loads one expert module from `handle` (path, `file://`, or tfhub/Kaggle URL; or an
+  `ExpertRef`, resolved already).
 
   With `lazy=False` (default) the module is loaded and checked now; with `lazy=True` only the
-  handle is checked now. Returns an `Expert`. Raises as `resolve`, or ValueError when the module is
-  not a feature-vector module (or is a bank: use `load_bank`).
+  handle is checked now. Returns an `Expert`. Raises as `reference`, or ValueError when the module
+  is not a feature-vector module (or is a bank: use `load_bank`).
   """
-  path = resolve(handle)
-  metadata = metadata_lib.read(path)
-  if metadata.kind in metadata_lib.BANK_KINDS:
-    raise errors.UserError(f"Hub handle {handle!r} is a {metadata.kind} module taking expert "
-                           "ids; load it with load_bank.")
-  expert = Expert(_name(handle, metadata), handle, metadata)
+  ref = reference(handle)
+  if ref.metadata.kind in metadata_lib.BANK_KINDS:
+    raise errors.UserError(f"Hub handle {ref.handle!r} is a {ref.metadata.kind} module taking "
+                           "expert ids; load it with load_bank.")
+  expert = Expert(ref)
   if not lazy:
     expert.module  # pylint: disable=pointless-statement
   return expert
 
 
 def load_bank(handle, lazy=False):
-  """Loads a bank module (adapter or patch bank) from `handle`; returns a `Bank`."""
-  path = resolve(handle)
-  metadata = metadata_lib.read(path)
-  bank = Bank(_name(handle, metadata), handle, metadata)
+  """Loads a bank module (adapter or patch bank) from `handle` (or an `ExpertRef`); returns a
+  `Bank`."""
+  bank = Bank(reference(handle))
   if not lazy:
     bank.module  # pylint: disable=pointless-statement
   return bank

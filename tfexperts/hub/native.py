@@ -30,7 +30,6 @@ from absl import logging
 from tfexperts import fileio
 from tfexperts import precision as precision_lib
 from tfexperts.hub import metadata as metadata_lib
-from tfexperts.hub import third_party
 from tfexperts.hub import verify
 from tfexperts.models import architecture as architecture_lib
 from tfexperts.models import layers
@@ -161,18 +160,18 @@ class NativeRunner:
   def __init__(self):
     self._slots = {}
 
-  def load(self, module_dir, metadata, handle=None, precision="float32"):
-    """A callable `images [b, h, w, 3] -> [b, d]` float32 features of the module at local
-    `module_dir` (its `ModuleMetadata` given) computed at `precision` (`tfexperts.precision`), or
-    None when it must be loaded with `hub.load`.
+  def load(self, ref, precision="float32"):
+    """A callable `images [b, h, w, 3] -> [b, d]` float32 features of the module of `ref` (an
+    `ExpertRef` with a local location) computed at `precision` (`tfexperts.precision`), or None
+    when it must be loaded with `hub.load` (also when its handle declares options).
 
     The module is verified at float32 (its check features); a reduced precision then runs a
     model of that precision with the same weights. The callable stays valid until this runner
     loads another module of the same architecture and precision.
     """
-    handle = handle or module_dir
-    key = _architecture_key(metadata)
-    if key is None or third_party.split_options(handle)[1]:
+    module_dir, handle = ref.location, ref.handle
+    key = _architecture_key(ref.metadata)
+    if key is None or ref.has_options:
       return None
     check = _read_check_features(module_dir)
     values = _checkpoint_values(module_dir) if check is not None else None
@@ -203,19 +202,18 @@ class NativeRunner:
     return reduced.features
 
 
-def trainable_model(module_dir, metadata, precision, handle=None):
-  """The module at local `module_dir` rebuilt as a trainable Keras model computing at
+def trainable_model(ref, precision):
+  """The module of `ref` (an `ExpertRef`) rebuilt as a trainable Keras model computing at
   `precision` (float32 variables), or None when it does not run natively (see `NativeRunner`).
 
-  Takes the module's directory, its `ModuleMetadata` and a precision; returns a built
-  `bit.ResNetV2` (or adapter expert) whose call returns `{"pre_logits": float32 [b, d], ...}`,
-  holding the module's weights (verified at float32 first).
+  Returns a built `bit.ResNetV2` (or adapter expert) whose call returns
+  `{"pre_logits": float32 [b, d], ...}`, holding the module's weights (verified at float32 first).
   """
-  values = _checkpoint_values(module_dir)
-  if values is None or NativeRunner().load(module_dir, metadata, handle) is None:
+  values = _checkpoint_values(ref.location)
+  if values is None or NativeRunner().load(ref) is None:
     return None
   # Variable paths that name every parent layer: training checkpoints key variables by them.
-  model = _build(_architecture_key(metadata), precision, variable_paths=True)
+  model = _build(_architecture_key(ref.metadata), precision, variable_paths=True)
   for variable, value in zip(model.variables, values):
     variable.assign(value)
   return model

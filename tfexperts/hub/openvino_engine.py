@@ -33,7 +33,6 @@ from tfexperts.hub import third_party
 # Light at import (no TensorFlow), so the binaries check --engine before loading anything heavy.
 tf = lazy.LazyModule("tensorflow")
 fileio = lazy.LazyModule("tfexperts.fileio")
-identity = lazy.LazyModule("tfexperts.hub.identity")
 hub_load = lazy.LazyModule("tfexperts.hub.load")
 native = lazy.LazyModule("tfexperts.hub.native")
 verify = lazy.LazyModule("tfexperts.hub.verify")
@@ -84,10 +83,11 @@ def _openvino():
   return openvino
 
 
-def cache_key(module_dir, precision):
-  """Hex digest naming the converted model of `module_dir` at `precision` in the cache."""
+def cache_key(ref, precision):
+  """Hex digest naming the converted model of `ref` (an `ExpertRef`) at `precision` in the
+  cache."""
   digest = hashlib.sha256(KEY_FORMAT.encode())
-  digest.update(json.dumps({"module": identity.of_directory(module_dir),
+  digest.update(json.dumps({"module": ref.identity,
                             "precision": check_precision(precision),
                             "openvino": _openvino().__version__}, sort_keys=True).encode())
   return digest.hexdigest()[:32]
@@ -110,41 +110,41 @@ def _is_local(path):
   return "://" not in path
 
 
-def _reference(handle, module_dir, resolution):
+def _reference(ref, resolution):
   """`(images, features)` a correct conversion must reproduce (see the module docstring)."""
-  stored = native.read_check_features(module_dir)
+  stored = native.read_check_features(ref.location)
   if stored is not None:
     images = verify.check_images(int(stored["resolution"]), int(stored["count"]),
                                  int(stored["seed"]))
     return images, stored["features"]
   images = verify.check_images(resolution or PROBE_RESOLUTION, 2)
-  return images, np.asarray(hub_load.load_expert(handle).embed(images))
+  return images, np.asarray(hub_load.load_expert(ref).embed(images))
 
 
-def check_conversion(model, handle, module_dir, resolution=None):
+def check_conversion(model, ref, resolution=None):
   """Raises `verify.VerificationError` when the float32 OpenVINO `model` does not compute the
   module's features (within `verify.TOLERANCE` of their scale); returns the max difference.
-  Modules without stored check features are probed at `resolution` (default 224) px."""
-  images, want = _reference(handle, module_dir, resolution)
-  got = Embedder(model, "float32", third_party.input_range(handle)).run(images)
+  Takes the model, the module's `ExpertRef` (its input range applies) and the probe size: modules
+  without stored check features are probed at `resolution` (default 224) px."""
+  images, want = _reference(ref, resolution)
+  got = Embedder(model, "float32", ref.input_range).run(images)
   scale = max(1.0, float(np.abs(want).max()))
   diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
   if not diff <= verify.TOLERANCE * scale:
     raise verify.VerificationError(
-        f"OpenVINO's model of {handle!r} differs from the module by {diff:.3g} (tolerance "
+        f"OpenVINO's model of {ref.handle!r} differs from the module by {diff:.3g} (tolerance "
         f"{verify.TOLERANCE * scale:.3g}; shapes {got.shape} vs {want.shape})")
   return diff
 
 
-def convert(module_dir, cache_root=None, precision="float32", handle=None, resolution=None):
-  """The OpenVINO model (`openvino.Model`) of the SavedModel at `module_dir`, converted once.
+def convert(ref, cache_root=None, precision="float32", resolution=None):
+  """The OpenVINO model (`openvino.Model`) of the SavedModel of `ref`, converted once.
 
   Args:
-    module_dir: local SavedModel directory (`hub.load.resolve(handle)`).
+    ref: the module's `ExpertRef` (a local `location`; its `?range=` option is applied).
     cache_root: feature cache directory; the IR is cached under `<cache_root>/openvino/`. None
       (or a non-local path) converts without caching.
     precision: a key of `PRECISIONS`; part of the cache key.
-    handle: the module's handle (default `module_dir`); its `?range=` option is applied.
     resolution: image size of the check when the module stores no check features.
 
   Returns:
@@ -152,17 +152,16 @@ def convert(module_dir, cache_root=None, precision="float32", handle=None, resol
     raises when the module does not convert, or `verify.VerificationError`.
   """
   ov = _openvino()
-  handle = handle or module_dir
   if not cache_root or not _is_local(cache_root):
-    model = ov.convert_model(module_dir)
-    check_conversion(model, handle, module_dir, resolution)
+    model = ov.convert_model(ref.location)
+    check_conversion(model, ref, resolution)
     return model
-  target = os.path.join(cache_root, CACHE_SUBDIR, cache_key(module_dir, precision))
+  target = os.path.join(cache_root, CACHE_SUBDIR, cache_key(ref, precision))
   xml = os.path.join(target, _IR_NAME)
   if os.path.exists(xml):
     return ov.Core().read_model(xml)
-  model = ov.convert_model(module_dir)
-  check_conversion(model, handle, module_dir, resolution)
+  model = ov.convert_model(ref.location)
+  check_conversion(model, ref, resolution)
   os.makedirs(os.path.dirname(target), exist_ok=True)
   tmp = fileio.temp_path_beside(target)
   try:
@@ -234,30 +233,28 @@ class Embedder:
     return np.asarray(features, np.float32).reshape(len(images), -1)
 
 
-def load(handle, module_dir, cache_root=None, precision="float32", input_range=None,
-         resolution=None):
-  """An `Embedder` for the module at `module_dir`, or None (one line printed) when OpenVINO cannot
+def load(ref, cache_root=None, precision="float32", resolution=None):
+  """An `Embedder` for the module of `ref`, or None (one line printed) when OpenVINO cannot
   convert or run it, so the caller embeds with TensorFlow.
 
   Args:
-    handle: the module's handle, for the printed line.
-    module_dir: its local SavedModel directory.
+    ref: the module's `ExpertRef` (a local `location`; its input range, a third-party `?range=`
+      option, applies).
     cache_root, precision: as in `convert`.
-    input_range: `(low, high)` the module expects (a third-party `?range=` option), or None.
     resolution: when given, the model is compiled for `resolution`-pixel square images now, so a
       model OpenVINO converts but cannot compile also falls back here rather than mid-embedding.
   """
   check_precision(precision)
   try:
-    model = convert(module_dir, cache_root, precision, handle, resolution)
+    model = convert(ref, cache_root, precision, resolution)
     _feature_output(model)
-    embedder = Embedder(model, precision, input_range or third_party.DEFAULT_RANGE)
+    embedder = Embedder(model, precision, ref.input_range)
     if resolution:
       embedder.compiled_for(resolution, resolution)
   except Exception as e:  # pylint: disable=broad-except  # OpenVINO raises its own many types
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    print(f"OpenVINO cannot convert {handle!r} ({type(e).__name__}: {first[:200]}); embedding it "
-          "with TensorFlow.", flush=True)
+    print(f"OpenVINO cannot convert {ref.handle!r} ({type(e).__name__}: {first[:200]}); "
+          "embedding it with TensorFlow.", flush=True)
     return None
   return embedder
 

@@ -11,6 +11,7 @@ Handles are remote (tfhub.dev) URLs: they resolve through `tensorflow_hub`'s own
 cache (`TFHUB_CACHE_DIR`, default `<tmp>/tfhub_modules`), so a machine whose cache already holds
 the modules needs no network.
 """
+import dataclasses
 import json
 import os
 
@@ -62,12 +63,10 @@ def load_published(spec, lazy=True):
   data = read(spec)
   experts = []
   for entry in data["modules"]:
-    expert = hub_load.load_expert(entry["handle"], lazy=True)
-    expert.name = entry["name"]
-    expert.metadata = metadata_lib.ModuleMetadata.absent(
+    metadata = metadata_lib.ModuleMetadata.absent(
         module=entry["name"], name=entry["name"], kind=entry["kind"], node=entry["node"],
         resolution=data["input"]["resolution"])
-    if not lazy:
-      expert.module  # pylint: disable=pointless-statement
-    experts.append(expert)
+    ref = dataclasses.replace(hub_load.reference(entry["handle"]), name=entry["name"],
+                              metadata=metadata)
+    experts.append(hub_load.load_expert(ref, lazy=lazy))
   return experts

@@ -8,7 +8,7 @@ signature with one input and one output (or a "pre_logits" / "feature_vector" / 
 Images are in [0, 1]. A module that expects another range declares it with a handle option:
 `HANDLE?range=-1,1` or `HANDLE?range=-1:1` (the form to use in comma-separated flags such as
 `--experts`): images are mapped linearly from [0, 1] to [-1, 1] before the call.
-`split_options` separates such options from the handle.
+`split_options` separates such options from the handle (once, in `hub.load.reference`).
 """
 import urllib.parse
 
@@ -54,11 +54,6 @@ def _parse_range(handle, text):
                     f"with LOW < HIGH (e.g. range=-1,1, or range=-1:1 inside a comma-separated "
                     f"flag such as --experts). Received: range={text!r}")
   return (low, high)
-
-
-def input_range(handle):
-  """The `(low, high)` input range a handle declares (default (0, 1))."""
-  return split_options(handle)[1].get("range", DEFAULT_RANGE)
 
 
 def rescale(images, value_range):
@@ -109,12 +104,13 @@ class FeatureModule:
     return getattr(self.__dict__["loaded"], name)
 
 
-def feature_module(loaded, handle):
-  """`loaded` itself when it is callable and `handle` declares no range, else a `FeatureModule`.
+def feature_module(loaded, handle, value_range=DEFAULT_RANGE):
+  """`loaded` itself when it is callable and takes images in the default range, else a
+  `FeatureModule` mapping [0, 1] images to `value_range` (the handle's `?range=`, parsed already).
 
   Raises ValueError naming the handle when nothing in the SavedModel maps images to features.
   """
-  value_range = input_range(handle)
+  value_range = tuple(value_range)
   if callable(loaded) and value_range == DEFAULT_RANGE:
     return loaded
   return FeatureModule(loaded, handle, value_range)

@@ -19,7 +19,6 @@ from tfexperts.hub import published
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.hub import native
 from tfexperts.hub import openvino_engine
-from tfexperts.hub import third_party
 from tfexperts.select import feature_cache
 from tfexperts.select import features as features_lib
 from tfexperts.select import proxies as proxies_lib
@@ -50,7 +49,8 @@ def expert_key(expert):
 
 
 def load_candidates(specs):
-  """Loads experts from collection directories, single handles and/or published collections.
+  """Loads experts from collection directories, single handles and/or published collections:
+  selection's edge, where each handle is resolved once (`hub.load.reference`).
 
   Takes a str (comma-separated) or a list; "tfhub:NAME" is a published collection
   (`hub.published`). Returns `Candidates`; a collection also supplies its baseline and EPN.
@@ -195,16 +195,14 @@ class FeatureSource:
     return self.precision
 
   def _openvino_embedder(self, expert):
-    return openvino_engine.load(expert.handle, hub_load.resolve(expert.handle),
-                                self.engine_cache_dir or self.cache_dir, self.engine_precision(),
-                                third_party.input_range(expert.handle), self.resolution_of(expert))
+    return openvino_engine.load(expert.ref, self.engine_cache_dir or self.cache_dir,
+                                self.engine_precision(), self.resolution_of(expert))
 
   def _native_embedder(self, expert):
     """`expert`'s pre-logits as an in-process model at `self.precision` (hub.native: no graph to
     load and optimise per module), or None when it does not verify as one (one notice line at a
     reduced precision: it then runs its SavedModel at float32)."""
-    embed = self.native.load(hub_load.resolve(expert.handle), expert.metadata, expert.handle,
-                             self.precision)
+    embed = self.native.load(expert.ref, self.precision)
     if embed is None and self.precision != "float32":
       print(f"notice: {expert.handle} did not verify as a native model; embedded at float32 "
             f"with hub.load, not {self.precision}.", flush=True)

@@ -23,9 +23,6 @@ import tensorflow as tf
 from tfexperts import errors
 from tfexperts import fileio
 from tfexperts.hub import export as hub_export
-from tfexperts.hub import identity as hub_identity
-from tfexperts.hub import load as hub_load
-from tfexperts.hub import third_party
 from tfexperts.transfer import modes
 
 FORMAT = "tfexperts.transfer.artifact/1"
@@ -34,10 +31,10 @@ RECORD = "artifact.json"
 VALUES = "variables.npz"
 
 
-def expert_fields(handle):
-  """`{"handle", "path", "identity"}` naming module `handle` by where it is and what it holds."""
-  path = hub_load.resolve(handle)
-  return {"handle": handle, "path": path, "identity": hub_identity.of_directory(path)}
+def expert_fields(expert):
+  """`{"handle", "path", "identity"}` naming module `expert` (an `ExpertRef`) by where it is and
+  what it holds."""
+  return {"handle": expert.handle, "path": expert.location, "identity": expert.identity}
 
 
 def save(model, directory, task, resolution, settings=None):
@@ -52,8 +49,8 @@ def save(model, directory, task, resolution, settings=None):
   trained = modes.trained_variables(model)
   record = {"format": FORMAT, "finetune": model.finetune, "task": task,
             "num_classes": model.num_classes, "precision": model.precision,
-            "resolution": resolution, "input_range": list(third_party.input_range(model.handle)),
-            "trained_parameters": modes.count(trained), "expert": expert_fields(model.handle),
+            "resolution": resolution, "input_range": list(model.expert_ref.input_range),
+            "trained_parameters": modes.count(trained), "expert": expert_fields(model.expert_ref),
             "variables": [{"name": v.path, "shape": list(v.shape)} for v in trained],
             "training": settings or {}}
   buffer = io.BytesIO()
@@ -95,18 +92,19 @@ def read(directory):
   return record, values
 
 
-def check_expert(record, handle, directory):
-  """Raises UserError naming both modules (paths and identities) when module `handle` is not the
-  one the artifact at `directory` (its `record`) was trained on, or is given another input range."""
-  given = expert_fields(handle)
+def check_expert(record, expert, directory):
+  """Raises UserError naming both modules (paths and identities) when module `expert` (an
+  `ExpertRef`) is not the one the artifact at `directory` (its `record`) was trained on, or is
+  given another input range."""
+  given = expert_fields(expert)
   trained = record["expert"]
   if given["identity"] != trained["identity"]:
     raise errors.UserError(
         f"Artifact {directory} was trained on module {trained['path']} (identity "
         f"{trained['identity'][:16]}), not on {given['path']} (identity "
         f"{given['identity'][:16]}): apply it to the module it was trained on.")
-  value_range = list(third_party.input_range(handle))
+  value_range = list(expert.input_range)
   if value_range != list(record["input_range"]):
     raise errors.UserError(f"Artifact {directory} was trained with inputs in range "
-                           f"{record['input_range']}; handle {handle} gives {value_range}: use "
+                           f"{record['input_range']}; handle {expert.handle} gives {value_range}: use "
                            f"{trained['handle']}.")

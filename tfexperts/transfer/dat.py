@@ -25,6 +25,7 @@ from tfexperts import fileio
 from tfexperts.errors import UserError
 from tfexperts.hub import export as export_lib
 from tfexperts.hub import keras_baseline
+from tfexperts.hub import load as hub_load
 from tfexperts.hub import metadata as metadata_lib
 from tfexperts.models import finished
 from tfexperts.select import selection
@@ -203,8 +204,9 @@ def run(task, baseline, upstream, dat_config, protocol_config, directory, strate
   handle, train_cost = train_and_export(baseline, upstream, weights, dat_config, directory,
                                         strategy, name)
   start = time.perf_counter()
-  result = protocol.run_protocol(handle, task, protocol_config, os.path.join(directory, "transfer"),
-                                 strategy, data_dir)
+  # The module DAT just exported enters here: its handle is resolved once, like a pool's.
+  result = protocol.run_protocol(hub_load.reference(handle), task, protocol_config,
+                                 os.path.join(directory, "transfer"), strategy, data_dir)
   transfer = {"seconds": result["seconds"], "wall_seconds": time.perf_counter() - start,
               "images": protocol_images(result, protocol_config)}
   return {"handle": handle, "weights": summary, "protocol": result,

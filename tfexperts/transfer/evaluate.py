@@ -139,15 +139,15 @@ def run_multitask(config, task_list, candidates, strategy):
   writes the joint result (`multitask.write_result`), prints its table, and writes two records per
   task (`_multitask_record`). Returns the records, two per task (patch, then patch_multitask)."""
   from tfexperts.transfer import multitask  # pylint: disable=g-import-not-at-top
-  name, handle = multitask.choose_expert(candidates, config.selection)
-  result = multitask.evaluate(task_list, handle, config.protocol, config.dirs["work"], strategy,
+  name, expert = multitask.choose_expert(candidates, config.selection)
+  result = multitask.evaluate(task_list, expert, config.protocol, config.dirs["work"], strategy,
                               config.data_dir, expert_name=name)
   path = multitask.write_result(config.results_dir, result)
   print("\n" + multitask.table(result) + f"\n\nwritten: {path}", flush=True)
   out = []
   for task, row in zip(task_list, result["per_task"]):
     part = records.MultitaskResult(
-        tasks=result["tasks"], handle=handle, mixing=result["mixing"], best=result["best"],
+        tasks=result["tasks"], handle=expert.handle, mixing=result["mixing"], best=result["best"],
         within_single_interval=row["within_single_interval"], outside_by=row["outside_by"])
     for record in (_multitask_record(task, config, name, row["single_task"],
                                      len(candidates.experts)),

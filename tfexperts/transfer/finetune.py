@@ -31,9 +31,7 @@ from tfexperts import errors
 from tfexperts import fileio
 from tfexperts import precision as precision_lib
 from tfexperts import replicated
-from tfexperts.hub import identity as hub_identity
-from tfexperts.hub import load as hub_load
-from tfexperts.hub import metadata as hub_metadata
+from tfexperts.hub import expert_ref as hub_expert_ref
 from tfexperts.hub import native
 from tfexperts.hub import third_party
 from tfexperts.models import inputs
@@ -49,21 +47,22 @@ CHECKPOINTS = "ckpt"  # a run's training checkpoints, inside its directory
 _ENDPOINTS = (("serve", "train"), ("serve", None), ("__call__", None), ("serving_default", None))
 
 
-def expert_layer(handle):
-  """A trainable Keras 3 layer computing the module's `[b, d]` pre-logits from images.
+def expert_layer(expert):
+  """A trainable Keras 3 layer computing the `[b, d]` pre-logits of module `expert` (an
+  `ExpertRef`) from images.
 
   Tries our modules' `serve`/`train` endpoints, then `serve` alone (Keras 3 exports), `__call__`
   (reusable SavedModels such as the published BiT experts) and the `serving_default` signature.
   The images it takes are in the module's own range (see `TransferModel`).
   """
-  path = hub_load.resolve(handle)
   for call, train in _ENDPOINTS:
     try:
-      return keras.layers.TFSMLayer(path, call_endpoint=call, call_training_endpoint=train,
+      return keras.layers.TFSMLayer(expert.location, call_endpoint=call, call_training_endpoint=train,
                                     trainable=True, name="expert")
     except ValueError:  # endpoint missing: try the next
       continue
-  raise ValueError(f"Hub handle {handle!r} has none of the endpoints {_ENDPOINTS} to fine-tune.")
+  raise ValueError(f"Hub handle {expert.handle!r} has none of the endpoints {_ENDPOINTS} to "
+                   "fine-tune.")
 
 
 class ModelCache:
@@ -106,22 +105,23 @@ class ModelCache:
     return self.derived(("prediction_step", strategy, id(model)),
                         lambda: _prediction_step(model, strategy))
 
-  def fresh(self, handle, num_classes, strategy, precision="float32", finetune="full"):
-    """A built `TransferModel` of `handle` at `precision` in mode `finetune` with the module's
+  def fresh(self, expert, num_classes, strategy, precision="float32", finetune="full"):
+    """A built `TransferModel` of `expert` (an `ExpertRef`) at `precision` in mode `finetune` with the module's
     weights, fresh adapters (adapter mode) and a zero head: the cached one, reset, when it is
     of the same module, classes, precision, mode and strategy."""
     def build():
-      model = TransferModel(handle, num_classes, precision=precision, finetune=finetune)
+      model = TransferModel(expert, num_classes, precision=precision, finetune=finetune)
       model.build((None, None, None, 3))
       return model
-    return self.reuse_or_build((handle, num_classes, precision, finetune), handle, strategy,
-                               build)
+    return self.reuse_or_build((expert.handle, num_classes, precision, finetune), expert,
+                               strategy, build)
 
-  def reuse_or_build(self, key, handle, strategy, build):
+  def reuse_or_build(self, key, expert, strategy, build):
     """The cached model reset to its values at creation when it was made for `key` (a tuple
-    saying what the model is, e.g. `transfer.multitask`'s) on module `handle`'s current content
-    under `strategy`; else `build()`'s (a built Keras model), cached in its place."""
-    key = (hub_identity.of_directory(hub_load.resolve(handle)),) + tuple(key)
+    saying what the model is, e.g. `transfer.multitask`'s) on module `expert`'s (an
+    `ExpertRef`'s) content under `strategy`; else `build()`'s (a built Keras model), cached in
+    its place."""
+    key = (expert.identity,) + tuple(key)
     if self.key == key and self.strategy is strategy:
       for variable, value in zip(self.model.variables, self.initial_values):
         variable.assign(value)
@@ -136,31 +136,28 @@ class ModelCache:
     return model
 
 
-def check_mode(handle, finetune):
-  """Raises UserError naming module `handle` when mode `finetune` needs the expert rebuilt
-  (patch, adapter) and its metadata says it cannot be (a third-party module, a bank); cheap:
-  reads the metadata only. Returns `finetune`."""
+def check_mode(expert, finetune):
+  """Raises UserError naming module `expert` (an `ExpertRef`) when mode `finetune` needs the
+  expert rebuilt (patch, adapter) and its metadata says it cannot be (a third-party module, a
+  bank); cheap: looks at the metadata only. Returns `finetune`."""
   if modes.check(finetune) in modes.NATIVE_ONLY:
-    metadata = hub_metadata.read(hub_load.resolve(handle))
-    if not native.may_run_natively(metadata) or third_party.split_options(handle)[1]:
-      raise modes.rebuild_error(finetune, handle, third_party=metadata.is_absent)
+    if not native.may_run_natively(expert.metadata) or expert.has_options:
+      raise modes.rebuild_error(finetune, expert.handle, third_party=expert.metadata.is_absent)
   return finetune
 
 
-def native_expert(handle, precision, finetune="full"):
-  """The expert of `handle` rebuilt as a trainable Keras model computing at `precision`
+def native_expert(expert, precision, finetune="full"):
+  """The module `expert` (an `ExpertRef`) rebuilt as a trainable Keras model computing at `precision`
   (`hub.native.trainable_model`), or None when it cannot be rebuilt: then it runs at float32
   from its SavedModel (one notice line when `precision` is not float32). Raises UserError
   naming the module when `finetune` (patch, adapter) needs the rebuilt model."""
-  path = hub_load.resolve(handle)
-  metadata = hub_metadata.read(path)
   model = None
-  if native.may_run_natively(metadata) and not third_party.split_options(handle)[1]:
-    model = native.trainable_model(path, metadata, precision, handle)
+  if native.may_run_natively(expert.metadata) and not expert.has_options:
+    model = native.trainable_model(expert, precision)
   if model is None and finetune in modes.NATIVE_ONLY:
-    raise modes.rebuild_error(finetune, handle, third_party=metadata.is_absent)
+    raise modes.rebuild_error(finetune, expert.handle, third_party=expert.metadata.is_absent)
   if model is None and precision != "float32":
-    print(f"notice: {handle} cannot be rebuilt at {precision} (only tfexperts' own expert "
+    print(f"notice: {expert.handle} cannot be rebuilt at {precision} (only tfexperts' own expert "
           "modules can); fine-tuning it at float32.", flush=True)
   return model
 
@@ -172,25 +169,27 @@ class TransferModel(keras.Model):
   float16, and in the other modes (`finetune`, see `transfer.modes`), the expert is the module
   rebuilt under that mixed policy (`native_expert`; `head` falls back to the frozen SavedModel
   when it cannot be rebuilt), with float32 variables; the head and the logits stay float32.
-  `precision` is the precision that runs; only the mode's variables are trainable.
+  `precision` is the precision that runs; only the mode's variables are trainable. The module is
+  an `ExpertRef` (`expert_ref`; `handle` is its handle string).
   """
 
-  def __init__(self, handle, num_classes, name="transfer", precision="float32", finetune="full",
-               **kwargs):
+  def __init__(self, expert_ref, num_classes, name="transfer", precision="float32",
+               finetune="full", **kwargs):
     super().__init__(name=name, **kwargs)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes <= 0:
       raise ValueError(f"`num_classes` must be a positive integer. Received: {num_classes!r}")
-    self.handle, self.num_classes = handle, num_classes
+    self.expert_ref = hub_expert_ref.check(expert_ref, "TransferModel")
+    self.handle, self.num_classes = expert_ref.handle, num_classes
     self.precision = precision_lib.check(precision)
     self.finetune = modes.check(finetune)
     expert = None
     if precision != "float32" or finetune != modes.FULL:
-      expert = native_expert(handle, precision, finetune)
+      expert = native_expert(expert_ref, precision, finetune)
     if expert is None:
       self.precision = "float32"
-      expert = expert_layer(handle)
+      expert = expert_layer(expert_ref)
     self.expert = modes.prepare(expert, finetune, self.precision)
-    self.input_range = third_party.input_range(handle)
+    self.input_range = expert_ref.input_range
     self.head = keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head",
                                    dtype="float32")
 
@@ -203,7 +202,7 @@ class TransferModel(keras.Model):
     return tf.cast(features, tf.float32)
 
   def _feature_dim(self):
-    dim = hub_metadata.read(hub_load.resolve(self.handle)).feature_dim
+    dim = self.expert_ref.metadata.feature_dim
     if dim:
       return int(dim)
     probe = tf.zeros([1, 32, 32, 3])
@@ -237,7 +236,7 @@ class RunSpec:
   `learning_rate` is the rate at batch 512 (as the VTAB sweep names it); the run trains at it
   scaled to `batch_size` (`loop_config.learning_rate_at`).
   """
-  handle: str
+  expert: object  # tfexperts.hub.expert_ref.ExpertRef
   task: object  # tfexperts.data.tasks.Task
   train_split: str
   eval_split: str
@@ -307,7 +306,7 @@ def _forward(model, batch):
 
 
 def _result_settings(spec):
-  return {"handle": spec.handle, "task": spec.task.name, "train_split": spec.train_split,
+  return {"handle": spec.expert.handle, "task": spec.task.name, "train_split": spec.train_split,
           "eval_split": spec.eval_split, "learning_rate": spec.learning_rate,
           "steps": spec.steps, "batch_size": spec.batch_size, "seed": spec.seed,
           "resolution": spec.resolution}
@@ -332,7 +331,7 @@ def diverged(result):
 
 
 def run(spec, strategy, cache=None):
-  """Fine-tunes `spec.handle` on `spec.train_split` and evaluates on `spec.eval_split`.
+  """Fine-tunes `spec.expert` on `spec.train_split` and evaluates on `spec.eval_split`.
 
   `cache` is the caller's `ModelCache`: consecutive runs of one module and task passed the same
   cache reuse its model and traced step; None: this run loads its own.
@@ -350,7 +349,7 @@ def run(spec, strategy, cache=None):
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    return cache.fresh(spec.handle, spec.task.num_classes, strategy, spec.precision,
+    return cache.fresh(spec.expert, spec.task.num_classes, strategy, spec.precision,
                        spec.finetune)
 
   # Runs live in <work>/<task>/<expert>/<phase...>: the label names the expert of the run.

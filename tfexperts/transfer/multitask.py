@@ -99,12 +99,12 @@ def _forward(model, batch):
 
 
 def _key(spec):
-  return ("multitask_patch", spec.handle, tuple(t.num_classes for t in spec.tasks),
+  return ("multitask_patch", spec.expert.handle, tuple(t.num_classes for t in spec.tasks),
           spec.precision)
 
 
 def _settings(spec):
-  return {"handle": spec.handle, "tasks": [t.name for t in spec.tasks],
+  return {"handle": spec.expert.handle, "tasks": [t.name for t in spec.tasks],
           "train_split": spec.train_split, "eval_split": spec.eval_split,
           "learning_rate": spec.learning_rate, "steps": spec.steps,
           "batch_size_per_task": spec.batch_size, "global_batch_size": spec.global_batch_size,
@@ -149,13 +149,13 @@ def run(spec, strategy, cache):
 
   def build():
     model = multitask_model.MultitaskPatchModel(
-        spec.handle, [t.num_classes for t in spec.tasks], precision=spec.precision)
+        spec.expert, [t.num_classes for t in spec.tasks], precision=spec.precision)
     model.build((None, None, None, 3))
     return model
 
   def make_model():
     keras.utils.set_random_seed(spec.seed)
-    return cache.reuse_or_build(_key(spec), spec.handle, strategy, build)
+    return cache.reuse_or_build(_key(spec), spec.expert, strategy, build)
 
   expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
   train_task = loop.TrainTask(
@@ -182,25 +182,25 @@ def run(spec, strategy, cache):
   return result
 
 
-def _spec(tasks, handle, config, phase, lr, steps, repeat, directory, data_dir):
+def _spec(tasks, expert, config, phase, lr, steps, repeat, directory, data_dir):
   train, evaluate = protocol.splits(phase)
   seed = config.seed + repeat
   return MultitaskRunSpec(
-      handle=handle, task=None, tasks=tasks, train_split=train, eval_split=evaluate,
+      expert=expert, task=None, tasks=tasks, train_split=train, eval_split=evaluate,
       learning_rate=lr, steps=steps,
-      batch_size=config.batch_size, resolution=protocol.module_resolution(config, handle),
+      batch_size=config.batch_size, resolution=protocol.module_resolution(config, expert),
       seed=seed, directory=os.path.join(directory, protocol.run_name(config, phase, lr, steps,
                                                                       seed)),
       data_dir=data_dir, decay=config.decay, precision=config.precision,
       finetune=multitask_args.MODE)
 
 
-def _sweep(tasks, handle, config, directory, strategy, data_dir, cache):
+def _sweep(tasks, expert, config, directory, strategy, data_dir, cache):
   rows = []
   for lr in config.learning_rates:
     for steps in config.steps:
       for repeat in range(config.sweep_repeats):
-        result = run(_spec(tasks, handle, config, "sweep", lr, steps, repeat, directory,
+        result = run(_spec(tasks, expert, config, "sweep", lr, steps, repeat, directory,
                            data_dir), strategy, cache)
         row = {"learning_rate": lr, "steps": steps, "seed": result["seed"],
                "val_accuracy": {name: r["accuracy"] for name, r in (
@@ -254,11 +254,11 @@ def _task_summary(task, index, sweep, best, final, seconds):
   return summary
 
 
-def run_protocol(tasks, handle, config, directory, strategy, data_dir=None, cache=None):
+def run_protocol(tasks, expert, config, directory, strategy, data_dir=None, cache=None):
   """The VTAB-1k protocol of one multi-task patch model of `tasks` (Task objects, two or more)
-  on expert `handle`, its runs in `directory` (resumable).
+  on `expert` (a `hub.expert_ref.ExpertRef`), its runs in `directory` (resumable).
 
-  Takes the tasks, the hub handle, a `ProtocolConfig` in mode patch, the directory, a
+  Takes the tasks, the expert, a `ProtocolConfig` in mode patch, the directory, a
   tf.distribute strategy, the tfds data dir and the caller's `finetune.ModelCache` (None: one
   owned by this call, released when it returns). Returns a dict: `sweep` (rows with each task's
   val accuracy and their mean), `best` ({learning_rate, steps, mean_val_accuracy}), `final` (the
@@ -267,9 +267,9 @@ def run_protocol(tasks, handle, config, directory, strategy, data_dir=None, cach
   diverged, `diverged` is True with `diverged_in` and `message`, and `per_task` is None.
   """
   multitask_args.check([t.name for t in tasks], config.finetune, config.mixup_alpha)
-  finetune.check_mode(handle, config.finetune)
+  finetune.check_mode(expert, config.finetune)
   cache = cache or finetune.ModelCache()
-  sweep = _sweep(tasks, handle, config, directory, strategy, data_dir, cache)
+  sweep = _sweep(tasks, expert, config, directory, strategy, data_dir, cache)
   seconds = sum(r["seconds"] for r in sweep)
   best = _best_point(sweep)
   if best is None:
@@ -278,7 +278,7 @@ def run_protocol(tasks, handle, config, directory, strategy, data_dir=None, cach
             "message": f"every sweep point diverged (learning rates "
                        f"{list(config.learning_rates)} x steps {list(config.steps)})"}
   lr, steps, accuracy = best
-  final = [run(_spec(tasks, handle, config, "final", lr, steps, repeat, directory, data_dir),
+  final = [run(_spec(tasks, expert, config, "final", lr, steps, repeat, directory, data_dir),
                strategy, cache) for repeat in range(config.final_repeats)]
   seconds += sum(r["seconds"] for r in final)
   output = {"sweep": sweep, "best": {"learning_rate": lr, "steps": steps,
@@ -320,21 +320,21 @@ def comparison(multi, single):
 
 
 def choose_expert(candidates, selection_name):
-  """`(name, handle)` of the one expert a multi-task run trains on: the expert of the pool
+  """`(name, ExpertRef)` of the one expert a multi-task run trains on: the expert of the pool
   `candidates` (`select.selection.Candidates`) named `selection_name`, else the pool's only
   expert. Raises UserError naming the selection and the pool's experts otherwise."""
   by_name = {selection.expert_key(e): e for e in candidates.experts}
   if selection_name in by_name:
-    return selection_name, by_name[selection_name].handle
+    return selection_name, by_name[selection_name].ref
   if len(by_name) == 1:
-    return next(iter(by_name)), candidates.experts[0].handle
+    return next(iter(by_name)), candidates.experts[0].ref
   return multitask_args.check_expert(selection_name, list(by_name))
 
 
-def evaluate(tasks, handle, config, directory, strategy, data_dir=None, expert_name=None):
-  """Multi-task patches of `tasks` on expert `handle`, each task beside its single-task patch run.
+def evaluate(tasks, expert, config, directory, strategy, data_dir=None, expert_name=None):
+  """Multi-task patches of `tasks` on `expert` (an `ExpertRef`), each task beside its single-task patch run.
 
-  Takes task names or `Task`s (two or more, distinct), the expert's hub handle, a
+  Takes task names or `Task`s (two or more, distinct), the expert, a
   `ProtocolConfig` with `finetune="patch"` (mixup off), the work directory (runs go to
   `directory/multitask_<tasks>/<expert>/...` and `directory/<task>/<expert>/...`), a
   tf.distribute strategy, the tfds data dir and the expert's name (default: its module name).
@@ -346,10 +346,9 @@ def evaluate(tasks, handle, config, directory, strategy, data_dir=None, expert_n
   """
   tasks = [t if isinstance(t, tasks_lib.Task) else tasks_lib.get_task(t, data_dir) for t in tasks]
   names = multitask_args.check([t.name for t in tasks], config.finetune, config.mixup_alpha)
-  finetune.check_mode(handle, config.finetune)
-  expert_name = expert_name or selection.expert_key(
-      selection.load_candidates([handle]).experts[0])
-  multi = run_protocol(tasks, handle, config,
+  finetune.check_mode(expert, config.finetune)
+  expert_name = expert_name or selection.expert_key(expert)
+  multi = run_protocol(tasks, expert, config,
                        os.path.join(directory, f"multitask_{multitask_args.label(names)}",
                                     expert_name), strategy, data_dir)
   multi_by_task = {row["task"]: row for row in multi["per_task"] or []}
@@ -357,7 +356,7 @@ def evaluate(tasks, handle, config, directory, strategy, data_dir=None, expert_n
   for task in tasks:
     single_dir = os.path.join(directory, task.name, expert_name)
     single = _with_artifact(
-        protocol.run_protocol(handle, task, config, single_dir, strategy, data_dir), config,
+        protocol.run_protocol(expert, task, config, single_dir, strategy, data_dir), config,
         single_dir)
     mine = multi_by_task.get(task.name) or {
         "finetune": records.MULTITASK, "diverged": True, "test_accuracy": None,
@@ -368,7 +367,7 @@ def evaluate(tasks, handle, config, directory, strategy, data_dir=None, expert_n
 
   def total(run_kind, field):
     return sum(r[run_kind].get(field) or 0 for r in per_task)
-  return {"tasks": names, "expert": {"name": expert_name, "handle": handle},
+  return {"tasks": names, "expert": {"name": expert_name, "handle": expert.handle},
           "finetune": multitask_args.MODE, "mixing": MIXING,
           "config": {k: list(v) if isinstance(v, tuple) else v
                      for k, v in dataclasses.asdict(config).items()},

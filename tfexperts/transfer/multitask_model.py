@@ -22,8 +22,7 @@ import tensorflow as tf
 
 from tfexperts import bounds
 from tfexperts import precision as precision_lib
-from tfexperts.hub import load as hub_load
-from tfexperts.hub import metadata as hub_metadata
+from tfexperts.hub import expert_ref as hub_expert_ref
 from tfexperts.hub import third_party
 from tfexperts.models import adapters
 from tfexperts.models import inputs
@@ -39,36 +38,37 @@ def resnet_of(expert):
 
 
 class MultitaskPatchModel(keras.Model):
-  """Expert `handle` frozen, with one patch and head per task of `num_classes` (a list of ints,
+  """`expert` (a `hub.expert_ref.ExpertRef`) frozen, with one patch and head per task of `num_classes` (a list of ints,
   one per task, in task-id order), at `precision` (float32 variables; heads and logits float32).
 
   `call(images, task_ids, training=False)`: `[b, h, w, 3]` images in [0, 1] and `[b]` int task
   ids -> `[b, max(num_classes)]` float32 logits (see the module docstring).
   """
 
-  def __init__(self, handle, num_classes, precision="float32", name="multitask", **kwargs):
+  def __init__(self, expert, num_classes, precision="float32", name="multitask", **kwargs):
     super().__init__(name=name, **kwargs)
     if not isinstance(num_classes, (list, tuple)) or not num_classes:
       raise ValueError(f"`num_classes` must be a non-empty list of positive integers, one per "
                        f"task. Received: {num_classes!r}")
     for classes in num_classes:
       bounds.positive_int("num_classes", classes)
-    self.handle, self.num_classes = handle, list(num_classes)
+    self.expert_ref = hub_expert_ref.check(expert, "MultitaskPatchModel")
+    self.handle, self.num_classes = expert.handle, list(num_classes)
     self.precision = precision_lib.check(precision)
     self.finetune = "patch"
-    expert = finetune.native_expert(handle, precision, "patch")  # UserError when not ours
+    backbone = finetune.native_expert(expert, precision, "patch")  # UserError when not ours
     with precision_lib.policy_scope(precision):
-      self.bank = patches.create_patch_bank(resnet_of(expert), len(num_classes))
-    self.own_adapters = list(getattr(expert, "adapters", []))
+      self.bank = patches.create_patch_bank(resnet_of(backbone), len(num_classes))
+    self.own_adapters = list(getattr(backbone, "adapters", []))
     for adapter in self.own_adapters:
       adapter.trainable = False
-    self.input_range = third_party.input_range(handle)
+    self.input_range = expert.input_range
     self.heads = [keras.layers.Dense(classes, kernel_initializer="zeros", name=f"head{t}",
                                      dtype="float32") for t, classes in enumerate(num_classes)]
 
   def build(self, input_shape):
     """Builds the heads for the expert's feature size (the bank is built already)."""
-    dim = int(hub_metadata.read(hub_load.resolve(self.handle)).feature_dim)
+    dim = int(self.expert_ref.metadata.feature_dim)
     for head in self.heads:
       head.build((None, dim))
     self.built = True
@@ -130,7 +130,7 @@ def task_model(cache, index):
   classes = model.num_classes[index]
 
   def build():
-    single = finetune.TransferModel(model.handle, classes, precision=model.precision,
+    single = finetune.TransferModel(model.expert_ref, classes, precision=model.precision,
                                     finetune="patch")
     single.build((None, None, None, 3))
     return single

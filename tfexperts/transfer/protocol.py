@@ -25,7 +25,6 @@ from tfexperts import precision as precision_lib
 from tfexperts.transfer import stats
 
 # Lazy: `ProtocolConfig` is built by the binaries' flag checks, before TensorFlow loads.
-hub_load = lazy.LazyModule("tfexperts.hub.load")
 metadata_lib = lazy.LazyModule("tfexperts.hub.metadata")
 finetune = lazy.LazyModule("tfexperts.transfer.finetune")
 
@@ -101,11 +100,12 @@ class ProtocolConfig:
     return dataclasses.replace(self, finetune=finetune, learning_rates=rates)
 
 
-def module_resolution(config, handle):
-  """The image size `handle` is fine-tuned at: `config.resolution`, else its metadata's rule."""
+def module_resolution(config, expert):
+  """The image size `expert` (an `ExpertRef`) is fine-tuned at: `config.resolution`, else its
+  metadata's rule."""
   if config.resolution is not None:
     return config.resolution
-  return metadata_lib.input_resolution(hub_load.load_expert(handle, lazy=True).metadata)
+  return metadata_lib.input_resolution(expert.metadata)
 
 
 def splits(phase):
@@ -122,26 +122,26 @@ def run_name(config, phase, lr, steps, seed):
       "" if config.precision == "float32" else f"_{config.precision}")
 
 
-def _spec(config, handle, task, phase, lr, steps, repeat, directory, data_dir):
+def _spec(config, expert, task, phase, lr, steps, repeat, directory, data_dir):
   train, evaluate = splits(phase)
   seed = config.seed + repeat
   return finetune.RunSpec(
-      handle=handle, task=task, train_split=train, eval_split=evaluate,
+      expert=expert, task=task, train_split=train, eval_split=evaluate,
       learning_rate=lr, steps=steps,
-      batch_size=config.batch_size, resolution=module_resolution(config, handle), seed=seed,
+      batch_size=config.batch_size, resolution=module_resolution(config, expert), seed=seed,
       directory=os.path.join(directory, run_name(config, phase, lr, steps, seed)),
       data_dir=data_dir, decay=config.decay, mixup_alpha=config.mixup_alpha,
       precision=config.precision, finetune=config.finetune)
 
 
-def run_protocol(handle, task, config, directory, strategy, data_dir=None):
+def run_protocol(expert, task, config, directory, strategy, data_dir=None):
   """Runs the sweep and the final retrains of one expert on one task.
 
   Every run goes through one `finetune.ModelCache` owned by this call: the expert is loaded and
   its training step traced once, and released when the protocol returns.
 
   Args:
-    handle: hub handle of the expert.
+    expert: the expert's `hub.expert_ref.ExpertRef`.
     task: a `tfexperts.data.tasks.Task`.
     config: a `ProtocolConfig`.
     directory: where this expert's runs for this task live (resumable).
@@ -157,13 +157,13 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
     point or a final retrain diverged: `diverged` True, `diverged_in` ("sweep" or "final"), `message`, and `test_accuracy` None
     (`best` None too when the whole sweep diverged).
   """
-  finetune.check_mode(handle, config.finetune)
+  finetune.check_mode(expert, config.finetune)
   cache = finetune.ModelCache()
   sweep = []
   for lr in config.learning_rates:
     for steps in config.steps:
       for repeat in range(config.sweep_repeats):
-        result = finetune.run(_spec(config, handle, task, "sweep", lr, steps, repeat, directory,
+        result = finetune.run(_spec(config, expert, task, "sweep", lr, steps, repeat, directory,
                                     data_dir), strategy, cache)
         row = {"learning_rate": lr, "steps": steps, "seed": result["seed"],
                "val_accuracy": result["accuracy"], "seconds": result["seconds"]}
@@ -185,7 +185,7 @@ def run_protocol(handle, task, config, directory, strategy, data_dir=None):
                                          key=lambda item: statistics.mean(item[1]))
   final = []
   for repeat in range(config.final_repeats):
-    result = finetune.run(_spec(config, handle, task, "final", best_lr, best_steps, repeat,
+    result = finetune.run(_spec(config, expert, task, "final", best_lr, best_steps, repeat,
                                 directory, data_dir), strategy, cache)
     row = {"seed": result["seed"], "test_accuracy": result["accuracy"],
            "test_size": result.get("num_eval_examples"), "seconds": result["seconds"],
@@ -246,7 +246,7 @@ def test_statistics(final):
           "test_correct": {"seed": middle["seed"], "bits": middle.get("correct_bits")}}
 
 
-def short_run(handle, task, config, learning_rate, steps, directory, strategy, data_dir=None,
+def short_run(expert, task, config, learning_rate, steps, directory, strategy, data_dir=None,
               cache=None):
   """One budget-limited fine-tune (train800 -> val200) of `knn_topk`; returns its result dict.
 
@@ -254,6 +254,6 @@ def short_run(handle, task, config, learning_rate, steps, directory, strategy, d
   `directory/short_lr{lr}_steps{steps}_seed{seed}`. `cache`: the caller's `finetune.ModelCache`
   (None: the run loads its expert for itself).
   """
-  finetune.check_mode(handle, config.finetune)
-  return finetune.run(_spec(config, handle, task, "short", learning_rate, steps, 0, directory,
+  finetune.check_mode(expert, config.finetune)
+  return finetune.run(_spec(config, expert, task, "short", learning_rate, steps, 0, directory,
                             data_dir), strategy, cache)

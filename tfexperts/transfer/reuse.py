@@ -27,10 +27,10 @@ from tfexperts.transfer import finetune
 from tfexperts.transfer import modes
 
 
-def _model(expert_handle, artifact_dir, precision=None):
+def _model(expert, artifact_dir, precision=None):
   record, values = artifact_lib.read(artifact_dir)
-  artifact_lib.check_expert(record, expert_handle, artifact_dir)
-  model = finetune.TransferModel(expert_handle, record["num_classes"],
+  artifact_lib.check_expert(record, expert, artifact_dir)
+  model = finetune.TransferModel(expert, record["num_classes"],
                                  precision=precision or record["precision"],
                                  finetune=record["finetune"])
   model.build((None, None, None, 3))
@@ -39,7 +39,7 @@ def _model(expert_handle, artifact_dir, precision=None):
   got = [(v.path, tuple(v.shape)) for v in trained]
   if got != want:
     raise errors.UserError(f"Artifact {artifact_dir} holds variables {want[:3]}... "
-                           f"({len(want)}); its mode's model on {expert_handle} trains "
+                           f"({len(want)}); its mode's model on {expert.handle} trains "
                            f"{got[:3]}... ({len(got)}).")
   for variable, value in zip(trained, values):
     variable.assign(value)
@@ -50,8 +50,9 @@ def apply(expert_handle, artifact_dir):
   """The expert `expert_handle` with the artifact at `artifact_dir` applied: a built Keras model
   `images [b, h, w, 3] in [0, 1] -> [b, classes]` float32 logits (at the artifact's precision;
   the mode's variables stay trainable). Raises UserError when the artifact was trained on another
-  module (naming both paths and identities) or is not an artifact."""
-  return _model(expert_handle, artifact_dir)[0]
+  module (naming both paths and identities) or is not an artifact. The edge: `expert_handle` (a
+  str, or an `ExpertRef`) is resolved here, once."""
+  return _model(hub_load.reference(expert_handle), artifact_dir)[0]
 
 
 class _TaskOutputs(keras.Model):
@@ -67,10 +68,10 @@ class _TaskOutputs(keras.Model):
     return self.transfer.outputs(images, training)
 
 
-def task_metadata(expert_handle, artifact_dir, record):
-  """The `ModuleMetadata` of the task module of `record` (an artifact's): the expert's, with kind
-  `task`, the task's logits and a `TaskInfo`."""
-  expert = hub_metadata.read(hub_load.resolve(expert_handle))
+def task_metadata(expert_ref, artifact_dir, record):
+  """The `ModuleMetadata` of the task module of `record` (an artifact's): the metadata of
+  `expert_ref` (an `ExpertRef`), with kind `task`, the task's logits and a `TaskInfo`."""
+  expert = expert_ref.metadata
   return dataclasses.replace(
       expert, kind=artifacts.TASK_KIND, name=f"{record['task']}_{record['finetune']}",
       module=None, outputs=hub_metadata.Outputs(expert.feature_dim, record["num_classes"]),
@@ -88,17 +89,19 @@ def export(expert_handle, artifact_dir, output_dir, overwrite=False):
 
   Needs one of tfexperts' own expert modules (the module is written from its rebuilt Keras model,
   at float32). Raises UserError for another module than the artifact's, a module that cannot be
-  rebuilt, or an existing `output_dir` without `overwrite`.
+  rebuilt, or an existing `output_dir` without `overwrite`. The edge: `expert_handle` (a str, or
+  an `ExpertRef`) is resolved here, once.
   """
-  model, record = _model(expert_handle, artifact_dir, precision="float32")
+  expert = hub_load.reference(expert_handle)
+  model, record = _model(expert, artifact_dir, precision="float32")
   if isinstance(model.expert, keras.layers.TFSMLayer):
     raise errors.UserError(f"Exporting a task module rebuilds its expert as a Keras model, which "
-                           f"only tfexperts' own expert modules allow; {expert_handle} cannot be "
+                           f"only tfexperts' own expert modules allow; {expert.handle} cannot be "
                            "rebuilt. Use `tfexperts.transfer.apply` to predict with it instead.")
   if tf.io.gfile.exists(output_dir) and not overwrite:
     raise errors.UserError(f"{output_dir} already exists; pass overwrite=True (--overwrite) to "
                            "replace it.")
   return hub_export.export_expert(_TaskOutputs(model), output_dir,
-                                  task_metadata(expert_handle, artifact_dir, record),
+                                  task_metadata(expert, artifact_dir, record),
                                   with_logits=True, overwrite=overwrite,
                                   call_output=hub_module.LOGITS)

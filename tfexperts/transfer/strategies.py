@@ -114,7 +114,7 @@ class Strategy:
 
   def fine_tune(self, run, name):
     """Fine-tunes chosen expert `name` with the VTAB-1k protocol; returns the protocol result."""
-    return protocol.run_protocol(run.by_name[name].handle, run.task, run.config.protocol,
+    return protocol.run_protocol(run.by_name[name].ref, run.task, run.config.protocol,
                                  run.directory(name), run.tf_strategy, run.config.data_dir)
 
   def reported(self, chosen, accuracies):
@@ -173,7 +173,7 @@ class KnnTopk(Strategy):
     `records.TopkResult`, with the cost of the whole strategy (kNN selection and the runs)."""
     config = run.config
     by_name = run.by_name
-    block = topk_lib.select({n: e.handle for n, e in by_name.items()}, run.scores["knn"],
+    block = topk_lib.select({n: e.ref for n, e in by_name.items()}, run.scores["knn"],
                             run.task, config.protocol, run.directory(), run.tf_strategy,
                             k=config.topk, steps_fraction=config.topk_steps_fraction,
                             learning_rate=config.topk_learning_rate, data_dir=config.data_dir)

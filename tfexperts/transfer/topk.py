@@ -21,12 +21,12 @@ def short_steps(config, steps_fraction):
   return max(1, math.ceil(min(config.steps) * steps_fraction))
 
 
-def select(handles, knn_scores, task, config, directory, strategy, *, k=3, steps_fraction=0.25,
+def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps_fraction=0.25,
            learning_rate=None, data_dir=None):
   """Runs the short fine-tunes of the k best experts by kNN and picks the best on val200.
 
   Args:
-    handles: `{expert: hub handle}` of the pool.
+    experts: `{expert: hub.expert_ref.ExpertRef}` of the pool.
     knn_scores: `{expert: kNN leave-one-out accuracy}` (experts absent here are not candidates).
     task: a `tfexperts.data.tasks.Task`.
     config: the `protocol.ProtocolConfig` (batch size, resolution, decay, seed, steps).
@@ -45,15 +45,15 @@ def select(handles, knn_scores, task, config, directory, strategy, *, k=3, steps
     evaluated by the short runs).
   """
   bounds.positive_int("k", k)
-  ranking = [name for name, _ in proxies_lib.rank(knn_scores) if name in handles][:k]
+  ranking = [name for name, _ in proxies_lib.rank(knn_scores) if name in experts][:k]
   if not ranking:
     raise ValueError(f"knn_topk needs kNN scores of the pool's experts. Received scores for "
-                     f"{sorted(knn_scores)}; pool {sorted(handles)}")
+                     f"{sorted(knn_scores)}; pool {sorted(experts)}")
   steps = short_steps(config, steps_fraction)
   lr = config.learning_rates[0] if learning_rate is None else float(learning_rate)
   candidates = []
   for name in ranking:
-    result = protocol.short_run(handles[name], task, config, lr, steps,
+    result = protocol.short_run(experts[name], task, config, lr, steps,
                                 os.path.join(directory, name), strategy, data_dir)
     candidates.append({"expert": name, "knn": knn_scores[name],
                        "val_accuracy": result["accuracy"], "seconds": result["seconds"],
