@@ -1,8 +1,6 @@
-"""Results shared by the pytest-xdist workers of one test session: a directory they all see, and an
-exclusive lock, so an expensive result one worker computed is read by the other instead of being
+"""A directory the pytest-xdist workers of one test session share, so an expensive result one
+worker computed (under `tfexperts.fileio.exclusive`) is read by the other instead of being
 computed again (each worker otherwise builds its own session and module fixtures)."""
-import contextlib
-import fcntl
 import os
 
 
@@ -15,15 +13,3 @@ def shared_dir(tmp_path_factory, name):
   path = os.path.join(str(base), name)
   os.makedirs(path, exist_ok=True)
   return path
-
-
-@contextlib.contextmanager
-def locked(path):
-  """Holds an exclusive `flock` on file `path` (created) for the `with` block: one worker at a
-  time, across processes."""
-  with open(path, "a") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)

@@ -15,6 +15,7 @@ import shutil
 import pytest
 
 from tests import session_shared
+from tfexperts import fileio
 from tfexperts.hub import openvino_engine
 
 MODULES = ("baseline", "adapter_animal", "adapter_thing_red", "patch_animal", "patch_thing_red")
@@ -44,7 +45,7 @@ def converted_collection(exported, tmp_path_factory):
   root = session_shared.shared_dir(tmp_path_factory, "openvino_ir_cache")
   module_dirs = {n: os.path.join(exported.collection_dir, n, "1") for n in MODULES}
   converted = ConvertedCollection(root, module_dirs)
-  with session_shared.locked(os.path.join(root, "lock")):
+  with fileio.exclusive(os.path.join(root, "lock")):
     for name, module_dir in module_dirs.items():
       openvino_engine.convert(module_dir, root, "float32")
       source = os.path.dirname(converted.ir_path(name))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests import session_shared
+from tfexperts import fileio
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import native
 from tfexperts.select import selection
@@ -60,7 +61,7 @@ def agreement(exported, offline_data_dir, tmp_path_factory):
   that runs these tests second reads the table the first one wrote (JSON keeps floats exact)."""
   shared = session_shared.shared_dir(tmp_path_factory, "precision_agreement")
   path = os.path.join(shared, "table.json")
-  with session_shared.locked(path + ".lock"):
+  with fileio.exclusive(path + ".lock"):
     if not os.path.exists(path):
       table = _measured_table(exported, offline_data_dir, str(tmp_path_factory.mktemp("features")))
       with open(path + ".tmp", "w") as f:
