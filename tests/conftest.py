@@ -5,6 +5,8 @@ import pytest
 from tfexperts.data import offline
 # The exported tiny collection (a fake training workdir run through bin/export_experts).
 from tests.hub.collection_fixtures import exported, models, workdir  # noqa: F401 pylint: disable=unused-import
+# The collection converted to OpenVINO once per session (xdist workers share it).
+from tests.hub.openvino_fixtures import converted_collection  # noqa: F401 pylint: disable=unused-import
 
 
 def pytest_collection_modifyitems(items):

@@ -2,6 +2,7 @@
 model is cached, a module OpenVINO cannot convert falls back to TensorFlow with one line."""
 import contextlib
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -18,25 +19,50 @@ from tfexperts.select import selection
 NAMES = ("baseline", "adapter_animal", "adapter_thing_red", "patch_animal")
 
 
-def _source(data_dir, cache_dir, engine):
+def _source(data_dir, cache_dir, engine, **kwargs):
   return selection.FeatureSource(counted_task()[0], "few", data_dir, batch_size=5,
-                                 cache_dir=str(cache_dir), engine=engine)
+                                 cache_dir=str(cache_dir), engine=engine, **kwargs)
 
 
-def test_openvino_features_and_knn_picks_equal_tensorflow_float32(exported, offline_data_dir,
-                                                                  tmp_path):
-  pytest.importorskip("openvino")
+@pytest.fixture(name="tensorflow_features", scope="module")
+def fixture_tensorflow_features(exported, offline_data_dir, tmp_path_factory):
+  """`(feature cache dir, {expert key: Features})`: TensorFlow's float32 features of `NAMES` (what
+  OpenVINO must reproduce), embedded once for the tests of this file."""
+  cache_dir = tmp_path_factory.mktemp("tensorflow_features")
+  source = _source(offline_data_dir, cache_dir, "tensorflow")
+  candidates = selection.load_candidates([_path(exported, n) for n in NAMES])
+  return cache_dir, {selection.expert_key(e): source.features(e) for e in candidates.experts}
+
+
+def test_openvino_features_and_knn_picks_equal_tensorflow_float32(
+    exported, offline_data_dir, tmp_path, converted_collection, tensorflow_features,
+    monkeypatch):
+  ov = pytest.importorskip("openvino")
+  # TensorFlow's features are in the cache; the IR of all but the last module too (converted for
+  # the session), so the source converts the last one itself and caches it beside the others.
+  shutil.copytree(tensorflow_features[0], tmp_path, dirs_exist_ok=True)
+  for name in NAMES[:-1]:
+    ir_dir = os.path.dirname(converted_collection.ir_path(name))
+    shutil.copytree(ir_dir, tmp_path / openvino_engine.CACHE_SUBDIR / os.path.basename(ir_dir))
+  conversions, convert_model = [], ov.convert_model
+
+  def counted_convert_model(path, *args, **kwargs):
+    conversions.append(path)
+    return convert_model(path, *args, **kwargs)
+  monkeypatch.setattr(ov, "convert_model", counted_convert_model)
   candidates = selection.load_candidates([_path(exported, n) for n in NAMES])
   tf_source = _source(offline_data_dir, tmp_path, "tensorflow")
   ov_source = _source(offline_data_dir, tmp_path, "openvino")
   for expert in candidates.experts:
     want, got = tf_source.features(expert), ov_source.features(expert)
-    assert got.images_embedded == len(want.features) > 0  # computed, not TensorFlow's cache hit
+    assert want.images_embedded == 0  # TensorFlow's features were read from the cache ...
+    assert got.images_embedded == len(want.features) > 0  # ... OpenVINO's computed, not a hit
     scale = np.abs(want.features).max()
     np.testing.assert_allclose(got.features, want.features, rtol=0, atol=1e-4 * scale)
     np.testing.assert_array_equal(got.labels, want.labels)
     assert (knn.loo_accuracy(got.features, got.labels)
             == knn.loo_accuracy(want.features, want.labels))
+  assert conversions == [_path(exported, NAMES[-1])], conversions  # cached IR read, not converted
   cached = os.listdir(tmp_path / openvino_engine.CACHE_SUBDIR)
   assert len(cached) == len(NAMES)
   # A warm feature cache serves OpenVINO's features without converting again.
@@ -100,17 +126,17 @@ def test_engine_names_are_checked(monkeypatch):
   assert openvino_engine.check_engine("tensorflow") == "tensorflow"
 
 
-def test_openvino_bfloat16_knn_scores_and_pick_equal_tensorflow_float32(exported,
-                                                                        offline_data_dir):
+def test_openvino_bfloat16_knn_scores_and_pick_equal_tensorflow_float32(
+    exported, offline_data_dir, converted_collection, tensorflow_features):
   pytest.importorskip("openvino")
   candidates = selection.load_candidates([_path(exported, n) for n in NAMES])
-  task = counted_task()[0]
-  want = selection.FeatureSource(task, "few", offline_data_dir, batch_size=5)
-  got = selection.FeatureSource(task, "few", offline_data_dir, batch_size=5, engine="openvino",
-                                precision="bfloat16")
+  got = selection.FeatureSource(counted_task()[0], "few", offline_data_dir, batch_size=5,
+                                engine="openvino", precision="bfloat16",
+                                engine_cache_dir=converted_collection.cache_root)
   scores = {}
   for expert in candidates.experts:
-    f32, bf16 = want.features(expert), got.features(expert)
+    f32, bf16 = tensorflow_features[1][selection.expert_key(expert)], got.features(expert)
+    assert bf16.images_embedded == len(f32.features) > 0
     error = np.abs(bf16.features - f32.features).max() / np.abs(f32.features).max()
     print(f"{selection.expert_key(expert)}: bfloat16 features' max error {error:.2e} of scale")
     assert 0 < error < 0.05  # bfloat16 did run (not float32), and stayed close

@@ -5,9 +5,14 @@ of the exported tiny collection that runs natively, on the tiny shapes tasks and
 The agreement table (per task and expert: both accuracies, their difference, the features' max
 relative error) is printed; run with `-s` to see it.
 """
+import json
+import os
+
 import numpy as np
 import pytest
 
+from tests import session_shared
+from tfexperts import fileio
 from tfexperts.data import tasks as tasks_lib
 from tfexperts.hub import native
 from tfexperts.select import selection
@@ -32,9 +37,9 @@ def _features_and_knn(candidates, task, data_dir, precision, runner, cache_dir):
                                    for e in candidates.experts}
 
 
-@pytest.fixture(scope="module")
-def agreement(exported, offline_data_dir, tmp_path_factory):
-  cache_dir = str(tmp_path_factory.mktemp("features"))
+def _measured_table(exported, offline_data_dir, cache_dir):
+  """`{task: {"float32": knn, "bfloat16": knn, "ran": precision, "error": max rel err}}`, each
+  inner value a dict over the experts."""
   candidates = selection.load_candidates(
       [f"{exported.collection_dir}/{name}/1" for name in EXPERTS])
   table, runner = {}, native.NativeRunner()
@@ -47,6 +52,23 @@ def agreement(exported, offline_data_dir, tmp_path_factory):
     table[task_name] = {"float32": knn32, "bfloat16": knn16, "ran": ran, "error": {
         name: float(np.abs(feats16[name] - feats32[name]).max()
                     / max(np.abs(feats32[name]).max(), 1e-12)) for name in feats32}}
+  return table
+
+
+@pytest.fixture(scope="module")
+def agreement(exported, offline_data_dir, tmp_path_factory):
+  """The agreement table (`_measured_table`), measured once per session: the pytest-xdist worker
+  that runs these tests second reads the table the first one wrote (JSON keeps floats exact)."""
+  shared = session_shared.shared_dir(tmp_path_factory, "precision_agreement")
+  path = os.path.join(shared, "table.json")
+  with fileio.exclusive(path + ".lock"):
+    if not os.path.exists(path):
+      table = _measured_table(exported, offline_data_dir, str(tmp_path_factory.mktemp("features")))
+      with open(path + ".tmp", "w") as f:
+        json.dump(table, f)
+      os.rename(path + ".tmp", path)
+    with open(path) as f:
+      table = json.load(f)
   print("\ntask                expert               kNN f32   kNN bf16   diff  max rel err")
   for task_name, row in table.items():
     for name in row["float32"]:
