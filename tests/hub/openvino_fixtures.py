@@ -16,6 +16,7 @@ import pytest
 
 from tests import session_shared
 from tfexperts import fileio
+from tfexperts.hub import load as hub_load
 from tfexperts.hub import openvino_engine
 
 MODULES = ("baseline", "adapter_animal", "adapter_thing_red", "patch_animal", "patch_thing_red")
@@ -27,11 +28,12 @@ class ConvertedCollection:
   exported collection at every precision of `openvino_engine.PRECISIONS`."""
   cache_root: str
   module_dirs: dict  # module name -> its exported SavedModel directory
+  refs: dict  # module name -> its `ExpertRef`
 
   def ir_path(self, name, precision="float32"):
     """The cached IR (`model.xml`) of module `name` at `precision`."""
     return os.path.join(self.cache_root, openvino_engine.CACHE_SUBDIR,
-                        openvino_engine.cache_key(self.module_dirs[name], precision), "model.xml")
+                        openvino_engine.cache_key(self.refs[name], precision), "model.xml")
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +46,11 @@ def converted_collection(exported, tmp_path_factory):
   pytest.importorskip("openvino")
   root = session_shared.shared_dir(tmp_path_factory, "openvino_ir_cache")
   module_dirs = {n: os.path.join(exported.collection_dir, n, "1") for n in MODULES}
-  converted = ConvertedCollection(root, module_dirs)
+  converted = ConvertedCollection(root, module_dirs,
+                                  {n: hub_load.reference(d) for n, d in module_dirs.items()})
   with fileio.exclusive(os.path.join(root, "lock")):
-    for name, module_dir in module_dirs.items():
-      openvino_engine.convert(module_dir, root, "float32")
+    for name in module_dirs:
+      openvino_engine.convert(converted.refs[name], root, "float32")
       source = os.path.dirname(converted.ir_path(name))
       for precision in openvino_engine.PRECISIONS:
         target = os.path.dirname(converted.ir_path(name, precision))
