@@ -5,6 +5,8 @@ import pytest
 from tfexperts.data import offline
 # The exported tiny collection (a fake training workdir run through bin/export_experts).
 from tests.hub.collection_fixtures import exported, models, workdir  # noqa: F401 pylint: disable=unused-import
+# shapes_fine_tiny's select_expert run over that collection, and its feature cache.
+from tests.transfer.shapes_features import shapes_select_run  # noqa: F401 pylint: disable=unused-import
 
 
 def pytest_collection_modifyitems(items):
