@@ -7,6 +7,8 @@ from tfexperts.data import offline
 from tests.hub.collection_fixtures import exported, models, workdir  # noqa: F401 pylint: disable=unused-import
 # The collection converted to OpenVINO once per session (xdist workers share it).
 from tests.hub.openvino_fixtures import converted_collection  # noqa: F401 pylint: disable=unused-import
+# shapes_fine_tiny's select_expert run over that collection, and its feature cache.
+from tests.transfer.shapes_features import shapes_select_run  # noqa: F401 pylint: disable=unused-import
 
 
 def pytest_collection_modifyitems(items):

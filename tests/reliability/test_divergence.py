@@ -166,11 +166,14 @@ def test_diverged_record_has_no_accuracy_in_results_csv_or_the_table(tmp_path):
 
 @pytest.mark.slow
 def test_vtab_eval_with_a_huge_learning_rate_records_diverged(tmp_path, exported,
-                                                              offline_data_dir):
+                                                              offline_data_dir,
+                                                              shapes_select_run):
   results = str(tmp_path / "results")
+  # kNN scores the pool from the shared feature cache: the point here is the fine-tuning.
   proc = processes.run_binary("vtab_eval", [
       "--task=shapes_fine_tiny", f"--experts={exported.collection_dir}",
-      f"--data_dir={offline_data_dir}", f"--results_dir={results}", "--selection=knn",
+      f"--data_dir={offline_data_dir}", f"--results_dir={results}",
+      f"--cache_dir={shapes_select_run.cache_dir}", "--selection=knn",
       "--report_proxies=knn", "--quick", "--learning_rates=1e9", "--steps=4", "--final_repeats=1",
       "--batch_size=16"])
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__knn.json")))

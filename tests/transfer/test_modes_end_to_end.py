@@ -1,6 +1,7 @@
 """A fine-tuning mode other than full end to end: its record beside full's, and the demo's block."""
 import csv
 import os
+import shutil
 
 import pytest
 
@@ -16,8 +17,12 @@ TINY = {"steps": (2,), "learning_rates": (0.1,), "batch_size": 16, "final_repeat
 
 
 @pytest.mark.slow
-def test_a_patch_run_writes_its_record_beside_full(tmp_path, exported, offline_data_dir):
+def test_a_patch_run_writes_its_record_beside_full(tmp_path, exported, offline_data_dir,
+                                                   shapes_select_run):
   results = str(tmp_path / "results")
+  # Both runs read the pool's features from the results dir's cache, seeded from the shared one:
+  # the point here is the fine-tuning modes, not embedding.
+  shutil.copytree(shapes_select_run.cache_dir, os.path.join(results, "features"))
   full, = evaluate.run(eval_config.EvalConfig(
       tasks=[TASK], experts=[exported.collection_dir], selection="knn",
       protocol=protocol.ProtocolConfig.quick(**TINY), data_dir=offline_data_dir,

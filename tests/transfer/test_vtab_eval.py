@@ -22,10 +22,13 @@ def metadata_resolutions(collection_dir, names):
 
 
 @pytest.mark.slow
-def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_data_dir):
+def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_data_dir,
+                                                  shapes_select_run):
   results = str(tmp_path / "results")
+  # The pool's features come from the shared cache: this test is about selection and reporting.
   common = [f"--experts={exported.collection_dir}", f"--data_dir={offline_data_dir}",
-            f"--results_dir={results}", "--steps=8", "--topk=2", *QUICK]
+            f"--results_dir={results}", f"--cache_dir={shapes_select_run.cache_dir}",
+            "--steps=8", "--topk=2", *QUICK]
   run_binary("vtab_eval", ["--selection=knn_topk", *common])
   topk = json.load(open(os.path.join(results, "shapes_fine_tiny__knn_topk.json")))
   block = topk["topk"]
@@ -86,35 +89,34 @@ def test_vtab_eval_selects_fine_tunes_and_reports(tmp_path, exported, offline_da
 
 
 @pytest.mark.slow
-def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir):
+def test_killed_fine_tune_resumes(tmp_path, exported, offline_data_dir, shapes_select_run):
   results = str(tmp_path / "results")
+  # The reported proxies' features come from the shared cache: only fine-tuning runs here.
   args = [f"--experts={exported.collection_dir}", "--selection=baseline",
-          f"--data_dir={offline_data_dir}", f"--results_dir={results}", "--steps=40",
+          f"--data_dir={offline_data_dir}", f"--results_dir={results}",
+          f"--cache_dir={shapes_select_run.cache_dir}", "--steps=20",
           "--learning_rates=0.1", *QUICK]
   run_dir = os.path.join(results, "runs", "shapes_fine_tiny", "baseline",
-                         "sweep_lr0.1_steps40_seed0", "ckpt")
+                         "sweep_lr0.1_steps20_seed0", "ckpt")
   proc = start_binary("vtab_eval", args)
   deadline = time.time() + 600
-  while loop.checkpointed_step(run_dir) < 10 and time.time() < deadline:
+  # A run checkpoints every quarter of its steps: killed once the first (step 5) is written.
+  while loop.checkpointed_step(run_dir) < 5 and time.time() < deadline and proc.poll() is None:
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   interrupted = loop.checkpointed_step(run_dir)
-  assert 10 <= interrupted < 40
+  assert 5 <= interrupted < 20
   resumed = run_binary("vtab_eval", args)
   assert f"resuming from step {interrupted}" in resumed.stdout
   record = json.load(open(os.path.join(results, "shapes_fine_tiny__baseline.json")))
-  assert record["chosen"] == ["baseline"] and loop.checkpointed_step(run_dir) == 40
+  assert record["chosen"] == ["baseline"] and loop.checkpointed_step(run_dir) == 20
 
 
 @pytest.mark.slow
-def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported,
-                                                              offline_data_dir):
-  args = ["--task=shapes_fine_tiny", f"--experts={exported.collection_dir}", "--proxy=all",
-          f"--data_dir={offline_data_dir}", f"--cache_dir={tmp_path}/cache",
-          f"--output_dir={tmp_path}/out"]
-  first = run_binary("select_expert", args)
-  ranking = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
+def test_select_expert_ranks_every_proxy_and_reuses_the_cache(shapes_select_run, exported):
+  first = shapes_select_run  # select_expert --proxy=all with a fresh cache (its first run)
+  ranking = first.ranking
   assert set(ranking["scores"]) >= {"knn", "label_matching", "domain", "random", "logme",
                                      "hscore", "linear_probe", "leep"}
   assert ranking["images_embedded"] == 5 * 800 + 2 * 800  # 5 experts + baseline and EPN logits
@@ -123,10 +125,10 @@ def test_select_expert_ranks_every_proxy_and_reuses_the_cache(tmp_path, exported
                                                        ranking["experts"])
   assert len(ranking["resolution"]) == 5 and set(ranking["resolution"].values()) == {32}
   assert "resolution: each expert's metadata input.resolution (else 224): 32 px" in first.stdout
-  assert (tmp_path / "out" / "shapes_fine_tiny" / "knn.png").exists()
+  assert os.path.exists(os.path.join(os.path.dirname(first.ranking_path), "knn.png"))
   assert "knn on shapes_fine_tiny" in first.stdout
-  run_binary("select_expert", args)
-  again = json.load(open(tmp_path / "out" / "shapes_fine_tiny" / "ranking.json"))
+  run_binary("select_expert", first.args)
+  again = json.load(open(first.ranking_path))
   assert again["images_embedded"] == 0 and again["scores"] == ranking["scores"]
 
 
@@ -156,8 +158,11 @@ def test_transfer_model_of_an_adapter_module_checkpoints_every_variable(tmp_path
 def test_vtab_eval_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, exported,
                                                                    offline_data_dir):
   # Selection features, fine-tuning and evaluation all run under the strategy; only float
-  # summation order differs between one device and two replicas.
-  args = [f"--experts={exported.collection_dir}", "--selection=knn",
+  # summation order differs between one device and two replicas. A pool of one module of each
+  # kind (baseline, adapter, patch), each embedded under both strategies.
+  pool = ",".join(os.path.join(exported.collection_dir, name, "1")
+                  for name in ("baseline", "adapter_animal", "patch_thing_red"))
+  args = [f"--experts={pool}", "--selection=knn",
           "--report_proxies=knn", f"--data_dir={offline_data_dir}", "--steps=10",
           "--learning_rates=3", *QUICK]
   records = {}
@@ -172,7 +177,8 @@ def test_vtab_eval_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, exp
     assert set(two["proxy_scores"][proxy]) == set(scores)
     for name, value in scores.items():
       assert abs(two["proxy_scores"][proxy][name] - value) <= 1e-6, (proxy, name)
-  assert two["images_embedded"] == one["images_embedded"] == 5 * 800
+  assert len(one["proxy_scores"]["knn"]) == 3
+  assert two["images_embedded"] == one["images_embedded"] == 3 * 800
   name = one["chosen"][0]
   for phase, key in (("sweep", "val_accuracy"), ("final", "test_accuracy")):
     for a, b in zip(one["per_expert"][name][phase], two["per_expert"][name][phase]):

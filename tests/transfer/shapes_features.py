@@ -1,0 +1,39 @@
+"""A shared fixture (registered in tests/conftest.py): bin/select_expert --proxy=all on
+shapes_fine_tiny over the exported tiny collection, run once per test session.
+
+Its run is the first half of test_vtab_eval's select_expert test; its feature cache (every pool
+expert's train800 pre-logits and the baseline's and EPN's logits at 32 px) then serves the
+bin/vtab_eval runs on shapes_fine_tiny whose point is not embedding (`--cache_dir`), so each of
+them skips embedding the pool again.
+"""
+import dataclasses
+import json
+import os
+
+import pytest
+
+from tests import processes
+
+
+@dataclasses.dataclass
+class SelectRun:
+  args: list  # the select_expert flags; running them again reads the cache
+  stdout: str  # the first run's
+  ranking: dict  # the first run's ranking.json
+  ranking_path: str
+  cache_dir: str  # pass as --cache_dir to share the embedded features
+
+
+@pytest.fixture(scope="session")
+def shapes_select_run(exported, offline_data_dir, tmp_path_factory):
+  """bin/select_expert --proxy=all on shapes_fine_tiny with a fresh cache: a `SelectRun`."""
+  root = tmp_path_factory.mktemp("shapes_select")
+  cache_dir = str(root / "cache")
+  args = ["--task=shapes_fine_tiny", f"--experts={exported.collection_dir}", "--proxy=all",
+          f"--data_dir={offline_data_dir}", f"--cache_dir={cache_dir}",
+          f"--output_dir={root}/out"]
+  proc = processes.run_binary("select_expert", args)
+  ranking_path = os.path.join(root, "out", "shapes_fine_tiny", "ranking.json")
+  with open(ranking_path) as f:
+    ranking = json.load(f)
+  return SelectRun(args, proc.stdout, ranking, ranking_path, cache_dir)
