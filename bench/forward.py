@@ -129,10 +129,9 @@ def engine_rates(path, ref_path, images, precisions, batches):
   engine for the exported R50x1 at `path` and ResNet50V2 at `ref_path` (input range [-1, 1])."""
   rates = {}
   for precision in precisions:
-    for name, module_dir, value_range in (("R50x1", path, None), ("ResNet50V2", ref_path,
-                                                                   (-1.0, 1.0))):
+    for name, handle in (("R50x1", path), ("ResNet50V2", ref_path + "?range=-1,1")):
       start = time.perf_counter()
-      embedder = openvino_engine.load(module_dir, module_dir, None, precision, value_range,
+      embedder = openvino_engine.load(hub_load.reference(handle), None, precision,
                                       images.shape[1])
       load = time.perf_counter() - start
       if embedder is None:
@@ -198,7 +197,7 @@ def main():
     per_batch = args.batch / rates["ours", False]
     extra = max(2, int(np.ceil(args.seconds / per_batch)))
     start = time.perf_counter()
-    native_embed = native.NativeRunner().load(path, metadata_lib.read(path))
+    native_embed = native.NativeRunner().load(hub_load.reference(path))
     native_load = time.perf_counter() - start
     assert native_embed is not None, "the exported module did not verify as a native model"
     module_rate, module_fixed = feature_path_throughput(native_embed, images, (2, 2 + extra))
