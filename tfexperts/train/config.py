@@ -63,19 +63,13 @@ class TrainConfig:
     bounds.one_of("strategy", self.strategy, strategy_lib.STRATEGIES)
     bounds.one_of("model", self.model, list(presets.PRESETS))
     bounds.one_of("slices", self.slices, SLICES)
-    bounds.one_of("decay", self.decay, DECAYS)
     bounds.one_of("mixed_precision", self.mixed_precision, MIXED_PRECISION)
     bounds.positive_number("width", self.width, allow_none=True)
     bounds.positive_int("groups", self.groups, allow_none=True)
     for name in ("num_experts", "min_count", "resolution", "batch_size", "baseline_steps",
-                 "expert_steps", "checkpoint_every", "log_every", "steps_per_loop"):
+                 "expert_steps"):
       bounds.positive_int(name, getattr(self, name))
-    bounds.positive_number("base_lr", self.base_lr)
-    for name in ("momentum", "weight_decay", "mixup_alpha"):
-      bounds.non_negative_number(name, getattr(self, name))
-    bounds.fraction("label_smoothing", self.label_smoothing)
-    bounds.non_negative_int("warmup_steps", self.warmup_steps)
-    bounds.non_negative_int("seed", self.seed)
+    loop_config.check_optimization(self)
 
   def settings(self):
     """The run's settings as recorded in the workdir's config.json (unset ones left out)."""

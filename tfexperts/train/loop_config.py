@@ -20,6 +20,22 @@ def learning_rate_at(base_lr, batch_size):
   return base_lr * batch_size / defaults.BASE_BATCH
 
 
+def check_optimization(config):
+  """Checks the optimization settings a training config shares with `LoopConfig` (learning rate,
+  momentum, warm-up, decay, regularisation, checkpoint/log/loop cadence, seed) on `config` (a
+  `LoopConfig` or `train.config.TrainConfig`). Raises UserError naming a field out of bounds, its
+  value and what is valid; returns None."""
+  for name in ("checkpoint_every", "log_every", "steps_per_loop"):
+    bounds.positive_int(name, getattr(config, name))
+  bounds.positive_number("base_lr", config.base_lr)
+  for name in ("momentum", "weight_decay", "mixup_alpha"):
+    bounds.non_negative_number(name, getattr(config, name))
+  bounds.fraction("label_smoothing", config.label_smoothing)
+  bounds.non_negative_int("warmup_steps", config.warmup_steps)
+  bounds.one_of("decay", config.decay, DECAYS)
+  bounds.non_negative_int("seed", config.seed)
+
+
 @dataclasses.dataclass
 class LoopConfig:
   """Hyperparameters of one training run (BiT defaults: lr 0.003 at batch 512, momentum 0.9).
@@ -45,16 +61,9 @@ class LoopConfig:
   loss_scaling: bool = False  # float16 mixed precision needs dynamic loss scaling
 
   def __post_init__(self):
-    for name in ("total_steps", "global_batch_size", "checkpoint_every", "log_every",
-                 "steps_per_loop"):
+    for name in ("total_steps", "global_batch_size"):
       bounds.positive_int(name, getattr(self, name))
-    bounds.positive_number("base_lr", self.base_lr)
-    for name in ("momentum", "weight_decay", "mixup_alpha"):
-      bounds.non_negative_number(name, getattr(self, name))
-    bounds.fraction("label_smoothing", self.label_smoothing)
-    bounds.non_negative_int("warmup_steps", self.warmup_steps)
-    bounds.one_of("decay", self.decay, DECAYS)
-    bounds.non_negative_int("seed", self.seed)
+    check_optimization(self)
     for name in ("multi_label", "loss_scaling"):
       bounds.one_of(name, getattr(self, name), (False, True))
 
