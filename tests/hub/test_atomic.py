@@ -135,8 +135,8 @@ def test_interrupted_export_resumes_and_incomplete_collection_is_refused(tmp_pat
   orphan = os.path.join(collection_dir, "epn", "1.tmp-" + "0123456789abcdef" * 2)
   os.makedirs(os.path.join(orphan, "variables"))
   data = index.read(collection_dir)
-  assert [m["name"] for m in data["modules"]] == ["baseline"]
-  assert data["versions"] == {"1": {"planned": ["baseline", "epn"], "complete": False}}
+  assert [m.name for m in data.modules] == ["baseline"]
+  assert data.versions == {1: index.ExportPlan(["baseline", "epn"], False)}
   with pytest.raises(UserError, match=r"incomplete.*\{1: \['epn'\]\}.*allow_incomplete"):
     load.load_collection(collection_dir)
   assert load.load_collection(collection_dir, allow_incomplete=True).baseline is not None
@@ -145,10 +145,10 @@ def test_interrupted_export_resumes_and_incomplete_collection_is_refused(tmp_pat
 
   stamp = os.path.getmtime(os.path.join(collection_dir, "baseline", "1", "saved_model.pb"))
   entries = collection.export_workdir(str(run), export_dir, collection="c")  # no overwrite
-  assert [e["name"] for e in entries] == ["baseline", "epn"]
+  assert [e.name for e in entries] == ["baseline", "epn"]
   assert os.path.getmtime(os.path.join(collection_dir, "baseline", "1", "saved_model.pb")) == stamp
   assert sorted(os.listdir(os.path.join(collection_dir, "epn"))) == ["1"]
-  assert index.read(collection_dir)["versions"]["1"]["complete"] is True
+  assert index.read(collection_dir).versions[1].complete is True
   loaded = load.load_collection(collection_dir)
   assert loaded.epn is not None and loaded.baseline is not None
 

@@ -29,7 +29,8 @@ def test_binary_writes_every_module_and_the_index(exported):
 
 
 def test_metadata_carries_domains_priors_and_input_contract(exported):
-  entries = {m["name"]: m["metadata"] for m in index.read(exported.collection_dir)["modules"]}
+  entries = {m.name: m.metadata.to_json()
+             for m in index.read(exported.collection_dir).modules}
   red = entries["adapter_thing_red"]
   assert (red["name"], red["node"], red["num_images"], red["expert_id"]) == (
       "thing/red", "thing/red", 7, 1)

@@ -197,7 +197,7 @@ def _export_or_verify(p, model, record, collection_dir, collection, version, ove
     else:
       export.export_expert(single, path, meta_out, with_logits=with_logits, overwrite=overwrite)
     logging.info("Exported %s (%s) to %s", p.module, p.kind, path)
-  entry = index_lib.entry(p.module, version, meta_out)
+  entry = index_lib.IndexEntry.of(p.module, version, meta_out)
   index_lib.update(collection_dir, collection, [entry])
   return entry
 
@@ -275,8 +275,7 @@ def export_workdir(workdir, export_dir="export", collection=None, version=1, ove
       checked against their finished model (a FileExistsError says when one does not match).
 
   Returns:
-    The index entries of every planned module, in plan order (`{"name", "version", "handle",
-    "kind", "metadata"}`). Raises (see `plan`) before writing anything when names clash.
+    The index entries (`hub.index.IndexEntry`) of every planned module, in plan order. Raises (see `plan`) before writing anything when names clash.
   """
   collection = check_collection_name(
       collection if collection is not None else os.path.basename(workdir.rstrip("/")))
@@ -304,8 +303,8 @@ def format_entries(entries):
   """A printable table of index entries: module, kind, handle, feature size, logits."""
   rows = [("module", "kind", "handle", "features", "logits")]
   for e in entries:
-    outputs = metadata_lib.from_json(e["metadata"], f"index entry {e['name']!r}").outputs
-    rows.append((e["name"], e["kind"], e["handle"], str(outputs.pre_logits),
+    outputs = e.metadata.outputs
+    rows.append((e.name, e.kind, e.handle, str(outputs.pre_logits),
                  "" if outputs.logits is None else str(outputs.logits)))
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

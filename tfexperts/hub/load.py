@@ -365,15 +365,15 @@ def load_collection(directory, version=None, lazy=True, allow_incomplete=False):
     `UserError` for a version the collection lacks or an incomplete export.
   """
   path = _local_path(directory).rstrip("/")
-  data = index_lib.read(path)
-  available = index_lib.versions(data)
+  index = index_lib.read(path)
+  available = index.available_versions()
   if version is not None and version not in available:
     raise UserError(f"Collection {path!r} has no version {version!r}. Available versions: "
                     f"{available}.")
-  chosen = index_lib.latest(data, version)
+  chosen = index.latest(version)
   if not allow_incomplete:
     checked = available if version is None else [version]
-    incomplete = {v: index_lib.missing(data, v) for v in checked if index_lib.missing(data, v)}
+    incomplete = {v: index.missing(v) for v in checked if index.missing(v)}
     if incomplete:
       raise UserError(f"Collection {path!r} is incomplete: its export of version(s) "
                       f"{sorted(incomplete)} lacks modules {incomplete} (interrupted?). Rerun "
@@ -381,14 +381,14 @@ def load_collection(directory, version=None, lazy=True, allow_incomplete=False):
                       "modules that are there.")
   experts, banks, epn = [], [], None
   for entry in chosen:
-    handle = os.path.join(path, entry["handle"])
-    kind = entry.get("kind")
+    handle = os.path.join(path, entry.handle)
+    kind = entry.kind
     if kind in metadata_lib.BANK_KINDS:
       banks.append(load_bank(handle, lazy=lazy))
     elif kind == "epn":
       epn = load_expert(handle, lazy=lazy)
     else:
       experts.append(load_expert(handle, lazy=lazy))
-  return Collection(data.get("collection") or os.path.basename(path), path, experts, epn, banks)
+  return Collection(index.collection, path, experts, epn, banks)
 
 
