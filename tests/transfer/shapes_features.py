@@ -49,7 +49,7 @@ def shapes_select_run(exported, offline_data_dir, tmp_path_factory):
   shared = session_shared.build_once(
       tmp_path_factory, "shapes_select",
       lambda path: _first_run(_args(exported, offline_data_dir, path), path))
-  root = str(tmp_path_factory.mktemp("shapes_select"))
+  root = str(tmp_path_factory.mktemp("shapes_select_copy"))
   shutil.copytree(shared, root, dirs_exist_ok=True)
   with open(os.path.join(root, "stdout.txt")) as f:
     stdout = f.read()
