@@ -1,7 +1,8 @@
-"""Session fixtures shared across test folders, each built once per test session (per worker
-under pytest-xdist), and the test order."""
+"""Session fixtures shared across test folders, each built once per test session (directories
+once for all pytest-xdist workers, in-process objects once per worker), and the test order."""
 import pytest
 
+from tests import session_shared
 from tfexperts.data import offline
 # The exported tiny collection (a fake training workdir run through bin/export_experts).
 from tests.hub.collection_fixtures import exported, models, workdir  # noqa: F401 pylint: disable=unused-import
@@ -24,7 +25,10 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def offline_data_dir(tmp_path_factory):
-  """A tfds data dir with the tiny offline datasets, built once per test session."""
-  data_dir = str(tmp_path_factory.mktemp("tfds_offline"))
-  offline.prepare_offline_datasets(data_dir, "tiny")
-  return data_dir
+  """A tfds data dir with the tiny offline datasets, built once per test session (the xdist
+  workers share it; tests only read it)."""
+  data_dir = session_shared.build_once(
+      tmp_path_factory, "tfds_offline", lambda path: offline.prepare_offline_datasets(path, "tiny"))
+  before = session_shared.fingerprint(data_dir)
+  yield data_dir
+  session_shared.assert_unchanged(data_dir, before)

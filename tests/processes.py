@@ -28,7 +28,7 @@ def env(**overrides):
 
 def binary_command(binary, args, python_options=()):
   """The argv that runs `bin/<binary>` with `args` (a list of str) under this Python."""
-  return [sys.executable, *python_options, os.path.join(REPO, "bin", binary), *args]
+  return python_command([os.path.join(REPO, "bin", binary), *args], python_options)
 
 
 def check(proc):
@@ -37,15 +37,38 @@ def check(proc):
   return proc
 
 
+def python_command(args, python_options=()):
+  """The argv that runs this Python with `python_options` (e.g. `("-X", "importtime")`) and `args`
+  (a script or `-c CODE`, then its arguments)."""
+  return [sys.executable, *python_options, *args]
+
+
+def run(command, check_exit=True, timeout=TIMEOUT_SECONDS, preexec_fn=None, **env_overrides):
+  """Runs argv `command` to completion; returns the CompletedProcess (text output).
+
+  `check_exit`: assert exit code 0. `preexec_fn`: called in the child before exec (e.g. to set a
+  resource limit). `env_overrides` as in `env`.
+  """
+  proc = subprocess.run(command, env=env(**env_overrides), capture_output=True, text=True,
+                        timeout=timeout, preexec_fn=preexec_fn)
+  return check(proc) if check_exit else proc
+
+
+def start(command, stdin=False, **env_overrides):
+  """Starts argv `command` with its stdout and stderr piped (text); returns the Popen (caller
+  waits). `stdin`: pipe stdin too (else the child reads nothing). `env_overrides` as in `env`."""
+  return subprocess.Popen(command, env=env(**env_overrides), text=True,
+                          stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def run_binary(binary, args, check_exit=True, timeout=TIMEOUT_SECONDS, python_options=(),
                **env_overrides):
   """Runs `bin/<binary>` with `args` to completion; returns the CompletedProcess (text output).
 
   `check_exit`: assert exit code 0. `env_overrides` as in `env`.
   """
-  proc = subprocess.run(binary_command(binary, args, python_options), env=env(**env_overrides),
-                        capture_output=True, text=True, timeout=timeout)
-  return check(proc) if check_exit else proc
+  return run(binary_command(binary, args, python_options), check_exit, timeout, **env_overrides)
 
 
 def start_binary(binary, args, **env_overrides):
@@ -59,6 +82,4 @@ def run_python(code, args=(), check_exit=True, timeout=300, **env_overrides):
 
   `check_exit`: assert exit code 0. `env_overrides` as in `env`.
   """
-  proc = subprocess.run([sys.executable, "-c", code, *args], env=env(**env_overrides),
-                        capture_output=True, text=True, timeout=timeout)
-  return check(proc) if check_exit else proc
+  return run(python_command(["-c", code, *args]), check_exit, timeout, **env_overrides)

@@ -1,6 +1,5 @@
 """`--help` names each binary as it was run: `bin/NAME` from a clone, `NAME` when installed."""
 import os
-import subprocess
 import sys
 
 import pytest
@@ -22,8 +21,7 @@ def test_help_names_the_program_as_run(installed):
             else os.path.join(processes.REPO, "bin", "select_expert"))
   if installed and not os.path.exists(script):
     pytest.skip(f"no console script beside {sys.executable} (tfexperts not pip-installed there)")
-  result = processes.check(subprocess.run([script, "--help"], capture_output=True, text=True,
-                                          timeout=120, env=processes.env()))
+  result = processes.run([script, "--help"], timeout=120)
   shown = "select_expert" if installed else "bin/select_expert"
   assert result.stdout.startswith(f"{shown}: "), result.stdout[:80]
   assert f"Usage: {shown} " in result.stdout

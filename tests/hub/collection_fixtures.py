@@ -1,7 +1,9 @@
 """Shared fixtures (registered in tests/conftest.py): a tiny fake training workdir and its export.
 
-The export runs once per test session (it traces and saves 8 modules); tests that only read the
-collection share it.
+The workdir and its export are built once per test session, by the first pytest-xdist worker that
+needs them, and shared by the others (the export traces and saves 8 modules in a child process;
+`models` is seeded, so every worker's models equal the saved ones). Tests only read them; one that
+writes takes a private copy.
 """
 import dataclasses
 import os
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests import processes
+from tests import session_shared
 from tfexperts import artifacts
 from tfexperts.models import adapters
 from tfexperts.models import bit
@@ -89,12 +92,7 @@ class Workdir:
   epn: str
 
 
-@pytest.fixture(scope="session")
-def workdir(tmp_path_factory, models):
-  """A training workdir as bin/train_experts leaves it: baseline, two banks, the EPN."""
-  root = str(tmp_path_factory.mktemp("runs") / "shapes_run")
-  paths = Workdir(root, *(os.path.join(root, k, "final")
-                          for k in ("baseline", "adapter", "patch", "epn")))
+def _save_workdir(paths, models):
   record = lambda **kw: artifacts.ModelRecord.from_json({**COMMON, **kw})  # noqa: E731
   finished.save_final(models.baseline, paths.baseline, record(kind="baseline", name="baseline"))
   finished.save_final(models.adapter_bank, paths.adapter,
@@ -105,7 +103,23 @@ def workdir(tmp_path_factory, models):
       kind="epn", name="epn", multi_label=True,
       domains=[{"expert_id": e["expert_id"], "name": e["name"], "num_images": e["num_images"]}
                for e in EXPERTS]))
-  return paths
+
+
+def _workdir_paths(root):
+  return Workdir(root, *(os.path.join(root, k, "final")
+                         for k in ("baseline", "adapter", "patch", "epn")))
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory, request):
+  """A training workdir as bin/train_experts leaves it: baseline, two banks, the EPN of `models`
+  (which only the worker that saves them builds here)."""
+  content = session_shared.build_once(tmp_path_factory, "workdir", lambda path: _save_workdir(
+      _workdir_paths(os.path.join(path, "shapes_run")), request.getfixturevalue("models")))
+  paths = _workdir_paths(os.path.join(content, "shapes_run"))
+  before = session_shared.fingerprint(paths.path)
+  yield paths
+  session_shared.assert_unchanged(paths.path, before)
 
 
 def run_binary(args, check=True):
@@ -121,12 +135,31 @@ class Exported:
   stdout: str
 
 
+def write_flagfile(workdir_path, export_dir):
+  """Writes the flags that export `workdir_path` into `export_dir` to a file beside `export_dir`;
+  returns its path."""
+  flagfile = os.path.join(os.path.dirname(export_dir), "export_flags.txt")
+  with open(flagfile, "w") as f:
+    f.write(f"--workdir={workdir_path}\n--export_dir={export_dir}\n")
+  return flagfile
+
+
+def _export(workdir_path, root):
+  export_dir = os.path.join(root, "export")
+  proc = run_binary([f"--flagfile={write_flagfile(workdir_path, export_dir)}"])
+  with open(os.path.join(root, "stdout.txt"), "w") as f:
+    f.write(proc.stdout)
+
+
 @pytest.fixture(scope="session")
 def exported(workdir, tmp_path_factory):
-  """The workdir exported by the binary (flags given through --flagfile)."""
-  export_dir = str(tmp_path_factory.mktemp("export"))
-  flagfile = os.path.join(export_dir, "..", "export_flags.txt")
-  with open(flagfile, "w") as f:
-    f.write(f"--workdir={workdir.path}\n--export_dir={export_dir}\n")
-  proc = run_binary([f"--flagfile={flagfile}"])
-  return Exported(export_dir, os.path.join(export_dir, "shapes_run"), flagfile, proc.stdout)
+  """The workdir exported by the binary (flags given through --flagfile), once per session."""
+  root = session_shared.build_once(tmp_path_factory, "exported",
+                                   lambda path: _export(workdir.path, path))
+  export_dir = os.path.join(root, "export")
+  with open(os.path.join(root, "stdout.txt")) as f:
+    stdout = f.read()
+  before = session_shared.fingerprint(export_dir)
+  yield Exported(export_dir, os.path.join(export_dir, "shapes_run"),
+                 os.path.join(root, "export_flags.txt"), stdout)
+  session_shared.assert_unchanged(export_dir, before)

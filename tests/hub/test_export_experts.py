@@ -1,6 +1,7 @@
 """bin/export_experts end to end: a tiny workdir becomes a collection the loader takes whole."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -71,16 +72,19 @@ def test_loader_takes_the_collection_whole(exported):
 
 
 @pytest.mark.slow
-def test_rerun_keeps_and_checks_existing_modules(exported):
-  index_file = os.path.join(exported.collection_dir, index.INDEX_FILE)
+def test_rerun_keeps_and_checks_existing_modules(exported, workdir, tmp_path):
+  # On a copy (modification times kept): the session's export is shared by the other tests.
+  export_dir = str(tmp_path / "export")
+  shutil.copytree(exported.export_dir, export_dir)
+  collection_dir = os.path.join(export_dir, "shapes_run")
+  index_file = os.path.join(collection_dir, index.INDEX_FILE)
   before = open(index_file).read()
   assert json.loads(before)["versions"] == {"1": {"planned": sorted(MODULES), "complete": True}}
-  stamp = os.path.getmtime(os.path.join(exported.collection_dir, "baseline", "1",
-                                        "saved_model.pb"))
-  proc = conftest.run_binary([f"--flagfile={exported.flagfile}"])
+  stamp = os.path.getmtime(os.path.join(collection_dir, "baseline", "1", "saved_model.pb"))
+  proc = conftest.run_binary([f"--flagfile={conftest.write_flagfile(workdir.path, export_dir)}"])
   assert "8 modules" in proc.stdout and proc.stderr.count("matches its finished model") == 8
   assert open(index_file).read() == before
-  assert os.path.getmtime(os.path.join(exported.collection_dir, "baseline", "1",
+  assert os.path.getmtime(os.path.join(collection_dir, "baseline", "1",
                                        "saved_model.pb")) == stamp
 
 

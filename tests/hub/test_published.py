@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -92,9 +90,9 @@ def test_published_collection_file_is_package_data(tmp_path):
     shutil.copy(os.path.join(processes.REPO, name), source / name)
   shutil.copytree(os.path.join(processes.REPO, "tfexperts"), source / "tfexperts",
                   ignore=shutil.ignore_patterns("__pycache__"))
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                  "--no-index", "-q", "-w", str(tmp_path / "dist"), str(source)],
-                 check=True, capture_output=True, timeout=300)
+  processes.run(processes.python_command(
+      ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w",
+       str(tmp_path / "dist"), str(source)]), timeout=300, PYTHONPATH=None)
   (wheel,) = (tmp_path / "dist").glob("tfexperts-*.whl")
   with zipfile.ZipFile(wheel) as archive:
     for name in published.names():

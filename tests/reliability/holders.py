@@ -1,8 +1,6 @@
 """A separate process holding the lease on a directory, for tests of what another run sees."""
 import os
 import signal
-import subprocess
-import sys
 
 from tests import processes
 
@@ -20,10 +18,8 @@ class Holder:
   (or `kill()`, which is kill -9). `command` is what the child says it is running."""
 
   def __init__(self, directories, command="holder --workdir=x"):
-    self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, command, *directories],
-                                 env=processes.env(),
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+    self.proc = processes.start(processes.python_command(["-c", HOLDER, command, *directories]),
+                                stdin=True)
     line = self.proc.stdout.readline()
     assert line == "held\n", line + self.proc.stderr.read()
     self.pid = self.proc.pid

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
@@ -17,12 +16,10 @@ TINY = ["--dataset=tfexperts_shapes/tiny", "--model=tiny", "--resolution=32", "-
         "--warmup_steps=5", "--num_experts=2"]
 
 
-def _env():
-  return processes.env(TFEXPERTS_VERBOSE=None)
-
-
-def _command(binary, args, importtime=False):
-  return processes.binary_command(binary, args, ("-X", "importtime") if importtime else ())
+def _run(binary, args, importtime=False, timeout=300):
+  return processes.run_binary(binary, args, check_exit=False, timeout=timeout,
+                              python_options=("-X", "importtime") if importtime else (),
+                              TFEXPERTS_VERBOSE=None)
 
 
 def _fake_collection(root):
@@ -51,8 +48,7 @@ def test_a_second_run_is_refused_naming_the_first_before_tensorflow_loads(tmp_pa
                                                                           leased):
   root = str(tmp_path)
   with holders.Holder([leased(root)], command=f"{binary} --first") as holder:
-    proc = subprocess.run(_command(binary, args(root), importtime=True), env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = _run(binary, args(root), importtime=True)
   assert proc.returncode == 2, proc.stderr[-3000:]
   errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{binary}: error:")]
   assert errors == [f"{binary}: error: {leased(root)} is in use by {socket.gethostname()} pid "
@@ -71,10 +67,8 @@ def test_force_takeover_runs_despite_a_live_holder(tmp_path):
   root = str(tmp_path)
   os.makedirs(f"{root}/empty")
   with holders.Holder([f"{root}/export/c"], command="stuck export") as holder:
-    proc = subprocess.run(_command("export_experts", [f"--workdir={root}/empty",
-                                                      f"--export_dir={root}/export",
-                                                      "--collection=c", "--force_takeover"]),
-                          env=_env(), capture_output=True, text=True, timeout=300)
+    proc = _run("export_experts", [f"--workdir={root}/empty", f"--export_dir={root}/export",
+                                   "--collection=c", "--force_takeover"])
   assert f"Taking over the lease on {root}/export/c from" in proc.stdout
   assert f"pid {holder.pid}" in proc.stdout and "--force_takeover" in proc.stdout
   assert "in use" not in proc.stderr and "empty" in proc.stderr  # it went on to export (nothing)
@@ -94,20 +88,17 @@ def test_two_trainings_race_then_kill_9_and_the_next_run_takes_over_and_resumes(
   workdir = str(tmp_path / "run")
   args = [f"--workdir={workdir}", f"--data_dir={offline_data_dir}", "--stage=baseline",
           "--baseline_steps=40", "--checkpoint_every=10", "--log_every=10", *TINY]
-  first = subprocess.Popen(_command("train_experts", args), env=_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+  first = processes.start(processes.binary_command("train_experts", args), TFEXPERTS_VERBOSE=None)
   try:
     _wait_for(os.path.join(workdir, "baseline", lease.LEASE_FILE), first)
-    second = subprocess.run(_command("train_experts", args), env=_env(), capture_output=True,
-                            text=True, timeout=300)
+    second = _run("train_experts", args)
     assert second.returncode == 2, second.stderr[-3000:]
     assert f"is in use by {socket.gethostname()} pid {first.pid} since" in second.stderr
     _wait_for(os.path.join(workdir, "baseline", "ckpt", "checkpoint"), first)
   finally:
     first.send_signal(signal.SIGKILL)
     first.wait()
-  third = subprocess.run(_command("train_experts", args), env=_env(), capture_output=True,
-                         text=True, timeout=900)
+  third = _run("train_experts", args, timeout=900)
   assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
   takeover = [line for line in third.stdout.splitlines() if line.startswith("Taking over")]
   assert len(takeover) == 1 and f"pid {first.pid} is no longer running" in takeover[0]

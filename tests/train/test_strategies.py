@@ -2,8 +2,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,8 +12,8 @@ from tests.train import strategy_worker
 WORKER = os.path.join(processes.REPO, "tests", "train", "strategy_worker.py")
 
 
-def _env(**extra):
-  return processes.env(**{"TF_CONFIG": None, **extra})
+def _worker_command(*args):
+  return processes.python_command([WORKER, *args])
 
 
 def _free_ports(n):
@@ -31,8 +29,7 @@ def _free_ports(n):
 @pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path):
   out = tmp_path / "losses.json"
-  subprocess.run([sys.executable, WORKER, "compare_mirrored", str(out)], env=_env(), check=True,
-                 timeout=600, capture_output=True)
+  processes.run(_worker_command("compare_mirrored", str(out)), timeout=600, TF_CONFIG=None)
   results = json.loads(out.read_text())
   assert results["mirrored"]["replicas"] == 2 and results["one_device"]["replicas"] == 1
   one, two = results["one_device"]["loss"], results["mirrored"]["loss"]
@@ -49,13 +46,10 @@ def test_multi_worker_two_processes_agree_on_weights_export_and_embed(tmp_path):
   for index in range(2):
     (tmp_path / f"w{index}").mkdir()
     tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, WORKER, "multi_worker", str(tmp_path / f"w{index}" / "weights.npz"),
-         str(tmp_path / "export")],
-        env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-  logs = []
-  for proc in procs:
-    logs.append(proc.communicate(timeout=600)[0].decode(errors="replace"))
+    procs.append(processes.start(_worker_command(
+        "multi_worker", str(tmp_path / f"w{index}" / "weights.npz"), str(tmp_path / "export")),
+        TF_CONFIG=tf_config))
+  logs = ["".join(proc.communicate(timeout=600)) for proc in procs]
   assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
   first = np.load(tmp_path / "w0" / "weights.npz")
   second = np.load(tmp_path / "w1" / "weights.npz")
