@@ -1,7 +1,9 @@
 """OpenVINO as an inference engine for CPU feature extraction (the optional `openvino` extra).
 
 A SavedModel (a tfexperts module or a third-party one) is converted once with OpenVINO's
-TensorFlow frontend (`openvino.convert_model(module_dir)`) and the converted IR is cached under
+TensorFlow frontend (`openvino.convert_model(module_dir)`), its GroupNorm subgraphs are rewritten
+into OpenVINO's GroupNormalization op (`hub.openvino_groupnorm`: ~1.5-2x faster at every
+precision), and the converted IR is cached under
 `<cache_root>/openvino/<key>/`, the key being the module's content identity
 (`hub.identity.of_directory`) plus the inference precision, so a re-exported module converts
 again and a cache hit reads no TensorFlow graph at all. The IR is written into a temp directory
@@ -35,6 +37,7 @@ tf = lazy.LazyModule("tensorflow")
 fileio = lazy.LazyModule("tfexperts.fileio")
 hub_load = lazy.LazyModule("tfexperts.hub.load")
 native = lazy.LazyModule("tfexperts.hub.native")
+openvino_groupnorm = lazy.LazyModule("tfexperts.hub.openvino_groupnorm")
 verify = lazy.LazyModule("tfexperts.hub.verify")
 PROBE_RESOLUTION = 224
 
@@ -42,7 +45,7 @@ ENGINES = ("tensorflow", "openvino")
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 INSTALL_HINT = "pip install tfexperts[openvino]"
 CACHE_SUBDIR = "openvino"
-KEY_FORMAT = "tfexperts.hub.openvino_engine/1"
+KEY_FORMAT = "tfexperts.hub.openvino_engine/2"  # 2: GroupNorms fused
 _IR_NAME = "model.xml"
 _FEATURE_OUTPUTS = ("pre_logits",) + tuple(third_party.FEATURE_OUTPUTS)
 
@@ -137,6 +140,14 @@ def check_conversion(model, ref, resolution=None):
   return diff
 
 
+def _converted(ov, ref, resolution):
+  """The module of `ref` converted as saved, its GroupNorms fused, checked."""
+  model = ov.convert_model(ref.location)
+  openvino_groupnorm.fuse_group_norms(model)
+  check_conversion(model, ref, resolution)
+  return model
+
+
 def convert(ref, cache_root=None, precision="float32", resolution=None):
   """The OpenVINO model (`openvino.Model`) of the SavedModel of `ref`, converted once.
 
@@ -153,15 +164,12 @@ def convert(ref, cache_root=None, precision="float32", resolution=None):
   """
   ov = _openvino()
   if not cache_root or not _is_local(cache_root):
-    model = ov.convert_model(ref.location)
-    check_conversion(model, ref, resolution)
-    return model
+    return _converted(ov, ref, resolution)
   target = os.path.join(cache_root, CACHE_SUBDIR, cache_key(ref, precision))
   xml = os.path.join(target, _IR_NAME)
   if os.path.exists(xml):
     return ov.Core().read_model(xml)
-  model = ov.convert_model(ref.location)
-  check_conversion(model, ref, resolution)
+  model = _converted(ov, ref, resolution)
   os.makedirs(os.path.dirname(target), exist_ok=True)
   tmp = fileio.temp_path_beside(target)
   try:
