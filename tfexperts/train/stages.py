@@ -23,7 +23,6 @@ import dataclasses
 import os
 import re
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -35,6 +34,7 @@ from tfexperts.models import bit
 from tfexperts.models import finished
 from tfexperts.models import patches
 from tfexperts.train import loop
+from tfexperts.train import seeding
 from tfexperts.train import strategy as strategy_lib
 
 STAGES = artifacts.STAGES
@@ -236,7 +236,7 @@ def run_baseline(sc):
   directory = os.path.join(sc.workdir, "baseline")
   if not is_finished(directory):
     def make_model():
-      keras.utils.set_random_seed(sc.seed)
+      seeding.set_seed(sc.seed)
       return bit.create_model(sc.preset, num_classes=sc.upstream.num_classes,
                               **sc.model_overrides)
     task = loop.TrainTask("baseline", sc.upstream.num_classes, make_model,
@@ -283,7 +283,7 @@ def _run_bank(sc, kind, create_bank, priors):
     def make_model(previous_ckpt=previous_ckpt):
       # Seeded like the baseline and the EPN: the bank's initial weights must not depend on
       # what this process trained before (a run of this stage alone, or after the full experts).
-      keras.utils.set_random_seed(sc.seed)
+      seeding.set_seed(sc.seed)
       model = create_bank(_load_baseline(sc), len(sc.domains))
       if previous_ckpt:  # the bank as the previous expert's run left it
         loop.restore_model(model, previous_ckpt)
@@ -344,7 +344,7 @@ def run_epn(sc):
     return {"label": tf.cast(tf.matmul(batch["labels"], membership) > 0, tf.float32)}
 
   def make_model():
-    keras.utils.set_random_seed(sc.seed)
+    seeding.set_seed(sc.seed)
     baseline = _load_baseline(sc)
     model = bit.ResNetV2.from_config({**baseline.get_config(), "num_classes": num_domains})
     model.build((None, None, None, 3))

@@ -39,6 +39,7 @@ from tfexperts.transfer import artifact as artifact_lib
 from tfexperts.transfer import modes
 from tfexperts.transfer import stats
 from tfexperts.train import loop
+from tfexperts.train import seeding
 
 RESULT = "result.json"
 CHECKPOINTS = "ckpt"  # a run's training checkpoints, inside its directory
@@ -348,7 +349,7 @@ def run(spec, strategy, cache=None):
   cache = cache or ModelCache()
 
   def make_model():
-    keras.utils.set_random_seed(spec.seed)
+    seeding.set_seed(spec.seed)
     return cache.fresh(spec.expert, spec.task.num_classes, strategy, spec.precision,
                        spec.finetune)
 

@@ -35,7 +35,6 @@ import os
 import statistics
 import time
 
-import keras
 import tensorflow as tf
 
 from tfexperts import fileio
@@ -51,6 +50,7 @@ from tfexperts.transfer import records
 from tfexperts.transfer import report
 from tfexperts.transfer import stats
 from tfexperts.train import loop
+from tfexperts.train import seeding
 
 MIXING = ("every step trains batch_size examples of each task (global batch = tasks x "
           "batch_size), each task's labels to its own head, the loss the mean over the batch; the "
@@ -154,7 +154,7 @@ def run(spec, strategy, cache):
     return model
 
   def make_model():
-    keras.utils.set_random_seed(spec.seed)
+    seeding.set_seed(spec.seed)
     return cache.reuse_or_build(_key(spec), spec.expert, strategy, build)
 
   expert_dir, run_dir = os.path.split(os.path.normpath(spec.directory))
