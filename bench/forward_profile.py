@@ -35,17 +35,23 @@ from tfexperts.models import layers as bit_layers
 import forward  # noqa: E402  (bench/forward.py: throughput, graph_flops)
 
 
-def _affine(self, x):
-  return x * self.gamma + self.beta
+def _relu_if(y, relu):
+  return tf.nn.relu(y) if relu else y
 
 
-def _one_pass(self, x):
+# Patches of `GroupNorm.call(x, relu=False)`: each keeps the ReLU that follows the GroupNorm.
+def _affine(self, x, relu=False):
+  return _relu_if(x * self.gamma + self.beta, relu)
+
+
+def _one_pass(self, x, relu=False):
   flat = tf.reshape(x, [tf.shape(x)[0], -1, x.shape[-1]])
-  return x * self.gamma + (self.beta - tf.reduce_mean(flat, axis=1))[:, None, None, :]
+  return _relu_if(x * self.gamma + (self.beta - tf.reduce_mean(flat, axis=1))[:, None, None, :],
+                  relu)
 
 
-def _identity(self, x):  # pylint: disable=unused-argument
-  return x
+def _identity(self, x, relu=False):  # pylint: disable=unused-argument
+  return _relu_if(x, relu)
 
 
 def compile_variant(call, images, patches=()):

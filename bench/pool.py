@@ -105,6 +105,7 @@ class _BankExpert:
     self.bank, self.expert_id = bank, expert_id
     self.name = f"expert{expert_id:02d}"
     self.handle = f"{bank.handle}#{expert_id}"
+    self.content_id = f"{bank.content_id}#{expert_id}"  # the feature cache key's module
     self.metadata = metadata_lib.ModuleMetadata.absent(module=self.name, kind="adapter")
     self.kind = "adapter"
 
@@ -128,14 +129,16 @@ def measure(mode, handles, args):
 
   class SampledSource(selection.FeatureSource):
     """The task's images, only the first `images` of them (decoded and resized as usual)."""
-    images = args.images
+    sample_images = args.images  # not `images`: FeatureSource keeps its ImageStore there
 
-    def _dataset(self):
-      return super()._dataset().unbatch().take(self.images).batch(self.batch_size)
+    def _dataset(self, resolution):
+      make = super()._dataset(resolution)
+      return lambda: make().unbatch().take(self.sample_images).batch(self.batch_size)
 
   task = tasks.get_task(TASK)
   source = SampledSource(task, SPLIT, args.data_dir, args.resolution, args.batch)
-  source._dataset().take(1).get_single_element()  # tfds and tf.data start-up, outside timings
+  # tfds and tf.data start-up, outside timings
+  source._dataset(args.resolution)().take(1).get_single_element()
   rss_before = current_rss_mb()
   start = time.perf_counter()
   if mode == "bank":
@@ -158,7 +161,7 @@ def measure(mode, handles, args):
   images = source.stats.images_embedded // measured
   # Each expert's pass has a fixed part (tracing, pipeline start, kNN) besides its per-image
   # part; one more pass on half the images of the last expert separates the two.
-  source.images = args.images // 2
+  source.sample_images = args.images // 2
   start = time.perf_counter()
   selection.score(selection.Candidates([experts[measured - 1]]), source, ["knn"])
   half_seconds = time.perf_counter() - start
@@ -168,7 +171,8 @@ def measure(mode, handles, args):
   return {"mode": mode, "loaded_modules": 1 if mode == "bank" else measured,
           "load_seconds": load_seconds, "rss_loaded_mb": rss_loaded,
           "peak_rss_mb": peak_rss_mb(), "experts_measured": measured, "images": images,
-          "seconds": embed_seconds, "half_images": source.images, "half_seconds": half_seconds,
+          "seconds": embed_seconds, "half_images": source.sample_images,
+          "half_seconds": half_seconds,
           "tf": tf.__version__}
 
 
