@@ -106,8 +106,8 @@ def test_a_workdir_written_before_the_record_exports_as_it_did(tmp_path):
   workdir = str(tmp_path / "old_workdir")
   shutil.copytree(os.path.join(OLD_WORKDIR, "adapter"), os.path.join(workdir, "adapter"))
   entries = collection.export_workdir(workdir, str(tmp_path / "export"))
-  assert sorted(e["name"] for e in entries) == ["adapter_bank", "adapter_glyph", "adapter_polygon"]
+  assert sorted(e.name for e in entries) == ["adapter_bank", "adapter_glyph", "adapter_polygon"]
   for entry in entries:
-    written = metadata.read(os.path.join(str(tmp_path / "export"), "old_workdir", entry["handle"]))
-    assert written.kind == expected[entry["name"]]["kind"]
-    assert written == metadata.from_json(expected[entry["name"]]), entry["name"]
+    written = metadata.read(os.path.join(str(tmp_path / "export"), "old_workdir", entry.handle))
+    assert written.kind == expected[entry.name]["kind"]
+    assert written == metadata.from_json(expected[entry.name]) == entry.metadata, entry.name
