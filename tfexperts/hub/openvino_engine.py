@@ -2,8 +2,8 @@
 
 A SavedModel (a tfexperts module or a third-party one) is converted once with OpenVINO's
 TensorFlow frontend (`openvino.convert_model(module_dir)`), its GroupNorm subgraphs are rewritten
-into OpenVINO's GroupNormalization op (`hub.openvino_groupnorm`: ~1.5-2x faster at every
-precision), and the converted IR is cached under
+into OpenVINO's GroupNormalization op (`hub.openvino_groupnorm`; R50x1 at 224 px, one quiet
+run: float32 1.6x, bfloat16 1.24x faster), and the converted IR is cached under
 `<cache_root>/openvino/<key>/`, the key being the module's content identity
 (`hub.identity.of_directory`) plus the inference precision, so a re-exported module converts
 again and a cache hit reads no TensorFlow graph at all. The IR is written into a temp directory
