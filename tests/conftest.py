@@ -12,15 +12,28 @@ from tests.hub.openvino_fixtures import converted_collection  # noqa: F401 pylin
 from tests.transfer.shapes_features import shapes_select_run  # noqa: F401 pylint: disable=unused-import
 
 
+# Session fixtures one xdist worker builds while any other that needs them waits (minutes each).
+BUILT_ONCE_AND_WAITED_FOR = frozenset({"exported", "shapes_select_run", "converted_collection"})
+# pytest-xdist (load scheduling, --maxschedchunk=1) hands each worker its first two tests at once.
+FIRST_TESTS_PER_WORKER = 2
+
+
 def pytest_collection_modifyitems(items):
   """Runs the tests marked `slow` (end-to-end runs of a minute or more) first, last-collected first.
 
   `make test` spreads tests over 2 workers that take the next test as they finish one; a long run
   picked up last would leave the other worker idle until it ends. The heaviest runs are in
-  tests/transfer, collected last.
+  tests/transfer, collected last. Most of them need the exported collection, which the first
+  worker to ask builds while the other waits, so the second worker's first tests are slow ones
+  that need none of `BUILT_ONCE_AND_WAITED_FOR`: it works while the collection is built.
   """
-  slow = [item for item in items if item.get_closest_marker("slow") is not None]
-  items[:] = slow[::-1] + [item for item in items if item.get_closest_marker("slow") is None]
+  slow = [item for item in items if item.get_closest_marker("slow") is not None][::-1]
+  waiting = [item for item in slow if BUILT_ONCE_AND_WAITED_FOR & set(item.fixturenames)]
+  free = [item for item in slow if item not in waiting]
+  n = FIRST_TESTS_PER_WORKER
+  first = waiting[:n] + free[:n]
+  items[:] = (first + [item for item in slow if item not in first]
+              + [item for item in items if item.get_closest_marker("slow") is None])
 
 
 @pytest.fixture(scope="session")

@@ -90,14 +90,14 @@ def test_sigterm_mid_run_checkpoints_then_resumes_to_identical_weights(tmp_path)
 
 def test_preempted_binary_exits_75_saying_it_will_resume(tmp_path):
   # A binary (run through the binaries' runner) whose run gets a real SIGTERM mid-step.
-  program = textwrap.dedent(f"""
+  program = textwrap.dedent("""
       import os, signal, sys
       import tensorflow as tf
       from tfexperts.cli import run as run_lib
       from tfexperts.train import preemption
       def main(argv):
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-        with preemption.Watcher(strategy, lambda step: f"ckpt-{{step}}", "fake", 10) as watcher:
+        with preemption.Watcher(strategy, lambda step: f"ckpt-{step}", "fake", 10) as watcher:
           for step in range(1, 11):
             if step == 4:
               os.kill(os.getpid(), signal.SIGTERM)
