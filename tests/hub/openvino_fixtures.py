@@ -5,8 +5,8 @@ OpenVINO once, for tests that use converted models but are not about the convers
 Converting a tiny module takes seconds (most of OpenVINO's time in those tests); every module is
 converted once per session by the product's own `openvino_engine.convert` (which checks the
 conversion against the module's stored features before caching it), into an IR cache that the
-pytest-xdist workers of one session share. The exported collection is bit-identical in every worker
-(same content identity, the cache key), so the second worker reads what the first converted.
+pytest-xdist workers of one session share (`session_shared.build_once`). The exported collection
+is bit-identical in every worker (same content identity, the cache key).
 """
 import dataclasses
 import os
@@ -15,7 +15,6 @@ import shutil
 import pytest
 
 from tests import session_shared
-from tfexperts import fileio
 from tfexperts.hub import load as hub_load
 from tfexperts.hub import openvino_engine
 
@@ -44,18 +43,19 @@ def converted_collection(exported, tmp_path_factory):
   same for every precision, so the other precisions' entries are copies of the float32 one.
   """
   pytest.importorskip("openvino")
-  root = session_shared.shared_dir(tmp_path_factory, "openvino_ir_cache")
   module_dirs = {n: os.path.join(exported.collection_dir, n, "1") for n in MODULES}
-  converted = ConvertedCollection(root, module_dirs,
-                                  {n: hub_load.reference(d) for n, d in module_dirs.items()})
-  with fileio.exclusive(os.path.join(root, "lock")):
+  refs = {n: hub_load.reference(d) for n, d in module_dirs.items()}
+
+  def convert_all(root):
+    converted = ConvertedCollection(root, module_dirs, refs)
     for name in module_dirs:
-      openvino_engine.convert(converted.refs[name], root, "float32")
-      source = os.path.dirname(converted.ir_path(name))
+      openvino_engine.convert(refs[name], root, "float32")
       for precision in openvino_engine.PRECISIONS:
         target = os.path.dirname(converted.ir_path(name, precision))
         if not os.path.exists(target):
-          shutil.rmtree(target + ".tmp", ignore_errors=True)
-          shutil.copytree(source, target + ".tmp")
-          os.rename(target + ".tmp", target)
-  return converted
+          shutil.copytree(os.path.dirname(converted.ir_path(name)), target)
+
+  root = session_shared.build_once(tmp_path_factory, "openvino_ir_cache", convert_all)
+  before = session_shared.fingerprint(root)
+  yield ConvertedCollection(root, module_dirs, refs)
+  session_shared.assert_unchanged(root, before)
