@@ -18,58 +18,41 @@ throughputs measured in this run.
 Usage: flock /tmp/bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
          python bench/cost.py [--experts 48] [--task_size 1000] [--test_size 10000] [--seconds 8]
          [--dat_experts 240] [--dat_steps 10000] [--dat_batch 512]
+         [--precision float32|bfloat16|float16]
+Both sides are priced at --precision (R50x1 forward and training step as bench/precision.py
+measures them, the binaries' `--precision` paths); run it at the fastest precision the machine
+runs (bench/precision.py prints them side by side) to price selection at its fastest path.
 """
 import argparse
 import os
 import subprocess
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from tfexperts import demo
+from tfexperts import precision as precision_lib
 from tfexperts.models import bit
 from tfexperts.select import knn
 from tfexperts.transfer import cost
 from tfexperts.transfer import protocol
 from _common import blas_kernel  # pylint: disable=wrong-import-order  (bench/ is on sys.path)
+from precision import forward_fn, throughput, train_fn  # pylint: disable=wrong-import-order
 
 
-def timed(fn, batch, seconds, warmup=2, min_calls=3):
-  """Images/s of `fn()` (one batch per call) over about `seconds` after `warmup` calls."""
-  for _ in range(warmup):
-    fn()
-  calls, start = 0, time.perf_counter()
-  while time.perf_counter() - start < seconds or calls < min_calls:
-    fn()
-    calls += 1
-  return calls * batch / (time.perf_counter() - start)
-
-
-def forward_and_train_throughput(size, forward_batch, train_batch, seconds):
-  """(forward images/s, training-step images/s) of R50x1 with a 10-class head at `size` px."""
-  model = bit.create_model("r50x1", num_classes=10)
-  images = tf.random.uniform((forward_batch, size, size, 3))
-  model(images[:1])
-  forward = tf.function(lambda x: model(x)["pre_logits"], jit_compile=False)
-  forward_ips = timed(lambda: forward(images).numpy(), forward_batch, seconds)
-
-  optimizer = keras.optimizers.SGD(0.001, momentum=0.9)
-  train_images = images[:train_batch] if train_batch <= forward_batch else tf.random.uniform(
-      (train_batch, size, size, 3))
+def forward_and_train_throughput(size, forward_batch, train_batch, seconds, precision):
+  """(forward images/s, training-step images/s) of R50x1 at `size` px and `precision`: the
+  feature path's inference model (bench/precision.py `forward_fn`) and an SGD step with a new
+  float32 10-class head (`train_fn`), the paths `--precision` runs in the binaries."""
+  source = bit.create_model("r50x1")
+  source.build((None, size, size, 3))
+  images = tf.random.uniform((max(forward_batch, train_batch), size, size, 3))
   labels = tf.zeros((train_batch,), tf.int32)
-
-  @tf.function
-  def step(x, y):
-    with tf.GradientTape() as tape:
-      logits = model(x, training=True)["logits"]
-      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-    grads = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    return loss
-
-  train_ips = timed(lambda: step(train_images, labels).numpy(), train_batch, seconds)
+  forward_ips = throughput(forward_fn(source, precision, size), (images[:forward_batch],),
+                           forward_batch, seconds)
+  train_ips = throughput(train_fn(source, precision, size), (images[:train_batch], labels),
+                         train_batch, seconds)
   return forward_ips, train_ips
 
 
@@ -111,6 +94,9 @@ def main():
   parser.add_argument("--forward_batch", type=int, default=16)
   parser.add_argument("--train_batch", type=int, default=8)
   parser.add_argument("--seconds", type=float, default=8.0)
+  parser.add_argument("--precision", default="float32", choices=precision_lib.PRECISIONS,
+                      help="compute precision of both sides (the binaries' --precision); price "
+                           "selection at the fastest one the machine runs")
   parser.add_argument("--dat_experts", type=int, default=240,
                       help="pool size kNN selection is priced at against DAT (paper: 240)")
   parser.add_argument("--dat_steps", type=int, default=10000,
@@ -123,14 +109,20 @@ def main():
   print(f"BLAS: {blas_kernel()}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}; "
         f"TF intra-op threads {tf.config.threading.get_intra_op_parallelism_threads()} "
         f"(0 = all {os.cpu_count()} cores)")
+  print(f"precision: {args.precision}")
+  notice = precision_lib.device_notice(args.precision)
+  if notice:
+    print(f"notice: {notice}")
   forward_ips, train_ips = forward_and_train_throughput(args.size, args.forward_batch,
-                                                        args.train_batch, args.seconds)
+                                                        args.train_batch, args.seconds,
+                                                        args.precision)
   knn_s = knn_seconds(args.task_size)
   load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
   print(f"load after:  {load}")
-  print(f"R50x1 @{args.size}px forward (batch {args.forward_batch}):    "
+  print(f"R50x1 @{args.size}px {args.precision} forward (batch {args.forward_batch}):    "
         f"{forward_ips:8.2f} images/s")
-  print(f"R50x1 @{args.size}px train step (batch {args.train_batch}):    {train_ips:8.2f} images/s "
+  print(f"R50x1 @{args.size}px {args.precision} train step (batch {args.train_batch}):    "
+        f"{train_ips:8.2f} images/s "
         f"({forward_ips / train_ips:.1f}x a forward pass)")
   print(f"kNN leave-one-out, {args.task_size} x 2048:          {knn_s:8.3f} s")
   selection = (cost.knn_images(args.experts, args.task_size).seconds(train_ips, forward_ips)
