@@ -153,8 +153,8 @@ class AdapterExpertModel(keras.Model):
     if not self.backbone.built:
       self.backbone.build(input_shape)
     if not self.built:
-      self.call(keras.KerasTensor(tuple(input_shape)),
-                keras.KerasTensor((input_shape[0],), dtype="int32"))
+      for adapter, channels in zip(self.adapters, self.backbone.block_input_channels):
+        adapter.build(bit_layers.with_channels(input_shape, channels))
     if self.freeze_backbone:  # variables created after `trainable = False` do not inherit it
       self.backbone.trainable = False
     super().build(input_shape)

@@ -338,6 +338,12 @@ class GroupNormBank(keras.layers.Layer):
             "epsilon": self.epsilon}
 
 
+def with_channels(input_shape, channels):
+  """`[b, h, w, c]` shape `input_shape` as `(b, None, None, channels)`: what a layer whose
+  variables depend on the channel count only is built for."""
+  return (input_shape[0], None, None, channels)
+
+
 @keras.saving.register_keras_serializable(package="tfexperts")
 class PreActConv(keras.layers.Layer):
   """GroupNorm -> ReLU -> (symmetric pad) -> StandardizedConv2D, one of a unit's `a`, `b`, `c`.
@@ -365,6 +371,14 @@ class PreActConv(keras.layers.Layer):
     if projection_filters:
       self.proj = _Projection(projection_filters, projection_strides, name="proj")
 
+  def build(self, input_shape):
+    """Creates the variables for inputs of `input_shape` (`[b, h, w, c]`) without a call, in the
+    order a call would (GroupNorm, conv, projection): seeded initial values stay the same."""
+    self.group_norm.build(input_shape)
+    self.conv.build(input_shape)
+    if self.proj is not None:
+      self.proj.build(input_shape)
+
   def call(self, x, expert_ids=None):
     preact = call_norm(self.group_norm, x, expert_ids, relu=True)
     y = self.conv(self.pad(preact) if self.pad is not None else preact)
@@ -387,6 +401,9 @@ class _Projection(keras.layers.Layer):
     super().__init__(**kwargs)
     self.filters, self.strides = filters, strides
     self.conv = StandardizedConv2D(filters, 1, strides=strides)
+
+  def build(self, input_shape):
+    self.conv.build(input_shape)
 
   def call(self, x):
     return self.conv(x)
