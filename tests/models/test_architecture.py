@@ -1,5 +1,8 @@
 """A model's architecture as data, and the model rebuilt from it (the one rebuild of hub modules)."""
-import numpy as np
+import json
+import os
+
+import keras
 import pytest
 
 from tfexperts import artifacts
@@ -32,17 +35,31 @@ def test_rebuild_of_a_description_has_the_models_variables_in_order():
     architecture.rebuild(architecture.describe(patches.create_patch_bank(baseline, 2)))
 
 
-def test_rebuild_from_channels_has_the_symbolic_builds_variables_and_features():
-  described = architecture.describe(bit.create_model("tiny"))
-  fast = architecture.rebuild(described, 6, variable_paths=False)
-  built = architecture.rebuild(described, 6)
-  assert [v.shape for v in fast.variables] == [v.shape for v in built.variables]
-  rng = np.random.default_rng(0)
-  for target, source in zip(fast.variables, built.variables):
-    source.assign(rng.normal(0.0, 0.5, source.shape).astype("float32"))
-    target.assign(source)
-  x = np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype("float32")
-  np.testing.assert_array_equal(fast(x)["pre_logits"], built(x)["pre_logits"])
+def test_build_creates_the_variables_of_a_symbolic_pass_in_its_order(monkeypatch):
+  # tests/data/variable_creation_order.json: the variables' creation order, paths, shapes and
+  # trainable flags when models were built by a symbolic pass over their call (before
+  # 2026-12-03). Seeded initial values follow the creation order, so building from channel
+  # counts keeps them, and the paths keep checkpoints loading.
+  with open(os.path.join(os.path.dirname(__file__), "..", "data",
+                         "variable_creation_order.json")) as f:
+    expected = json.load(f)
+  created = []
+  add_weight = keras.layers.Layer.add_weight
+
+  def recording_add_weight(layer, *args, **kwargs):
+    variable = add_weight(layer, *args, **kwargs)
+    created.append([variable.path, list(variable.shape), bool(variable.trainable)])
+    return variable
+
+  builds = {"tiny_head5": lambda: bit.create_model("tiny", num_classes=5),
+            "tiny_patch2": lambda: bit.create_model("tiny", num_classes=5, patch_experts=2),
+            "adapter_experts2": lambda: adapters.create_adapter_experts(base, 2)}
+  base = bit.create_model("tiny", num_classes=5)
+  monkeypatch.setattr(keras.layers.Layer, "add_weight", recording_add_weight)
+  for name, build in builds.items():
+    created.clear()
+    build()
+    assert created == expected[name], name
 
 
 def test_a_malformed_architecture_is_an_error_naming_it():

@@ -26,11 +26,10 @@ TINY = bit.PRESETS["tiny"]
 
 def test_r50x1_trained_parameters_equal_the_closed_forms():
   r50x1 = bit.PRESETS["r50x1"]
-  resnet = architecture.rebuild(  # built from channel counts: 2 s, not 20
+  resnet = architecture.rebuild(
       architecture.Architecture(family=architecture.FAMILY, preset="r50x1",
                                 units=tuple(r50x1["units"]), width=r50x1["width"],
-                                groups=r50x1.get("groups", 32), adapters=False, patch_experts=0),
-      variable_paths=False)
+                                groups=r50x1.get("groups", 32), adapters=False, patch_experts=0))
   head = 2048 * CLASSES + CLASSES
   closed = {mode: modes.closed_form(mode, (3, 4, 6, 3), 1, CLASSES)
             for mode in ("patch", "adapter", "head")}

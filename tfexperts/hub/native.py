@@ -82,10 +82,10 @@ def may_run_natively(metadata):
   return _architecture_key(metadata) is not None
 
 
-def _build(key, precision="float32", variable_paths=False):
+def _build(key, precision="float32"):
   """The model of `key` (`_architecture_key`) at `precision`, every layer trainable."""
   with precision_lib.policy_scope(precision):
-    return architecture_lib.rebuild(*key, variable_paths=variable_paths)
+    return architecture_lib.rebuild(*key)
 
 
 class _Chunked:
@@ -212,8 +212,7 @@ def trainable_model(ref, precision):
   values = _checkpoint_values(ref.location)
   if values is None or NativeRunner().load(ref) is None:
     return None
-  # Variable paths that name every parent layer: training checkpoints key variables by them.
-  model = _build(_architecture_key(ref.metadata), precision, variable_paths=True)
+  model = _build(_architecture_key(ref.metadata), precision)
   for variable, value in zip(model.variables, values):
     variable.assign(value)
   return model

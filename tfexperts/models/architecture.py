@@ -60,16 +60,13 @@ def describe(model, preset=None):
                       adapters=backbone is not model, patch_experts=backbone.patch_experts)
 
 
-def rebuild(architecture, num_classes=0, variable_paths=True):
+def rebuild(architecture, num_classes=0):
   """A fresh, built model of `architecture` with a head of `num_classes` (0: none).
 
   Takes an `Architecture` of a single model (no patch bank) and returns a `bit.ResNetV2`, or an
   `adapters.AdapterExpertModel` of one expert around one when `architecture.adapters`, every
   layer trainable. Its variables come in the order the model lists them, which is the order a
-  hub module saves them in. With `variable_paths=False` a plain model's variables are created
-  from each layer's input channel count instead of a symbolic pass (`_build_from_channels`:
-  much faster at R50 depth, but their paths lack the parent layers' names, so training
-  checkpoints, which key variables by path, cannot use it). Raises ValueError for a patch bank.
+  hub module saves them in. Raises ValueError for a patch bank.
   """
   if not isinstance(architecture, Architecture):
     raise TypeError(f"`architecture` must be an Architecture. Received: "
@@ -81,46 +78,6 @@ def rebuild(architecture, num_classes=0, variable_paths=True):
                        num_classes=num_classes, groups=architecture.groups)
   if architecture.adapters:
     model = adapters.AdapterExpertModel(model, 1, freeze_backbone=False)
-    model.build((None, None, None, 3))
-  elif variable_paths:
-    model.build((None, None, None, 3))
-  else:
-    _build_from_channels(model)
+  model.build((None, None, None, 3))
   return model
 
-
-def _shape(channels):
-  return (None, None, None, channels)
-
-
-def _build_from_channels(model):
-  """Creates a plain `bit.ResNetV2`'s variables from each layer's input channel count alone.
-
-  `model.build` creates them by a symbolic pass over the whole model (~20k graph ops, 5-8 s for
-  an R50 on this 2-core machine, more than the rest of a module's load). Variables come out in
-  the same order and shapes (Keras orders them by layer, not by creation); their paths lack the
-  parent layers' names.
-  """
-  def mark_built(*layers):
-    for layer in layers:
-      if layer is not None:
-        layer.built = True
-
-  root = model.root_block
-  root.conv.build(_shape(3))
-  mark_built(root.pad_conv, root.pad_pool, root.pool, root)
-  for block in model.blocks:
-    for unit in block.units:
-      for conv, channels in ((unit.a, unit.in_channels), (unit.b, unit.filters),
-                             (unit.c, unit.filters)):
-        conv.group_norm.build(_shape(channels))
-        conv.conv.build(_shape(channels))
-        if conv.proj is not None:
-          conv.proj.conv.build(_shape(channels))
-        mark_built(conv.pad, conv.proj, conv)
-      mark_built(unit)
-    mark_built(block)
-  model.group_norm.build(_shape(model.feature_dim))
-  if model.head is not None:
-    model.head.build((None, model.feature_dim))
-  mark_built(model)
