@@ -1,6 +1,8 @@
 """`select.agreement`'s rules on hand-made numbers: max difference, accepted picks (the top two
 within 0.5 points), same pick, the variant parser and the markdown table. No model runs here;
 tests/select/test_precision_agreement.py measures a real collection."""
+import dataclasses
+
 import pytest
 
 from tfexperts import errors
@@ -27,11 +29,13 @@ def test_accepted_picks_are_the_top_two_within_half_a_point():
 def test_same_pick_accepts_either_of_a_near_tie_and_nothing_else():
   reference = {"a": 0.75, "b": 0.745, "c": 0.70}
   second = agreement.summarize(BF16, reference, {"a": 0.74, "b": 0.75, "c": 0.70})
-  assert second == agreement.VariantSummary(BF16, pytest.approx(1.0), ("a", "b"), "b", True)
+  assert second == agreement.VariantSummary(BF16, pytest.approx(1.0), False, ("a", "b"), "b",
+                                            True)
   third = agreement.summarize(BF16, reference, {"a": 0.75, "b": 0.745, "c": 0.76})
-  assert (third.pick, third.same_pick) == ("c", False)
-  clear = agreement.summarize(BF16, {"a": 0.75, "b": 0.74}, {"a": 0.745, "b": 0.746})
-  assert (clear.accepted_picks, clear.pick, clear.same_pick) == (("a",), "b", False)
+  assert (third.within_tolerance, third.pick, third.same_pick) == (False, "c", False)
+  clear = agreement.summarize(BF16, {"a": 0.75, "b": 0.744}, {"a": 0.747, "b": 0.748})
+  assert (clear.within_tolerance, clear.accepted_picks, clear.pick, clear.same_pick) == (
+      True, ("a",), "b", False)
 
 
 def test_parse_variant():
@@ -52,14 +56,17 @@ def test_markdown_shows_differences_fallbacks_and_picks():
   summary = agreement.summarize(ov, {"x": 0.5, "y": 0.25}, {"x": 0.5 + 2 / 1024, "y": 0.25})
   result = agreement.Agreement(f32, (ov,), (agreement.TaskAgreement("t", 1024, rows,
                                                                      (summary,)),))
-  assert result.same_pick_everywhere
+  assert result.agrees
+  failing = dataclasses.replace(summary, within_tolerance=False)
+  assert not dataclasses.replace(result, tasks=(dataclasses.replace(
+      result.tasks[0], summaries=(failing,)),)).agrees
   assert agreement.markdown(result) == (
       "| task | expert | tensorflow/float32 kNN % | openvino/bfloat16 kNN % | diff | max rel err |\n"
       "| --- | --- | --- | --- | --- | --- |\n"
-      "| t | x | 50.00 | 50.20 | +0.20 | 1.23e-02 |\n"
-      "| t | y | 25.00 | 25.00 (ran tensorflow/float32) | +0.00 | 0.00e+00 |\n"
+      "| t | x | 50.000 | 50.195 | +0.195 | 1.23e-02 |\n"
+      "| t | y | 25.000 | 25.000 (ran tensorflow/float32) | +0.000 | 0.00e+00 |\n"
       "\n"
-      "| task | variant | max diff (points) | images | tensorflow/float32 pick | variant pick "
-      "| same pick |\n"
-      "| --- | --- | --- | --- | --- | --- | --- |\n"
-      "| t | openvino/bfloat16 | 0.20 | 2 of 1024 | x | x | yes |\n")
+      "| task | variant | max diff (points) | images | within 0.5 | tensorflow/float32 pick "
+      "| variant pick | same pick |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+      "| t | openvino/bfloat16 | 0.195 | 2 of 1024 | yes | x | x | yes |\n")

@@ -66,4 +66,3 @@ def test_same_top_pick(agreement):
   for task in agreement.tasks:
     summary = task.summaries[0]
     assert summary.same_pick, (task.task, summary)
-  assert agreement.same_pick_everywhere
