@@ -124,6 +124,7 @@ class FeatureSource:
                                          self.image_memory_bytes)
     self.stats = features_lib.EmbedStats()
     self.native = native.NativeRunner()
+    self._ran = {}  # handle -> the CacheKey its pre-logits were last read or embedded under
 
   def key(self, expert, output="pre_logits", engine=None):
     """The `CacheKey` of `expert`'s `output` on this split: keyed on the module's content and the
@@ -233,9 +234,15 @@ class FeatureSource:
       if embed is None and key.precision != "float32":
         key = dataclasses.replace(key, precision="float32")
     make_model = (lambda: embed) if embed is not None else (lambda: self._loaded(expert).embed)
+    self._ran[expert.handle] = key
     return features_lib.cached_features(self.cache, key, make_model,
                                         self._dataset(self.resolution_of(expert)),
                                         strategy=strategy, stats=self.stats)
+
+  def ran(self, expert):
+    """The `CacheKey` (its `engine` and `precision` say what ran, after any fallback) of the
+    features `features(expert)` last returned, or None before that call."""
+    return self._ran.get(expert.handle)
 
   def logits(self, module):
     """`Features` whose features are `module`'s upstream-head logits on the split."""
