@@ -4,6 +4,7 @@ import contextlib
 import os
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -13,6 +14,8 @@ from tfexperts.errors import UserError
 from tfexperts.hub import load
 from tfexperts.hub import module as module_lib
 from tfexperts.hub import openvino_engine
+from tfexperts.models import bit
+from tfexperts.models import layers as bit_layers
 from tfexperts.select import knn
 from tfexperts.select import selection
 
@@ -84,18 +87,35 @@ def test_converted_model_is_read_from_the_cache(exported, tmp_path, monkeypatch)
   assert not [n for n in os.listdir(tmp_path / openvino_engine.CACHE_SUBDIR) if ".tmp" in n]
 
 
+def _symbolic_build(model, input_shape):
+  """`bit.ResNetV2.build` as it was before 2026-12-03: a symbolic pass over `call`."""
+  if not model.built:
+    model.call(keras.KerasTensor(tuple(input_shape)))
+  keras.Model.build(model, input_shape)
+
+
 @pytest.fixture(name="old_style_module")
 def fixture_old_style_module(models, tmp_path_factory, monkeypatch):
-  """A module exported as before unique graph names: the module saved the Keras variables
-  themselves (scope names such as `resnet/block1/gamma`, repeated), which session-based loaders
-  and OpenVINO cannot resolve."""
+  """A module exported as before unique graph names: models were built by a symbolic pass (their
+  composite layers had no `build`), which gave the variables repeated graph names such as
+  `resnet/block1/gamma`, and the module saved those variables themselves, which session-based
+  loaders and OpenVINO cannot resolve."""
   from tfexperts.hub import export  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  from tfexperts.hub import metadata as metadata_lib  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  for layer_class in (bit.RootBlock, bit.BottleneckUnit, bit.ResNetBlock, bit_layers.PreActConv,
+                      bit_layers._Projection):  # pylint: disable=protected-access
+    monkeypatch.delattr(layer_class, "build")
+  monkeypatch.setattr(bit.ResNetV2, "build", _symbolic_build)
+  baseline = bit.ResNetV2.from_config(models.baseline.get_config())
+  baseline.build((None, None, None, 3))
+  graph_names = [v.value.name for v in baseline.weights]
+  assert len(set(graph_names)) < len(graph_names)  # the old names, repeated
+  for variable, value in zip(baseline.weights, models.baseline.weights):
+    variable.assign(value)
   monkeypatch.setattr(module_lib, "renamed_copies", list)
   monkeypatch.setattr(module_lib, "_renamed", lambda *args: contextlib.nullcontext())
   path = os.path.join(str(tmp_path_factory.mktemp("old")), "old", "1")
-  from tfexperts.hub import metadata as metadata_lib  # pylint: disable=g-import-not-at-top,import-outside-toplevel
-  export.export_expert(models.baseline, path,
-                       metadata_lib.build("full", "old", models.baseline, resolution=32))
+  export.export_expert(baseline, path, metadata_lib.build("full", "old", baseline, resolution=32))
   return path
 
 
