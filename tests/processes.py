@@ -112,7 +112,8 @@ def run_python(code, args=(), check_exit=True, timeout=300, **env_overrides):
 #   LANG, TFDS_DATA_DIR, ...) may have been read while TensorFlow, tfds or Python started: a new
 #   process.
 # Everything else (an installed console script, `fresh=True` for a test about real start-up, no
-# zygote) starts a new process with subprocess.Popen.
+# zygote, or TESTS_ZYGOTE=0 in pytest's environment) starts a new process with subprocess.Popen.
+ZYGOTE_SWITCH = "TESTS_ZYGOTE"
 RUN_TIME_VARIABLES = frozenset({
     "PYTEST_CURRENT_TEST",  # set by pytest per test
     "TF_CONFIG",  # read when a cluster resolver is made
@@ -143,7 +144,7 @@ def launch(command, child_env, stdin, stdout, stderr=subprocess.PIPE, file_size_
   `stdin`, `stdout`, `stderr`: subprocess.PIPE (text) or subprocess.DEVNULL.
   `file_size_limit` as in `run`.
   """
-  if not fresh and command[:1] == [sys.executable]:
+  if not fresh and command[:1] == [sys.executable] and os.environ.get(ZYGOTE_SWITCH) != "0":
     zygote_env = zygote_client.server_env()
     if zygote_env is not None and forkable(command, child_env, zygote_env):
       return zygote_client.launch(command[1:], child_env, stdin, stdout, stderr, file_size_limit)
