@@ -29,6 +29,7 @@ import pkgutil
 import resource
 import runpy
 import selectors
+import shutil
 import socket
 import struct
 import sys
@@ -256,7 +257,8 @@ def _exit_status(exit_exception):
 
 def main():
   """`python -c "from tests import zygote; zygote.main()" SOCKET_PATH`: preloads, checks, then
-  prints `ready` on stdout and serves on SOCKET_PATH until its stdin (a pipe) is closed."""
+  prints `ready` on stdout and serves on SOCKET_PATH until its stdin (a pipe) is closed, then
+  removes SOCKET_PATH's directory."""
   preload()
   check_fork_safe()
   listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -268,3 +270,4 @@ def main():
   os.dup2(devnull, 1)
   os.close(devnull)
   Server(listener, 0).serve()
+  shutil.rmtree(os.path.dirname(sys.argv[1]), ignore_errors=True)  # also when pytest was killed

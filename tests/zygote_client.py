@@ -8,6 +8,7 @@ real process). Which commands may be forked is decided by the caller (tests/proc
 import io
 import os
 import selectors
+import shutil
 import socket
 import subprocess
 import sys
@@ -42,7 +43,7 @@ class _Zygote:
         raise RuntimeError(f"the zygote did not start ({ready!r}): {log.read()[-3000:]}")
 
   def stop(self):
-    """Closes the zygote's stdin (it exits) and waits for it; removes its files."""
+    """Closes the zygote's stdin (it exits, removing its directory) and waits for it."""
     self.proc.stdin.close()
     try:
       self.proc.wait(timeout=30)
@@ -50,10 +51,7 @@ class _Zygote:
       self.proc.kill()
       self.proc.wait()
     self.proc.stdout.close()
-    for name in (self.socket_path, self.log_path):
-      if os.path.exists(name):
-        os.remove(name)
-    os.rmdir(self.directory)
+    shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _read_line_within(stream, seconds):
