@@ -2,6 +2,8 @@
 
 Children run this checkout's code (`PYTHONPATH` is the repository, whatever is installed) with
 TensorFlow's C++ logging at warnings (`TF_CPP_MIN_LOG_LEVEL=2`) unless a test asks otherwise.
+Most are forked from a zygote that has TensorFlow imported already (see `launch` and the rule
+above `RUN_TIME_VARIABLES`); what `run` and `start` return is the same either way.
 """
 import os
 import resource
@@ -147,7 +149,10 @@ def launch(command, child_env, stdin, stdout, stderr=subprocess.PIPE, file_size_
   if not fresh and command[:1] == [sys.executable] and os.environ.get(ZYGOTE_SWITCH) != "0":
     zygote_env = zygote_client.server_env()
     if zygote_env is not None and forkable(command, child_env, zygote_env):
-      return zygote_client.launch(command[1:], child_env, stdin, stdout, stderr, file_size_limit)
+      forked = zygote_client.launch(command[1:], child_env, stdin, stdout, stderr,
+                                    file_size_limit)
+      if forked is not None:
+        return forked
   return subprocess.Popen(command, env=child_env, text=True, stdin=stdin, stdout=stdout,
                           stderr=stderr, preexec_fn=_file_size_limited(file_size_limit))
 

@@ -94,7 +94,7 @@ def launch(argv, env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
 
   `stdin`, `stdout`, `stderr`: subprocess.PIPE (a text pipe) or subprocess.DEVNULL.
   `file_size_limit`: bytes a file of the child may grow to (RLIMIT_FSIZE), or None.
-  Returns a running ZygoteProcess, or None when there is no zygote.
+  Returns a running ZygoteProcess, or None when there is no zygote (or it stopped answering).
   """
   zygote_ = _running()
   if zygote_ is None:
@@ -115,6 +115,15 @@ def launch(argv, env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
     connection.connect(zygote_.socket_path)
     zygote.send_request(connection, {"argv": list(argv), "env": env, "cwd": os.getcwd(),
                                      "file_size_limit": file_size_limit}, child_ends)
+  except OSError as e:  # the zygote is gone: no child was started
+    connection.close()
+    for fd in parent_ends:
+      if fd is not None:
+        os.close(fd)
+    with _lock:
+      _state["zygote"] = None
+    warnings.warn(f"the zygote stopped answering ({e}); children start as new processes")
+    return None
   finally:
     for fd in child_ends:
       os.close(fd)
