@@ -9,9 +9,7 @@ feature cache, record.
 import errno
 import json
 import os
-import resource
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -178,16 +176,9 @@ def test_disk_full_reason_recognises_errno_and_messages_only():
 
 # --- real failures: a child process whose files may not grow past RLIMIT_FSIZE ---------------
 
-def _limited(limit):
-  def preexec():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # kept across exec: the write fails with EFBIG
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-  return preexec
-
-
 def _run(command, limit=None, timeout=900):
   return processes.run(command, check_exit=False, timeout=timeout,
-                       preexec_fn=_limited(limit) if limit else None, TFEXPERTS_VERBOSE=None)
+                       file_size_limit=limit, TFEXPERTS_VERBOSE=None)
 
 
 def _binary(name, *args):
