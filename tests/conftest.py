@@ -12,10 +12,16 @@ from tests.hub.openvino_fixtures import converted_collection  # noqa: F401 pylin
 from tests.transfer.shapes_features import shapes_select_run  # noqa: F401 pylint: disable=unused-import
 
 
-# Session fixtures one xdist worker builds while any other that needs them waits (minutes each).
-BUILT_ONCE_AND_WAITED_FOR = frozenset({"exported", "shapes_select_run", "converted_collection"})
+# Fixtures one xdist worker builds (minutes each, `session_shared.build_once`) while any other
+# worker that needs them waits.
+BUILT_ONCE_AND_WAITED_FOR = frozenset({"exported", "shapes_select_run", "converted_collection",
+                                       "agreement"})
 # pytest-xdist (load scheduling, --maxschedchunk=1) hands each worker its first two tests at once.
 FIRST_TESTS_PER_WORKER = 2
+
+
+def _waits(item):
+  return BUILT_ONCE_AND_WAITED_FOR & set(item.fixturenames)
 
 
 def pytest_collection_modifyitems(items):
@@ -25,15 +31,23 @@ def pytest_collection_modifyitems(items):
   picked up last would leave the other worker idle until it ends. The heaviest runs are in
   tests/transfer, collected last. Most of them need the exported collection, which the first
   worker to ask builds while the other waits, so the second worker's first tests are slow ones
-  that need none of `BUILT_ONCE_AND_WAITED_FOR`: it works while the collection is built.
+  that need none of `BUILT_ONCE_AND_WAITED_FOR`: it works while the collection is built. Among
+  the other tests, those needing a fixture of that set that an earlier test builds run last, so
+  the other worker is not waiting for the build meanwhile.
   """
   slow = [item for item in items if item.get_closest_marker("slow") is not None][::-1]
-  waiting = [item for item in slow if BUILT_ONCE_AND_WAITED_FOR & set(item.fixturenames)]
+  waiting = [item for item in slow if _waits(item)]
   free = [item for item in slow if item not in waiting]
   n = FIRST_TESTS_PER_WORKER
   first = waiting[:n] + free[:n]
-  items[:] = (first + [item for item in slow if item not in first]
-              + [item for item in items if item.get_closest_marker("slow") is None])
+  built_by_slow = set().union(*(_waits(item) for item in slow))
+  built, now, later = set(), [], []
+  for item in items:
+    if item.get_closest_marker("slow") is None:
+      needs = _waits(item) - built_by_slow
+      (later if needs & built else now).append(item)
+      built |= needs
+  items[:] = first + [item for item in slow if item not in first] + now + later
 
 
 @pytest.fixture(scope="session")
