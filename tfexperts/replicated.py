@@ -66,8 +66,10 @@ class OrderedStep:
     self.fn = fn
     # A partial has no __code__, so TensorFlow's frequent-retracing detector keys on this step
     # alone rather than on the code every step shares (which made each new step count as a
-    # retrace of the last one).
-    self._step = tf.function(functools.partial(_gathered_step, self.strategy, fn))
+    # retrace of the last one). No autograph: `fn` needs none, and converting it (a model, restored
+    # hub functions) costs seconds per trace.
+    self._step = tf.function(functools.partial(_gathered_step, self.strategy, fn),
+                             autograph=False)
 
   def __call__(self, numbers, batch):
     return self._step(numbers, batch)

@@ -1,6 +1,7 @@
 """GroupNorm at bfloat16 / float16: statistics accumulated in float32 from the reduced-precision
 activations (no float32 copy), as accurate as normalising a float32 copy and rounding once;
-the inference kernels and the trainable path agree; gradients flow on the trainable path."""
+the inference kernels (per example for large maps, float32 arithmetic for small ones) and the
+trainable path agree; gradients flow on the trainable path."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,18 +31,40 @@ def data():
   return x, gamma, beta
 
 
+def _function(gamma, beta, inference_only):
+  return tf.function(lambda t: layers.group_norm(t, GROUPS, layers.GN_EPSILON, gamma, beta, True,
+                                                 inference_only), autograph=False)
+
+
 def _run(x, gamma, beta, dtype, inference_only):
-  fn = tf.function(lambda t: layers.group_norm(t, GROUPS, layers.GN_EPSILON, gamma, beta, True,
-                                               inference_only), autograph=False)
-  out = fn(tf.cast(tf.constant(x), dtype))
+  out = _function(gamma, beta, inference_only)(tf.cast(tf.constant(x), dtype))
   assert out.dtype == dtype
   return out.numpy().astype(np.float64)
 
 
-@pytest.mark.parametrize("dtype,inference_only", [(tf.bfloat16, True), (tf.bfloat16, False),
-                                                  (tf.float16, False), (tf.float16, True)])
+def _op_types(x, dtype, inference_only):
+  gamma, beta = np.ones(x.shape[-1], np.float32), np.zeros(x.shape[-1], np.float32)
+  graph = _function(gamma, beta, inference_only).get_concrete_function(
+      tf.TensorSpec(x.shape, dtype)).graph
+  return {op.type for op in graph.get_operations()}
+
+
+def test_bfloat16_inference_runs_per_example_from_the_threshold_on(data, monkeypatch):
+  x = data[0]  # 9 x 9 x 16 per example
+  assert "FusedBatchNormV3" not in _op_types(x, tf.bfloat16, True)  # small: float32 arithmetic
+  monkeypatch.setattr(layers, "PER_EXAMPLE_MIN_ELEMENTS", 9 * 9 * 16)
+  assert "FusedBatchNormV3" in _op_types(x, tf.bfloat16, True)
+  assert "FusedBatchNormV3" not in _op_types(x, tf.bfloat16, False)  # trainable: reduced path
+  assert "FusedBatchNormV3" not in _op_types(x[:, :, :, :8], tf.bfloat16, True)
+
+
+@pytest.mark.parametrize("dtype,inference_only,per_example_from", [
+    (tf.bfloat16, True, 0), (tf.bfloat16, True, None), (tf.bfloat16, False, None),
+    (tf.float16, False, None), (tf.float16, True, None)])
 def test_reduced_precision_group_norm_is_as_accurate_as_rounding_a_float32_result(
-    data, dtype, inference_only):
+    data, dtype, inference_only, per_example_from, monkeypatch):
+  if per_example_from is not None:
+    monkeypatch.setattr(layers, "PER_EXAMPLE_MIN_ELEMENTS", per_example_from)
   x, gamma, beta = data
   rounded = tf.cast(tf.constant(x), dtype).numpy().astype(np.float32)  # what the layer sees
   want = _reference(rounded, gamma, beta)
@@ -50,8 +73,9 @@ def test_reduced_precision_group_norm_is_as_accurate_as_rounding_a_float32_resul
                                          beta, True), dtype).numpy().astype(np.float64)
                - want).max()
   got = _run(x, gamma, beta, dtype, inference_only)
-  # bfloat16 inference rounds once (oneDNN's fused kernels): within 1.5x of the bar. The
-  # differentiable path rounds the mean, the deviations and a multiply-add: within 3.5x.
+  # bfloat16 inference rounds once (oneDNN's fused kernels per example, or float32 arithmetic):
+  # within 1.5x of the bar. The differentiable path rounds the mean, the deviations and a
+  # multiply-add: within 3.5x.
   factor = 1.5 if (dtype == tf.bfloat16 and inference_only) else 3.5
   assert np.abs(got - want).max() <= factor * bar + 1e-6, (np.abs(got - want).max(), bar)
 

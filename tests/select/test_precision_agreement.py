@@ -18,9 +18,10 @@ from tfexperts.select import selection
 TASKS = ("shapes_fine_tiny", "shapes_mixed_tiny", "shapes_count_tiny", "digits")
 EXPERTS = ("baseline", "adapter_animal", "adapter_thing_red", "patch_animal", "patch_thing_red")
 BFLOAT16 = agreement_lib.Variant("tensorflow", "bfloat16")
-# The issue asks for 0.5 points; measured 2026-12-03 the largest difference was 0.62 points (5 of
-# 800 images, shapes_count_tiny, the untrained tiny baseline near chance), so the bound here is
-# 0.75 points; every top pick was the same.
+# The issue asks for 0.5 points. Measured 2026-12-04 (small maps in float32 arithmetic, see
+# `layers.PER_EXAMPLE_MIN_ELEMENTS`) the largest difference was 0.5 points (4 of 800 images);
+# another CPU's bfloat16 kernels may round differently, so the bound here is 0.75 points (6 of
+# 800); every top pick was the same.
 TOLERANCE_POINTS = 0.75
 
 

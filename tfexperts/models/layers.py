@@ -115,11 +115,25 @@ def _in_xla_function():
     return False
 
 
+# Per example, `_group_norm_per_example` pays a fixed cost per example and GroupNorm (~0.1-0.2 ms
+# on a 2-core CPU): from about 200k elements per example (56 x 56 x 64 in R50x1 at 224 px) it is
+# 1.2-2.4x faster than float32 arithmetic on the batch, below about 100k (7 x 7 x 512; every map
+# of a 32 px model) up to 3.5x slower. `bench/group_norm.py` measures both on bfloat16 maps.
+PER_EXAMPLE_MIN_ELEMENTS = 2 ** 17
+
+
+def _per_example_pays(x):
+  """Whether `x`'s examples are large enough for `_group_norm_per_example` (unknown: yes)."""
+  size = x.shape[1:].num_elements()
+  return size is None or size >= PER_EXAMPLE_MIN_ELEMENTS
+
+
 def group_norm(x, groups, epsilon, gamma, beta, relu=False, inference_only=False):
   """GroupNorm of `x` (`[b, h, w, c]`) with per-channel `gamma`, `beta` (`[c]` or per example
   `[b, c]`), followed by a ReLU when `relu`; returns `x`'s shape and dtype. `inference_only`:
   no gradient is needed (a bfloat16 `x` of static batch size then takes the fastest kernels,
-  `_group_norm_per_example`, whose statistics have no gradient). Statistics are computed in float32 (for a bfloat16
+  `_group_norm_per_example`, whose statistics have no gradient, when its examples hold at least
+  `PER_EXAMPLE_MIN_ELEMENTS`). Statistics are computed in float32 (for a bfloat16
   or float16 `x` accumulated in float32 from `x` itself: `_group_norm_reduced`).
 
   Two reading passes for the statistics and one multiply-add. Without XLA the first pass takes
@@ -131,11 +145,14 @@ def group_norm(x, groups, epsilon, gamma, beta, relu=False, inference_only=False
   gamma * rsqrt(var + eps) and the mean fold into one scale and one offset per (example,
   channel), so the normalisation itself is one multiply-add per element.
   """
-  if (inference_only and x.dtype == tf.bfloat16 and x.shape[0] is not None
-      and not _in_xla_function()):
+  per_example = (inference_only and x.dtype == tf.bfloat16 and x.shape[0] is not None
+                 and not _in_xla_function())
+  if per_example and _per_example_pays(x):
     return _group_norm_per_example(x, groups, epsilon, gamma, beta, relu)
-  if x.dtype in (tf.bfloat16, tf.float16):
+  if x.dtype in (tf.bfloat16, tf.float16) and not per_example:
     return _relu_if(_group_norm_reduced(x, groups, epsilon, gamma, beta), relu)
+  # Float32 arithmetic, also for the small maps of the per-example case: the output is rounded to
+  # x's dtype once, as per example (the reduced path's two roundings would move kNN picks).
   in_dtype = x.dtype
   shape = tf.shape(x)
   channels = x.shape[-1]

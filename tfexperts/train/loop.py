@@ -288,17 +288,25 @@ def _train_steps(strategy, task, config, model, optimizer, step):
                                                labels), tf.float32))
     return loss, correct
 
-  @tf.function
+  def one_step(iterator, loss, correct, first_nonfinite):
+    del loss, correct  # each step reports its own
+    per_replica_loss, per_replica_correct = strategy.run(step_fn, args=(next(iterator), step))
+    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+    correct = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_correct, axis=None)
+    step.assign_add(1)
+    first_nonfinite = tf.where((first_nonfinite < 0) & ~tf.math.is_finite(loss),
+                               step.read_value(), first_nonfinite)
+    return loss, correct, first_nonfinite
+
+  # Written without autograph: converting `step_fn` and everything it calls (the model, the
+  # restored hub functions) costs seconds per trace, and nothing here needs it.
+  @tf.function(autograph=False)
   def train_steps(iterator, num_steps):
-    loss = correct = tf.constant(0.0)
-    first_nonfinite = tf.constant(-1, tf.int64)  # the step (1-based) of the first non-finite loss
-    for _ in tf.range(num_steps):
-      per_replica_loss, per_replica_correct = strategy.run(step_fn, args=(next(iterator), step))
-      loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
-      correct = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_correct, axis=None)
-      step.assign_add(1)
-      first_nonfinite = tf.where((first_nonfinite < 0) & ~tf.math.is_finite(loss),
-                                 step.read_value(), first_nonfinite)
+    initial = (tf.constant(0.0), tf.constant(0.0), tf.constant(-1, tf.int64))
+    loss, correct, first_nonfinite = tf.while_loop(
+        lambda i, *_: i < num_steps,
+        lambda i, *state: (i + 1, *one_step(iterator, *state)),
+        (tf.constant(0, num_steps.dtype), *initial))[1:]
     return loss, correct / global_batch, first_nonfinite
 
   return train_steps

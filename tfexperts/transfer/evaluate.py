@@ -173,6 +173,7 @@ def evaluate_task(run, strategy):
     best = result["best"]
     print(f"   {name}: {_accuracy_text(result)}" + (f" (best {best})" if best else ""),
           flush=True)
+  run.loaded.clear()  # a model selection loaded that no fine-tune took
   record = _record(run, strategy, chosen)
   report.write_record(run.config.results_dir, record)
   return record

@@ -134,11 +134,12 @@ def _spec(config, expert, task, phase, lr, steps, repeat, directory, data_dir):
       precision=config.precision, finetune=config.finetune)
 
 
-def run_protocol(expert, task, config, directory, strategy, data_dir=None):
+def run_protocol(expert, task, config, directory, strategy, data_dir=None, cache=None):
   """Runs the sweep and the final retrains of one expert on one task.
 
-  Every run goes through one `finetune.ModelCache` owned by this call: the expert is loaded and
-  its training step traced once, and released when the protocol returns.
+  Every run goes through one `finetune.ModelCache`: the expert is loaded and its training step
+  traced once. `cache`: the caller's, e.g. holding the expert from knn_topk's short run (None:
+  one owned by this call, released when the protocol returns).
 
   Args:
     expert: the expert's `hub.expert_ref.ExpertRef`.
@@ -158,7 +159,7 @@ def run_protocol(expert, task, config, directory, strategy, data_dir=None):
     (`best` None too when the whole sweep diverged).
   """
   finetune.check_mode(expert, config.finetune)
-  cache = finetune.ModelCache()
+  cache = finetune.ModelCache() if cache is None else cache
   sweep = []
   for lr in config.learning_rates:
     for steps in config.steps:

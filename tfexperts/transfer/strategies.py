@@ -50,6 +50,8 @@ class TaskRun:
     topk: knn_topk's `records.TopkResult` when the strategy runs it.
     per_expert: {expert: protocol result} of the fine-tunes.
     details: a strategy's own results of this task (e.g. DAT's model and cost).
+    loaded: {expert: `finetune.ModelCache`} of models selection already loaded (knn_topk's
+      pick), taken by that expert's fine-tune instead of loading it again.
   """
   task: object
   config: object
@@ -64,6 +66,7 @@ class TaskRun:
   topk: Optional[records.TopkResult] = None
   per_expert: dict = dataclasses.field(default_factory=dict)
   details: dict = dataclasses.field(default_factory=dict)
+  loaded: dict = dataclasses.field(default_factory=dict)
 
   @property
   def by_name(self):
@@ -115,7 +118,8 @@ class Strategy:
   def fine_tune(self, run, name):
     """Fine-tunes chosen expert `name` with the VTAB-1k protocol; returns the protocol result."""
     return protocol.run_protocol(run.by_name[name].ref, run.task, run.config.protocol,
-                                 run.directory(name), run.tf_strategy, run.config.data_dir)
+                                 run.directory(name), run.tf_strategy, run.config.data_dir,
+                                 run.loaded.pop(name, None))
 
   def reported(self, chosen, accuracies):
     """The expert whose test accuracy the record reports (None: none to report)."""
@@ -176,7 +180,8 @@ class KnnTopk(Strategy):
     block = topk_lib.select({n: e.ref for n, e in by_name.items()}, run.scores["knn"],
                             run.task, config.protocol, run.directory(), run.tf_strategy,
                             k=config.topk, steps_fraction=config.topk_steps_fraction,
-                            learning_rate=config.topk_learning_rate, data_dir=config.data_dir)
+                            learning_rate=config.topk_learning_rate, data_dir=config.data_dir,
+                            kept=run.loaded)
     block["cost"] = {
         "seconds": run.proxy_seconds["features"] + run.proxy_seconds["knn"] + block["seconds"],
         # kNN embeds train800 once per expert (cached features cost nothing in this run).

@@ -12,6 +12,7 @@ import os
 
 from tfexperts import bounds
 from tfexperts.select import proxies as proxies_lib
+from tfexperts.transfer import finetune
 from tfexperts.transfer import protocol
 
 
@@ -21,8 +22,16 @@ def short_steps(config, steps_fraction):
   return max(1, math.ceil(min(config.steps) * steps_fraction))
 
 
+def _pick(candidates, ranking):
+  """The best val accuracy of the `candidates` (dicts) that did not diverge, ties to the first (kNN
+  order); `ranking[0]` (kNN's own pick, whose protocol sweeps other learning rates too) when
+  none is left."""
+  finite = [c for c in candidates if not c.get("diverged")]
+  return max(finite, key=lambda c: c["val_accuracy"])["expert"] if finite else ranking[0]
+
+
 def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps_fraction=0.25,
-           learning_rate=None, data_dir=None):
+           learning_rate=None, data_dir=None, kept=None):
   """Runs the short fine-tunes of the k best experts by kNN and picks the best on val200.
 
   Args:
@@ -36,6 +45,9 @@ def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps
     steps_fraction: see `short_steps`.
     learning_rate: at batch 512; None takes the sweep's first learning rate.
     data_dir: tfds data dir.
+    kept: a dict, or None. When given, `kept[pick]` is set to the `finetune.ModelCache` holding
+      the pick's model from its short run, so the pick's protocol need not load it again (the
+      other candidates' models are released: at most two are held at once).
 
   Returns:
     A dict: `k`, `learning_rate`, `steps`, `batch_size`, `candidates` (kNN order: expert, knn,
@@ -52,18 +64,21 @@ def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps
   steps = short_steps(config, steps_fraction)
   lr = config.learning_rates[0] if learning_rate is None else float(learning_rate)
   candidates = []
+  leader = leader_cache = None  # the pick so far (see below) and its model
   for name in ranking:
+    cache = finetune.ModelCache()
     result = protocol.short_run(experts[name], task, config, lr, steps,
-                                os.path.join(directory, name), strategy, data_dir)
+                                os.path.join(directory, name), strategy, data_dir, cache)
     candidates.append({"expert": name, "knn": knn_scores[name],
                        "val_accuracy": result["accuracy"], "seconds": result["seconds"],
                        "val_size": result.get("num_eval_examples", 0)})
     if result.get("diverged"):
       candidates[-1]["diverged"] = True
-  finite = [c for c in candidates if not c.get("diverged")]
-  # First max: kNN order. When every short run diverged, kNN's own pick (its protocol sweeps
-  # other learning rates too).
-  pick = max(finite, key=lambda c: c["val_accuracy"])["expert"] if finite else ranking[0]
+    if _pick(candidates, ranking) != leader:
+      leader, leader_cache = _pick(candidates, ranking), cache
+  pick = _pick(candidates, ranking)
+  if kept is not None:
+    kept[pick] = leader_cache
   return {"k": k, "learning_rate": lr, "steps": steps, "batch_size": config.batch_size,
           "candidates": candidates, "pick": pick,
           "seconds": sum(c["seconds"] for c in candidates),
