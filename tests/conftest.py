@@ -25,7 +25,8 @@ def _waits(item):
 
 
 def pytest_collection_modifyitems(items):
-  """Runs the tests marked `slow` (end-to-end runs of a minute or more) first, last-collected first.
+  """Runs the tests marked `slow` (end-to-end runs of a minute or more) first, last-collected first
+  (those that wait for a fixture another worker builds after those that do not).
 
   `make test` spreads tests over 2 workers that take the next test as they finish one; a long run
   picked up last would leave the other worker idle until it ends. The heaviest runs are in
@@ -40,6 +41,9 @@ def pytest_collection_modifyitems(items):
   free = [item for item in slow if item not in waiting]
   n = FIRST_TESTS_PER_WORKER
   first = waiting[:n] + free[:n]
+  # Then the other free ones: by the time a worker reaches the rest of `waiting`, the first
+  # worker has built what they need.
+  slow = first + free[n:] + waiting[n:]
   built_by_slow = set().union(*(_waits(item) for item in slow))
   built, now, later = set(), [], []
   for item in items:
@@ -47,7 +51,7 @@ def pytest_collection_modifyitems(items):
       needs = _waits(item) - built_by_slow
       (later if needs & built else now).append(item)
       built |= needs
-  items[:] = first + [item for item in slow if item not in first] + now + later
+  items[:] = slow + now + later
 
 
 @pytest.fixture(scope="session")
