@@ -26,7 +26,8 @@ def _waits(item):
 
 def pytest_collection_modifyitems(items):
   """Runs the tests marked `slow` (end-to-end runs of a minute or more) first, last-collected first
-  (those that wait for a fixture another worker builds after those that do not).
+  (after each worker's first tests, those that wait for a fixture another worker builds come
+  after those that do not).
 
   `make test` spreads tests over 2 workers that take the next test as they finish one; a long run
   picked up last would leave the other worker idle until it ends. The heaviest runs are in

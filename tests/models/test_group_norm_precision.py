@@ -58,6 +58,14 @@ def test_bfloat16_inference_runs_per_example_from_the_threshold_on(data, monkeyp
   assert "FusedBatchNormV3" not in _op_types(x[:, :, :, :8], tf.bfloat16, True)
 
 
+def test_small_bfloat16_inference_maps_are_the_float32_result_rounded_once(data):
+  x, gamma, beta = data  # under the threshold
+  rounded = tf.cast(tf.constant(x), tf.bfloat16)
+  want = tf.cast(_function(gamma, beta, False)(tf.cast(rounded, tf.float32)), tf.bfloat16)
+  np.testing.assert_array_equal(_run(x, gamma, beta, tf.bfloat16, True),
+                                want.numpy().astype(np.float64))
+
+
 @pytest.mark.parametrize("dtype,inference_only,per_example_from", [
     (tf.bfloat16, True, 0), (tf.bfloat16, True, None), (tf.bfloat16, False, None),
     (tf.float16, False, None), (tf.float16, True, None)])

@@ -117,8 +117,9 @@ def _in_xla_function():
 
 # Per example, `_group_norm_per_example` pays a fixed cost per example and GroupNorm (~0.1-0.2 ms
 # on a 2-core CPU): from about 200k elements per example (56 x 56 x 64 in R50x1 at 224 px) it is
-# 1.2-2.4x faster than float32 arithmetic on the batch, below about 100k (7 x 7 x 512; every map
-# of a 32 px model) up to 3.5x slower. `bench/group_norm.py` measures both on bfloat16 maps.
+# 1.2-2.4x faster than float32 arithmetic on the batch; at about 100k (28 x 28 x 128, 7 x 7 x
+# 2048) they are even, below it per example is up to 3.5x slower (7 x 7 x 512: 2x; every map of a
+# 32 px model). `bench/group_norm.py` measures both on bfloat16 maps.
 PER_EXAMPLE_MIN_ELEMENTS = 2 ** 17
 
 
@@ -133,8 +134,9 @@ def group_norm(x, groups, epsilon, gamma, beta, relu=False, inference_only=False
   `[b, c]`), followed by a ReLU when `relu`; returns `x`'s shape and dtype. `inference_only`:
   no gradient is needed (a bfloat16 `x` of static batch size then takes the fastest kernels,
   `_group_norm_per_example`, whose statistics have no gradient, when its examples hold at least
-  `PER_EXAMPLE_MIN_ELEMENTS`). Statistics are computed in float32 (for a bfloat16
-  or float16 `x` accumulated in float32 from `x` itself: `_group_norm_reduced`).
+  `PER_EXAMPLE_MIN_ELEMENTS`; smaller ones take the float32 arithmetic below on a float32 copy,
+  rounded once). Statistics are computed in float32 (on the trainable path, and for float16, of a
+  bfloat16 or float16 `x` accumulated in float32 from `x` itself: `_group_norm_reduced`).
 
   Two reading passes for the statistics and one multiply-add. Without XLA the first pass takes
   per-channel means over the pixels (a reduction over the middle axis, contiguous channels kept),

@@ -74,7 +74,7 @@ def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps
                        "val_size": result.get("num_eval_examples", 0)})
     if result.get("diverged"):
       candidates[-1]["diverged"] = True
-    if _pick(candidates, ranking) != leader:
+    if kept is not None and _pick(candidates, ranking) != leader:
       leader, leader_cache = _pick(candidates, ranking), cache
   pick = _pick(candidates, ranking)
   if kept is not None:
