@@ -288,8 +288,7 @@ def _train_steps(strategy, task, config, model, optimizer, step):
                                                labels), tf.float32))
     return loss, correct
 
-  def one_step(iterator, loss, correct, first_nonfinite):
-    del loss, correct  # each step reports its own
+  def one_step(iterator, first_nonfinite):
     per_replica_loss, per_replica_correct = strategy.run(step_fn, args=(next(iterator), step))
     loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
     correct = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_correct, axis=None)
@@ -305,7 +304,7 @@ def _train_steps(strategy, task, config, model, optimizer, step):
     initial = (tf.constant(0.0), tf.constant(0.0), tf.constant(-1, tf.int64))
     loss, correct, first_nonfinite = tf.while_loop(
         lambda i, *_: i < num_steps,
-        lambda i, *state: (i + 1, *one_step(iterator, *state)),
+        lambda i, loss, correct, first_nonfinite: (i + 1, *one_step(iterator, first_nonfinite)),
         (tf.constant(0, num_steps.dtype), *initial))[1:]
     return loss, correct / global_batch, first_nonfinite
 

@@ -64,7 +64,7 @@ def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps
   steps = short_steps(config, steps_fraction)
   lr = config.learning_rates[0] if learning_rate is None else float(learning_rate)
   candidates = []
-  leader = leader_cache = None  # the pick so far (see below) and its model
+  leader = leader_cache = None  # the pick so far and its model
   for name in ranking:
     cache = finetune.ModelCache()
     result = protocol.short_run(experts[name], task, config, lr, steps,
@@ -74,9 +74,9 @@ def select(experts, knn_scores, task, config, directory, strategy, *, k=3, steps
                        "val_size": result.get("num_eval_examples", 0)})
     if result.get("diverged"):
       candidates[-1]["diverged"] = True
-    if kept is not None and _pick(candidates, ranking) != leader:
-      leader, leader_cache = _pick(candidates, ranking), cache
-  pick = _pick(candidates, ranking)
+    pick = _pick(candidates, ranking)
+    if kept is not None and pick != leader:
+      leader, leader_cache = pick, cache
   if kept is not None:
     kept[pick] = leader_cache
   return {"k": k, "learning_rate": lr, "steps": steps, "batch_size": config.batch_size,
