@@ -40,19 +40,19 @@ def fixture_tensorflow_features(exported, offline_data_dir, tmp_path_factory):
 def test_openvino_features_and_knn_picks_equal_tensorflow_float32(
     exported, offline_data_dir, tmp_path, converted_collection, tensorflow_features,
     monkeypatch):
-  ov = pytest.importorskip("openvino")
+  pytest.importorskip("openvino")
   # TensorFlow's features are in the cache; the IR of all but the last module too (converted for
   # the session), so the source converts the last one itself and caches it beside the others.
   shutil.copytree(tensorflow_features[0], tmp_path, dirs_exist_ok=True)
   for name in NAMES[:-1]:
     ir_dir = os.path.dirname(converted_collection.ir_path(name))
     shutil.copytree(ir_dir, tmp_path / openvino_engine.CACHE_SUBDIR / os.path.basename(ir_dir))
-  conversions, convert_model = [], ov.convert_model
+  conversions, convert_saved_model = [], openvino_engine.convert_saved_model
 
-  def counted_convert_model(path, *args, **kwargs):
+  def counted_convert_saved_model(path):
     conversions.append(path)
-    return convert_model(path, *args, **kwargs)
-  monkeypatch.setattr(ov, "convert_model", counted_convert_model)
+    return convert_saved_model(path)
+  monkeypatch.setattr(openvino_engine, "convert_saved_model", counted_convert_saved_model)
   candidates = selection.load_candidates([_path(exported, n) for n in NAMES])
   tf_source = _source(offline_data_dir, tmp_path, "tensorflow")
   ov_source = _source(offline_data_dir, tmp_path, "openvino")
@@ -75,10 +75,10 @@ def test_openvino_features_and_knn_picks_equal_tensorflow_float32(
 
 
 def test_converted_model_is_read_from_the_cache(exported, tmp_path, monkeypatch):
-  ov = pytest.importorskip("openvino")
+  pytest.importorskip("openvino")
   ref = load.reference(_path(exported, "adapter_animal"))
   first = openvino_engine.load(ref, str(tmp_path), "float32", resolution=32)
-  monkeypatch.setattr(ov, "convert_model", lambda *a, **k: 1 / 0)
+  monkeypatch.setattr(openvino_engine, "convert_saved_model", lambda *a, **k: 1 / 0)
   second = openvino_engine.load(ref, str(tmp_path), "float32", resolution=32)
   images = np.random.default_rng(0).uniform(size=(3, 32, 32, 3)).astype("float32")
   np.testing.assert_array_equal(second(images), first(images))

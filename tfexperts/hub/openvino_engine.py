@@ -1,7 +1,8 @@
 """OpenVINO as an inference engine for CPU feature extraction (the optional `openvino` extra).
 
 A SavedModel (a tfexperts module or a third-party one) is converted once with OpenVINO's
-TensorFlow frontend (`openvino.convert_model(module_dir)`), its GroupNorm subgraphs are rewritten
+TensorFlow frontend (`convert_saved_model`: what `openvino.convert_model(module_dir)` does, without
+its telemetry), its GroupNorm subgraphs are rewritten
 into OpenVINO's GroupNormalization op (`hub.openvino_groupnorm`; R50x1 at 224 px, one quiet
 run: float32 1.6x, bfloat16 1.24x faster), and the converted IR is cached under
 `<cache_root>/openvino/<key>/`, the key being the module's content identity
@@ -140,9 +141,29 @@ def check_conversion(model, ref, resolution=None):
   return diff
 
 
-def _converted(ov, ref, resolution):
+def convert_saved_model(module_dir):
+  """The `openvino.Model` of the SavedModel in `module_dir` (a local directory), as saved.
+
+  The steps `openvino.convert_model(module_dir)` runs for a SavedModel given no options (the
+  TensorFlow frontend, then the same offline transformations: the same ops and weights), without
+  its telemetry: `convert_model` sends anonymous usage events to Google Analytics unless the user
+  opted out, one per converted op type, and on this 2-core machine those took 6 of the 7 s it
+  spent on a tiny module.
+  """
+  from openvino import frontend  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  # What `openvino.tools.ovc` itself imports to transform a converted model (moc_emit_ir.py).
+  from openvino import _offline_transformations as offline  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  tensorflow_frontend = frontend.FrontEndManager().load_by_framework("tf")
+  model = tensorflow_frontend.convert(tensorflow_frontend.load(module_dir))
+  offline.apply_moc_transformations(model, cf=False, smart_reshape=True)
+  offline.compress_quantize_weights_transformation(model)
+  offline.apply_fused_names_cleanup(model)
+  return model
+
+
+def _converted(ref, resolution):
   """The module of `ref` converted as saved, its GroupNorms fused, checked."""
-  model = ov.convert_model(ref.location)
+  model = convert_saved_model(ref.location)
   openvino_groupnorm.fuse_group_norms(model)
   check_conversion(model, ref, resolution)
   return model
@@ -164,12 +185,12 @@ def convert(ref, cache_root=None, precision="float32", resolution=None):
   """
   ov = _openvino()
   if not cache_root or not _is_local(cache_root):
-    return _converted(ov, ref, resolution)
+    return _converted(ref, resolution)
   target = os.path.join(cache_root, CACHE_SUBDIR, cache_key(ref, precision))
   xml = os.path.join(target, _IR_NAME)
   if os.path.exists(xml):
     return ov.Core().read_model(xml)
-  model = _converted(ov, ref, resolution)
+  model = _converted(ref, resolution)
   os.makedirs(os.path.dirname(target), exist_ok=True)
   tmp = fileio.temp_path_beside(target)
   try:
