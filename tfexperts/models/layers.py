@@ -155,6 +155,8 @@ def group_norm(x, groups, epsilon, gamma, beta, relu=False, inference_only=False
     return _relu_if(_group_norm_reduced(x, groups, epsilon, gamma, beta), relu)
   # Float32 arithmetic, also for the small maps of the per-example case: the output is rounded to
   # x's dtype once, as per example (the reduced path's two roundings would move kNN picks).
+  # Shapes are written with constants where they can be (-1 for the batch, tiling instead of
+  # broadcasting to a dynamic shape): fewer graph ops make every trace and its gradient cheaper.
   in_dtype = x.dtype
   shape = tf.shape(x)
   channels = x.shape[-1]
@@ -165,8 +167,7 @@ def group_norm(x, groups, epsilon, gamma, beta, relu=False, inference_only=False
     return tf.reduce_mean(tf.reshape(per_channel, [-1, groups, per_group]), axis=2, keepdims=True)
 
   def to_channels(per_group_value):  # [b, g, 1] -> [b, c]
-    return tf.reshape(tf.broadcast_to(per_group_value, [shape[0], groups, per_group]),
-                      [shape[0], channels])
+    return tf.reshape(tf.tile(per_group_value, [1, 1, per_group]), [-1, channels])
 
   if _in_xla_function():
     # XLA's CPU code for reductions over the grouped layout is faster than over the pixels axis.
@@ -175,11 +176,11 @@ def group_norm(x, groups, epsilon, gamma, beta, relu=False, inference_only=False
     mean, variance = to_channels(grouped_mean[:, :, None]), variance[:, :, None]
   else:
     mean = to_channels(group_mean(tf.reduce_mean(flat, axis=1)))
-    variance = group_mean(tf.reduce_mean(tf.math.squared_difference(flat, mean[:, None, :]),
-                                         axis=1))
+    variance = group_mean(tf.reduce_mean(
+        tf.math.squared_difference(flat, tf.expand_dims(mean, 1)), axis=1))
   scale = to_channels(tf.math.rsqrt(variance + epsilon)) * tf.cast(gamma, tf.float32)
   offset = tf.cast(beta, tf.float32) - mean * scale
-  y = flat * scale[:, None, :] + offset[:, None, :]
+  y = flat * tf.expand_dims(scale, 1) + tf.expand_dims(offset, 1)
   return _relu_if(tf.cast(tf.reshape(y, shape), in_dtype), relu)
 
 
