@@ -147,8 +147,8 @@ def convert_saved_model(module_dir):
   The steps `openvino.convert_model(module_dir)` runs for a SavedModel given no options (the
   TensorFlow frontend, then the same offline transformations: the same ops and weights), without
   its telemetry: `convert_model` sends anonymous usage events to Google Analytics unless the user
-  opted out, one per converted op type, and on this 2-core machine those took 6 of the 7 s it
-  spent on a tiny module.
+  opted out (about 150 per tiny module), and on this 2-core machine they took 6 of the 7 s it
+  spent converting one.
   """
   from openvino import frontend  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   # What `openvino.tools.ovc` itself imports to transform a converted model (moc_emit_ir.py).
