@@ -9,7 +9,9 @@ at bfloat16 it barely gains over float32. Each recognised subgraph is replaced b
 `Transpose(NHWC->NCHW) -> GroupNormalization(gamma, beta, groups, epsilon) -> Transpose(back)`;
 the transposes cancel against those the frontend put around the convolutions.
 
-Matching is structural, from the subgraph's SquaredDifference, and reads gamma, beta, the group
+Matching is structural, from the subgraph's SquaredDifference, for both forms tfexperts has
+exported (per-group values spread over channels by Broadcast or, since 2026-12-04, by Tile; an
+axis inserted by StridedSlice or Unsqueeze), and reads gamma, beta, the group
 count and epsilon from the converted constants (a gamma of ones has been folded away by then;
 beta is kept as a constant; a one-expert `GroupNormBank` gathers them from one-row tables). A
 subgraph of any other shape (third-party modules) is left as it is,
@@ -26,6 +28,16 @@ def _input(node, index):
 
 def _kind(node):
   return node.get_type_name()
+
+
+# The op kinds each form of the exported GroupNorm converts into (see the module docstring).
+_NEW_AXIS = ("StridedSlice", "Unsqueeze")  # x[:, None, :], tf.expand_dims(x, 1)
+_SPREAD = ("Broadcast", "Tile")  # [b, g, 1] -> [b, g, c/g]
+
+
+def _is(node, kinds):
+  """Whether `node` is of kind `kinds` (a kind, or a tuple of alternatives)."""
+  return node is not None and _kind(node) in ((kinds,) if isinstance(kinds, str) else kinds)
 
 
 def _same(a, b):
@@ -60,20 +72,20 @@ def _other_input(node, known):
   return first if _same(second, known) else None
 
 
-def _only_consumer(node, kind):
+def _only_consumer(node, kinds):
   consumers = _consumers(node)
-  return consumers[0] if len(consumers) == 1 and _kind(consumers[0]) == kind else None
+  return consumers[0] if len(consumers) == 1 and _is(consumers[0], kinds) else None
 
 
 def _channel_mean(squared_difference, flat):
   """`(per-channel group mean [b, c], groups)` that `squared_difference` subtracts, or None."""
   sliced = _input(squared_difference, 1)
-  if _kind(sliced) != "StridedSlice":
+  if not _is(sliced, _NEW_AXIS):
     return None
   mean = _input(sliced, 0)
-  chain = [mean]  # Reshape <- Broadcast <- ReduceMean <- Reshape [b, g, c/g] <- ReduceMean <- flat
-  for kind in ("Reshape", "Broadcast", "ReduceMean", "Reshape", "ReduceMean"):
-    if _kind(chain[-1]) != kind:
+  chain = [mean]  # Reshape <- spread <- ReduceMean <- Reshape [b, g, c/g] <- ReduceMean <- flat
+  for kinds in ("Reshape", _SPREAD, "ReduceMean", "Reshape", "ReduceMean"):
+    if not _is(chain[-1], kinds):
       return None
     chain.append(_input(chain[-1], 0))
   if not _same(chain[-1], flat):
@@ -85,13 +97,13 @@ def _channel_mean(squared_difference, flat):
 def _inverse_std(squared_difference):
   """`(rsqrt of the group variance [b, c], epsilon)` computed from `squared_difference`."""
   node, epsilon = squared_difference, None
-  for kind in ("ReduceMean", "Reshape", "ReduceMean", "Add", "Power", "Broadcast", "Reshape"):
-    node = _only_consumer(node, kind)
+  for kinds in ("ReduceMean", "Reshape", "ReduceMean", "Add", "Power", _SPREAD, "Reshape"):
+    node = _only_consumer(node, kinds)
     if node is None:
       return None
-    if kind == "Add":
+    if kinds == "Add":
       epsilon = _constant(_input(node, 1))
-    if kind == "Power" and not np.allclose(_constant(_input(node, 1)), -0.5):
+    if kinds == "Power" and not np.allclose(_constant(_input(node, 1)), -0.5):
       return None
   if epsilon is None or epsilon.size != 1:
     return None
@@ -105,7 +117,7 @@ def _affine(flat, mean, inverse_std, channels):
     return None
   normalised = multiplies[0]
   sliced = _other_input(normalised, flat)
-  scale = _input(sliced, 0) if sliced is not None and _kind(sliced) == "StridedSlice" else None
+  scale = _input(sliced, 0) if _is(sliced, _NEW_AXIS) else None
   if _same(scale, inverse_std):
     gamma = np.ones(channels, np.float32)
   elif scale is not None and _kind(scale) == "Multiply":
@@ -114,7 +126,7 @@ def _affine(flat, mean, inverse_std, channels):
     return None
   add = _only_consumer(normalised, "Add")
   sliced = _other_input(add, normalised) if add is not None else None
-  offset = _input(sliced, 0) if sliced is not None and _kind(sliced) == "StridedSlice" else None
+  offset = _input(sliced, 0) if _is(sliced, _NEW_AXIS) else None
   if offset is None or _kind(offset) != "Subtract":
     return None
   beta, product = _per_channel(_input(offset, 0)), _input(offset, 1)
