@@ -247,17 +247,17 @@ def _group_norm_reduced(x, groups, epsilon, gamma, beta):
     return tf.reduce_mean(tf.reshape(tf.cast(per_channel, tf.float32), [-1, groups, per_group]),
                           axis=2, keepdims=True)
 
-  def to_channels(per_group_value):  # [b, g, 1] -> [b, c]
-    return tf.reshape(tf.broadcast_to(per_group_value, [shape[0], groups, per_group]),
-                      [shape[0], channels])
+  def to_channels(per_group_value):  # [b, g, 1] -> [b, c]; constant shapes, as in `group_norm`
+    return tf.reshape(tf.tile(per_group_value, [1, 1, per_group]), [-1, channels])
 
   mean = tf.cast(to_channels(group_mean(tf.reduce_mean(flat, axis=1))), dtype)
   # Centred once, on the mean rounded to x's dtype (x - mean is then nearly exact): the variance
   # and the output are computed from the small deviations, not from x's larger values.
-  deviation = flat - mean[:, None, :]
+  deviation = flat - tf.expand_dims(mean, 1)
   variance = group_mean(tf.reduce_mean(tf.math.square(deviation), axis=1))
   scale = to_channels(tf.math.rsqrt(variance + epsilon)) * tf.cast(gamma, tf.float32)
-  y = deviation * tf.cast(scale, dtype)[:, None, :] + tf.cast(beta, dtype)[..., None, :]
+  y = deviation * tf.expand_dims(tf.cast(scale, dtype), 1) + tf.expand_dims(tf.cast(beta, dtype),
+                                                                            -2)
   return tf.reshape(y, shape)
 
 
