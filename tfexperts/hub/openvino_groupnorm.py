@@ -46,13 +46,13 @@ def _same(a, b):
 
 def _constant(node):
   """The value of a Constant node, else None."""
-  return node.get_data() if node is not None and _kind(node) == "Constant" else None
+  return node.get_data() if _is(node, "Constant") else None
 
 
 def _per_channel(node):
   """The per-channel values of `node`: a Constant, or a one-row Constant table gathered per
   example (a `GroupNormBank` of one expert, as an extracted expert exports it); else None."""
-  if node is not None and _kind(node) == "Gather":
+  if _is(node, "Gather"):
     table, axis = _constant(_input(node, 0)), _constant(_input(node, 2))
     if table is None or axis is None or int(axis.reshape(())) != 0 or len(table) != 1:
       return None
@@ -120,17 +120,17 @@ def _affine(flat, mean, inverse_std, channels):
   scale = _input(sliced, 0) if _is(sliced, _NEW_AXIS) else None
   if _same(scale, inverse_std):
     gamma = np.ones(channels, np.float32)
-  elif scale is not None and _kind(scale) == "Multiply":
+  elif _is(scale, "Multiply"):
     gamma = _per_channel(_other_input(scale, inverse_std))
   else:
     return None
   add = _only_consumer(normalised, "Add")
   sliced = _other_input(add, normalised) if add is not None else None
   offset = _input(sliced, 0) if _is(sliced, _NEW_AXIS) else None
-  if offset is None or _kind(offset) != "Subtract":
+  if not _is(offset, "Subtract"):
     return None
   beta, product = _per_channel(_input(offset, 0)), _input(offset, 1)
-  if gamma is None or beta is None or _kind(product) != "Multiply" or (
+  if gamma is None or beta is None or not _is(product, "Multiply") or (
       _other_input(product, mean) is None):
     return None
   output = _only_consumer(add, "Reshape")
